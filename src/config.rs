@@ -1,0 +1,226 @@
+//! Settings: built-in defaults, then an optional `allot.toml`, then `ALLOT_*`
+//! environment variables (later layers win). Everything is validated once at
+//! start-up, and every error names the setting the user has to fix.
+
+use std::{path::PathBuf, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+/// The settings exactly as a user writes them (strings for durations), before validation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+struct RawSettings {
+    database_url: String,
+    database_max_connections: u32,
+    database_acquire_timeout: String,
+    listen: String,
+    max_body_bytes: usize,
+    shutdown_grace: String,
+    log_format: String,
+}
+
+impl Default for RawSettings {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite://allot.db".into(),
+            database_max_connections: 10,
+            database_acquire_timeout: "5s".into(),
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 64 * 1024,
+            shutdown_grace: "30s".into(),
+            log_format: "text".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Validated settings. Construct with [`Settings::load`] or, in tests, [`Settings::default`]
+/// and field updates.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub database_acquire_timeout: Duration,
+    /// `host:port`; `:PORT` keeps the default host (127.0.0.1); port 0 picks a free port.
+    pub listen: String,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        RawSettings::default()
+            .validate()
+            .expect("built-in defaults are valid")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("settings file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid settings: {0}")]
+    Parse(String),
+    #[error("{var}: {reason}")]
+    Invalid { var: &'static str, reason: String },
+}
+
+impl Settings {
+    /// Loads settings from the layers. `file` is an explicit settings file
+    /// (`--config` / `ALLOT_CONFIG`), which must then exist; without it,
+    /// `./allot.toml` is read if present.
+    pub fn load(file: Option<PathBuf>) -> Result<Self, SettingsError> {
+        let file = match file {
+            Some(path) if !path.exists() => return Err(SettingsError::MissingFile(path)),
+            Some(path) => path,
+            None => PathBuf::from("allot.toml"),
+        };
+        let raw: RawSettings = Figment::from(Serialized::defaults(RawSettings::default()))
+            .merge(Toml::file(&file))
+            .merge(Env::prefixed("ALLOT_").ignore(&["config"]))
+            .extract()
+            .map_err(|e| SettingsError::Parse(describe_figment_error(e)))?;
+        raw.validate()
+    }
+}
+
+/// Figment names keys the way the file spells them; users of the environment
+/// need the variable name too.
+fn describe_figment_error(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            if path.is_empty() {
+                e.to_string()
+            } else {
+                format!(
+                    "ALLOT_{} (`{path}` in allot.toml): {}",
+                    path.to_uppercase(),
+                    e.kind
+                )
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl RawSettings {
+    fn validate(self) -> Result<Settings, SettingsError> {
+        let database_url = self.database_url.trim().to_string();
+        if crate::db::Backend::from_url(&database_url).is_none() {
+            return Err(invalid(
+                "ALLOT_DATABASE_URL",
+                "must start with sqlite://, postgres://, postgresql://, mysql:// or mariadb://",
+            ));
+        }
+        if self.database_max_connections == 0 {
+            return Err(invalid(
+                "ALLOT_DATABASE_MAX_CONNECTIONS",
+                "must be at least 1",
+            ));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(invalid("ALLOT_MAX_BODY_BYTES", "must be at least 1024"));
+        }
+        let log_format = match self.log_format.to_ascii_lowercase().as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "ALLOT_LOG_FORMAT",
+                    format!("{other:?} is not one of text, json"),
+                ));
+            }
+        };
+        Ok(Settings {
+            database_url,
+            database_max_connections: self.database_max_connections,
+            database_acquire_timeout: duration(
+                "ALLOT_DATABASE_ACQUIRE_TIMEOUT",
+                &self.database_acquire_timeout,
+            )?,
+            listen: listen_address(&self.listen)?,
+            max_body_bytes: self.max_body_bytes,
+            shutdown_grace: duration("ALLOT_SHUTDOWN_GRACE", &self.shutdown_grace)?,
+            log_format,
+        })
+    }
+}
+
+fn invalid(var: &'static str, reason: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        var,
+        reason: reason.into(),
+    }
+}
+
+fn duration(var: &'static str, value: &str) -> Result<Duration, SettingsError> {
+    humantime::parse_duration(value.trim()).map_err(|e| {
+        invalid(
+            var,
+            format!("{value:?} is not a duration like 30s or 5m ({e})"),
+        )
+    })
+}
+
+/// Accepts `host:port` and the `:port` shorthand (default host kept).
+fn listen_address(value: &str) -> Result<String, SettingsError> {
+    let value = value.trim();
+    let full = match value.strip_prefix(':') {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => value.to_string(),
+    };
+    let port_ok = full
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !port_ok {
+        return Err(invalid(
+            "ALLOT_LISTEN",
+            format!(
+                "{value:?} is not host:port (for example 127.0.0.1:8080, or :0 for any free port)"
+            ),
+        ));
+    }
+    Ok(full)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_shorthand_keeps_loopback() {
+        assert_eq!(listen_address(":0").unwrap(), "127.0.0.1:0");
+        assert_eq!(listen_address("0.0.0.0:80").unwrap(), "0.0.0.0:80");
+        assert!(listen_address("8080").is_err());
+        assert!(listen_address("host:99999").is_err());
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let raw = RawSettings {
+            shutdown_grace: "soon".into(),
+            ..RawSettings::default()
+        };
+        let err = raw.validate().unwrap_err().to_string();
+        assert!(err.starts_with("ALLOT_SHUTDOWN_GRACE:"), "{err}");
+
+        let raw = RawSettings {
+            database_url: "redis://localhost".into(),
+            ..RawSettings::default()
+        };
+        let err = raw.validate().unwrap_err().to_string();
+        assert!(err.starts_with("ALLOT_DATABASE_URL:"), "{err}");
+    }
+}

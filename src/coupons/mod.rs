@@ -1,0 +1,194 @@
+//! Flash-sale coupons: create a coupon with a stock, let users claim it at most
+//! once each, show who got one.
+//!
+//! - this file: the domain (parsed names, outcomes, errors) and the operations
+//!   the HTTP routes and the CLI share;
+//! - `store`: the SQL for each backend, side by side, and the one claim algorithm;
+//! - `routes`: the HTTP contract.
+//!
+//! Atomicity never depends on this process: the coupon row lock (or SQLite's
+//! single writer) orders all claims on a coupon, on every backend and across
+//! any number of `allot serve` processes.
+
+mod routes;
+mod store;
+
+use serde::Serialize;
+
+use crate::db::Db;
+
+pub use routes::router;
+
+/// Names and user ids are stored in columns of 255 characters.
+const MAX_LEN: usize = 255;
+
+/// A coupon name that is safe to store and compare on every backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CouponName(String);
+
+/// The id of the user claiming a coupon, as the shop knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserId(String);
+
+/// How many units a coupon has in total; at least one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Amount(i64);
+
+impl CouponName {
+    pub fn parse(value: impl Into<String>) -> Result<Self, CouponError> {
+        identifier("name", value.into()).map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl UserId {
+    pub fn parse(value: impl Into<String>) -> Result<Self, CouponError> {
+        identifier("user_id", value.into()).map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Amount {
+    pub fn parse(value: i64) -> Result<Self, CouponError> {
+        if value < 1 {
+            return Err(CouponError::Invalid(format!(
+                "amount must be at least 1, got {value}"
+            )));
+        }
+        Ok(Self(value))
+    }
+}
+
+/// Shared rules for names and user ids: 1..=255 characters, no control
+/// characters (PostgreSQL refuses NUL in text), no leading or trailing
+/// whitespace (MySQL's PAD SPACE collations would equate "a" and "a ").
+fn identifier(field: &str, value: String) -> Result<String, CouponError> {
+    let chars = value.chars().count();
+    let problem = if chars == 0 {
+        Some("must not be empty".to_string())
+    } else if chars > MAX_LEN {
+        Some(format!("must be at most {MAX_LEN} characters, got {chars}"))
+    } else if value.chars().any(char::is_control) {
+        Some("must not contain control characters".to_string())
+    } else if value.trim() != value {
+        Some("must not start or end with whitespace".to_string())
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(CouponError::Invalid(format!("{field} {problem}"))),
+        None => Ok(value),
+    }
+}
+
+/// A coupon as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Coupon {
+    pub name: String,
+    pub amount: i64,
+    pub remaining_amount: i64,
+    /// User ids in the order their claims committed.
+    pub claimed_by: Vec<String>,
+}
+
+/// What happened to one claim once the coupon was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    Granted,
+    AlreadyClaimed,
+    OutOfStock,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CouponError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("a coupon with this name already exists")]
+    AlreadyExists,
+    #[error("no coupon with this name")]
+    NotFound,
+    #[error("this user has already claimed this coupon")]
+    AlreadyClaimed,
+    #[error("this coupon has no units left")]
+    OutOfStock,
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+}
+
+pub async fn create(db: &Db, name: &CouponName, amount: Amount) -> Result<Coupon, CouponError> {
+    match store::insert(db, name, amount).await {
+        Ok(()) => Ok(Coupon {
+            name: name.0.clone(),
+            amount: amount.0,
+            remaining_amount: amount.0,
+            claimed_by: Vec::new(),
+        }),
+        Err(e) if is_unique_violation(&e) => Err(CouponError::AlreadyExists),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn show(db: &Db, name: &CouponName) -> Result<Coupon, CouponError> {
+    store::find(db, name).await?.ok_or(CouponError::NotFound)
+}
+
+/// Claims one unit for `user`. Already-claimed is decided before stock, so a
+/// user who holds a unit hears "already claimed" even after a sell-out.
+pub async fn claim(db: &Db, name: &CouponName, user: &UserId) -> Result<(), CouponError> {
+    let result = match store::claim_batch(db, name, std::slice::from_ref(user)).await {
+        Ok(Some(outcomes)) => match outcomes.first() {
+            Some(ClaimOutcome::Granted) => Ok(()),
+            Some(ClaimOutcome::AlreadyClaimed) => Err(CouponError::AlreadyClaimed),
+            Some(ClaimOutcome::OutOfStock) => Err(CouponError::OutOfStock),
+            None => unreachable!("claim_batch answers once per user"),
+        },
+        Ok(None) => Err(CouponError::NotFound),
+        // The row lock makes this unreachable; the UNIQUE constraint is the
+        // last line of defence and still means "already claimed".
+        Err(e) if is_unique_violation(&e) => Err(CouponError::AlreadyClaimed),
+        Err(e) => Err(e.into()),
+    };
+    let outcome = match &result {
+        Ok(()) => "granted",
+        Err(CouponError::AlreadyClaimed) => "already_claimed",
+        Err(CouponError::OutOfStock) => "out_of_stock",
+        Err(CouponError::NotFound) => "not_found",
+        Err(_) => "error",
+    };
+    metrics::counter!("allot_coupon_claims_total", "outcome" => outcome).increment(1);
+    result
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|e| e.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_in_characters_not_bytes() {
+        assert!(CouponName::parse("é".repeat(255)).is_ok());
+        assert!(CouponName::parse("é".repeat(256)).is_err());
+        assert!(CouponName::parse("").is_err());
+        assert!(CouponName::parse(" PROMO").is_err());
+        assert!(CouponName::parse("PRO\u{0}MO").is_err());
+        assert!(CouponName::parse("PROMO SUPER 🎉").is_ok());
+    }
+
+    #[test]
+    fn amount_must_be_positive() {
+        assert!(Amount::parse(0).is_err());
+        assert!(Amount::parse(-5).is_err());
+        assert_eq!(Amount::parse(1).unwrap(), Amount(1));
+    }
+}

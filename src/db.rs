@@ -1,0 +1,171 @@
+//! Connection pools and migrations for the three backends.
+//!
+//! Each capability keeps its own SQL per backend next to its logic (see
+//! `coupons::store`); this module only knows how to connect, migrate and ping.
+
+use std::{str::FromStr, time::Duration};
+
+use anyhow::Context;
+use sqlx::{
+    Executor, MySqlPool, PgPool, SqlitePool,
+    mysql::MySqlPoolOptions,
+    postgres::PgPoolOptions,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+use crate::config::Settings;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Option<Self> {
+        let scheme = url.split_once(':')?.0.to_ascii_lowercase();
+        match scheme.as_str() {
+            "sqlite" => Some(Self::Sqlite),
+            "postgres" | "postgresql" => Some(Self::Postgres),
+            "mysql" | "mariadb" => Some(Self::MySql),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+            Self::MySql => "mysql",
+        }
+    }
+}
+
+/// A handle on the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub enum Db {
+    /// SQLite allows one writer at a time. Writes go through a one-connection
+    /// pool so that writers in this process queue on the pool instead of
+    /// spinning on SQLITE_BUSY; `BEGIN IMMEDIATE` (see [`Db::SQLITE_BEGIN`])
+    /// still serialises writers from other processes on the same file.
+    Sqlite {
+        writer: SqlitePool,
+        reader: SqlitePool,
+    },
+    Postgres(PgPool),
+    MySql(MySqlPool),
+}
+
+impl Db {
+    /// Takes the write lock at `BEGIN`, so a transaction that reads then writes
+    /// can never fail half-way with SQLITE_BUSY on lock upgrade.
+    pub const SQLITE_BEGIN: &'static str = "BEGIN IMMEDIATE";
+
+    pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
+        let url = settings.database_url.as_str();
+        let backend = Backend::from_url(url).context("ALLOT_DATABASE_URL: unsupported scheme")?;
+        let max = settings.database_max_connections;
+        let acquire = settings.database_acquire_timeout;
+        let db = match backend {
+            Backend::Sqlite => connect_sqlite(url, max, acquire).await?,
+            Backend::Postgres => Db::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(max)
+                    .acquire_timeout(acquire)
+                    .connect(url)
+                    .await
+                    .context("cannot connect to PostgreSQL (ALLOT_DATABASE_URL)")?,
+            ),
+            Backend::MySql => Db::MySql(
+                MySqlPoolOptions::new()
+                    .max_connections(max)
+                    .acquire_timeout(acquire)
+                    // Each statement must see rows committed by the transaction
+                    // that held a lock before us; REPEATABLE READ would show an
+                    // older snapshot to plain reads that follow a locking read.
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&mysql_url(url))
+                    .await
+                    .context("cannot connect to MySQL/MariaDB (ALLOT_DATABASE_URL)")?,
+            ),
+        };
+        Ok(db)
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Sqlite { .. } => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+            Db::MySql(_) => Backend::MySql,
+        }
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self {
+            Db::Sqlite { writer, .. } => sqlx::migrate!("migrations/sqlite").run(writer).await,
+            Db::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await,
+            Db::MySql(pool) => sqlx::migrate!("migrations/mysql").run(pool).await,
+        }
+        .context("applying migrations")
+    }
+
+    /// Is the database answering? Used by `/readyz`.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Db::Sqlite { reader, .. } => reader.execute("select 1").await.map(drop),
+            Db::Postgres(pool) => pool.execute("select 1").await.map(drop),
+            Db::MySql(pool) => pool.execute("select 1").await.map(drop),
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Db::Sqlite { writer, reader } => {
+                reader.close().await;
+                writer.close().await;
+            }
+            Db::Postgres(pool) => pool.close().await,
+            Db::MySql(pool) => pool.close().await,
+        }
+    }
+}
+
+/// sqlx only knows the `mysql://` scheme; `mariadb://` is accepted as a courtesy.
+fn mysql_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("mariadb") => format!("mysql://{rest}"),
+        _ => url.to_string(),
+    }
+}
+
+async fn connect_sqlite(url: &str, max: u32, acquire: Duration) -> anyhow::Result<Db> {
+    let options = SqliteConnectOptions::from_str(url)
+        .context("ALLOT_DATABASE_URL: not a valid SQLite URL")?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // NORMAL is durable across process crashes in WAL mode; only a power
+        // loss can lose the last commits.
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true);
+    let writer = SqlitePoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(acquire.max(Duration::from_secs(30)))
+        .connect_with(options.clone())
+        .await
+        .context("cannot open the SQLite database (ALLOT_DATABASE_URL)")?;
+    let reader = SqlitePoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(acquire)
+        .connect_with(options.read_only(true))
+        .await
+        .context("cannot open the SQLite database (ALLOT_DATABASE_URL)")?;
+    Ok(Db::Sqlite { writer, reader })
+}

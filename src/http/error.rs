@@ -1,0 +1,154 @@
+//! One mapping from what went wrong to what the client sees:
+//! `{"error": "<machine_code>", "message": "<human text>"}`.
+
+use axum::{
+    Json,
+    extract::{FromRequest, Request, rejection::JsonRejection},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::coupons::CouponError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A failure of ours or of the database: logged in full, shown vaguely.
+    pub fn from_database(error: sqlx::Error) -> Self {
+        if matches!(
+            error,
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+        ) {
+            tracing::error!(error = %error, "database unavailable");
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "the database is not reachable right now; try again shortly",
+            );
+        }
+        tracing::error!(error = %error, "database error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "an internal error occurred",
+        )
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.code,
+            message: &self.message,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<CouponError> for ApiError {
+    fn from(error: CouponError) -> Self {
+        let message = error.to_string();
+        match error {
+            CouponError::Invalid(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+            }
+            CouponError::AlreadyExists => {
+                Self::new(StatusCode::CONFLICT, "already_exists", message)
+            }
+            CouponError::NotFound => Self::new(StatusCode::NOT_FOUND, "not_found", message),
+            CouponError::AlreadyClaimed => {
+                Self::new(StatusCode::CONFLICT, "already_claimed", message)
+            }
+            CouponError::OutOfStock => Self::new(StatusCode::CONFLICT, "out_of_stock", message),
+            CouponError::Database(e) => Self::from_database(e),
+        }
+    }
+}
+
+/// `axum::Json`, but every rejection is a 400 (or 413) in our error format:
+/// clients that send the wrong content type or broken JSON made a mistake,
+/// and the message tells them which.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    use JsonRejection::*;
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return too_large();
+    }
+    match rejection {
+        MissingJsonContentType(_) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_content_type",
+            "expected a JSON body with Content-Type: application/json",
+        ),
+        JsonSyntaxError(e) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!(
+                "the body is not valid JSON: {}",
+                inner_message(&e.body_text())
+            ),
+        ),
+        JsonDataError(e) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            inner_message(&e.body_text()),
+        ),
+        other => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            other.body_text(),
+        ),
+    }
+}
+
+pub fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "the request body is larger than this server accepts (ALLOT_MAX_BODY_BYTES)",
+    )
+}
+
+/// axum prefixes serde's message with its own sentence; keep serde's part,
+/// which names the field ("amount: invalid type: string \"x\", expected i64").
+fn inner_message(text: &str) -> String {
+    text.split_once(": ")
+        .map_or(text, |(_, rest)| rest)
+        .to_string()
+}

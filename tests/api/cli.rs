@@ -1,0 +1,134 @@
+//! The command line as a user types it.
+
+use std::process::Output;
+
+use crate::{
+    helpers::{Backend, TestDb, allot_command},
+    on_every_backend,
+};
+
+on_every_backend!(
+    coupons_can_be_created_and_shown_from_the_command_line,
+    migrate_is_repeatable
+);
+
+fn allot(dir: &std::path::Path, db: &TestDb, args: &[&str]) -> Output {
+    allot_command(dir)
+        .args(args)
+        .env("ALLOT_DATABASE_URL", &db.url)
+        .output()
+        .expect("run allot")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+async fn coupons_can_be_created_and_shown_from_the_command_line(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let out = allot(dir.path(), &db, &["coupons", "create", "PROMO_CLI", "3"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("PROMO_CLI"));
+
+    let out = allot(dir.path(), &db, &["coupons", "create", "PROMO_CLI", "3"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: a coupon with this name already exists"
+    );
+
+    let out = allot(dir.path(), &db, &["coupons", "create", "ZERO", "0"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: amount must be at least 1, got 0"
+    );
+    let out = allot(dir.path(), &db, &["coupons", "create", "NEGATIVE", "-2"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: amount must be at least 1, got -2"
+    );
+
+    let out = allot(dir.path(), &db, &["coupons", "show", "PROMO_CLI", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        shown,
+        serde_json::json!({"name": "PROMO_CLI", "amount": 3, "remaining_amount": 3, "claimed_by": []})
+    );
+    let out = allot(dir.path(), &db, &["coupons", "show", "PROMO_CLI"]);
+    assert!(text(&out.stdout).contains("remaining_amount:  3"));
+
+    let out = allot(dir.path(), &db, &["coupons", "show", "NOPE"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: coupon NOPE: no coupon with this name"
+    );
+}
+
+async fn migrate_is_repeatable(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let out = allot(dir.path(), &db, &["migrate"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+}
+
+/// Settings errors name the variable to fix and stop before doing anything.
+#[test]
+fn bad_settings_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("ALLOT_DATABASE_URL", "redis://localhost"),
+        ("ALLOT_LISTEN", "nowhere"),
+        ("ALLOT_SHUTDOWN_GRACE", "soon"),
+        ("ALLOT_DATABASE_MAX_CONNECTIONS", "many"),
+        ("ALLOT_LOG_FORMAT", "xml"),
+    ];
+    for (var, value) in cases {
+        let out = allot_command(dir.path())
+            .arg("migrate")
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{var}={value} was accepted");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(var), "{var}={value}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
+    // Nothing was created in the working directory by the refused runs.
+    assert!(!dir.path().join("allot.db").exists());
+}
+
+#[test]
+fn settings_file_is_read_and_environment_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("allot.toml"),
+        "database_url = \"sqlite://from-file.db\"\n",
+    )
+    .unwrap();
+    let out = allot_command(dir.path()).arg("migrate").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(dir.path().join("from-file.db").exists());
+
+    let out = allot_command(dir.path())
+        .arg("migrate")
+        .env("ALLOT_DATABASE_URL", "sqlite://from-env.db")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(dir.path().join("from-env.db").exists());
+
+    let out = allot_command(dir.path())
+        .args(["migrate", "--config", "missing.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("missing.toml"));
+}

@@ -1,0 +1,415 @@
+//! Test plumbing: fresh databases per backend, the app in-process on a random
+//! port, `allot` child processes, and a starting gate for races.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use allot::{Application, config::Settings};
+use serde_json::{Value, json};
+use sqlx::{Connection, Executor};
+use tokio::sync::Barrier;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+/// Expands to one `#[tokio::test]` per backend for each named scenario
+/// `async fn scenario(backend: Backend)`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($scenario:ident),+ $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $scenario() {
+                super::$scenario($crate::helpers::Backend::Sqlite).await
+            })+
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $scenario() {
+                if $crate::helpers::Backend::Postgres.available() {
+                    super::$scenario($crate::helpers::Backend::Postgres).await
+                }
+            })+
+        }
+        mod mysql {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $scenario() {
+                if $crate::helpers::Backend::MySql.available() {
+                    super::$scenario($crate::helpers::Backend::MySql).await
+                }
+            })+
+        }
+    };
+}
+
+impl Backend {
+    fn env_var(self) -> Option<&'static str> {
+        match self {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some("ALLOT_TEST_POSTGRES_URL"),
+            Backend::MySql => Some("ALLOT_TEST_MYSQL_URL"),
+        }
+    }
+
+    /// Whether this backend's server is configured. Under `CI=true` a
+    /// missing server is a failure, never a skip.
+    pub fn available(self) -> bool {
+        let Some(var) = self.env_var() else {
+            return true;
+        };
+        if std::env::var(var).is_ok_and(|v| !v.is_empty()) {
+            return true;
+        }
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("CI=true but {var} is not set: the {self:?} tests cannot run");
+        }
+        eprintln!("notice: {var} not set, skipping the {self:?} variant of this test");
+        false
+    }
+}
+
+/// A database that exists for one test and is dropped after it.
+pub struct TestDb {
+    pub url: String,
+    backend: Backend,
+    admin_url: Option<String>,
+    name: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub async fn create(backend: Backend) -> Self {
+        let name = format!("allot_t_{}", uuid::Uuid::new_v4().simple());
+        let Some(var) = backend.env_var() else {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite://{}", dir.path().join("allot.db").display());
+            return Self {
+                url,
+                backend,
+                admin_url: None,
+                name,
+                _dir: Some(dir),
+            };
+        };
+        let admin_url = std::env::var(var).expect("checked by Backend::available");
+        match backend {
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&admin_url)
+                    .await
+                    .unwrap_or_else(|e| panic!("{var}={admin_url} unreachable: {e}"));
+                conn.execute(sqlx::AssertSqlSafe(format!("create database {name}")))
+                    .await
+                    .expect("create test database");
+            }
+            Backend::MySql => {
+                let mut conn = sqlx::MySqlConnection::connect(&admin_url)
+                    .await
+                    .unwrap_or_else(|e| panic!("{var}={admin_url} unreachable: {e}"));
+                conn.execute(sqlx::AssertSqlSafe(format!(
+                    "create database {name} character set utf8mb4 collate utf8mb4_bin"
+                )))
+                .await
+                .expect("create test database");
+            }
+            Backend::Sqlite => unreachable!(),
+        }
+        let mut url = url::Url::parse(&admin_url).expect("database URL");
+        url.set_path(&name);
+        Self {
+            url: url.to_string(),
+            backend,
+            admin_url: Some(admin_url),
+            name,
+            _dir: None,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(admin_url) = self.admin_url.clone() else {
+            return;
+        };
+        let (backend, name) = (self.backend, self.name.clone());
+        // Drop runs inside the test's runtime; do the async cleanup on a
+        // thread with its own.
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let sql = match backend {
+                    Backend::Postgres => format!("drop database if exists {name} with (force)"),
+                    _ => format!("drop database if exists {name}"),
+                };
+                let result = match backend {
+                    Backend::Postgres => match sqlx::PgConnection::connect(&admin_url).await {
+                        Ok(mut c) => c.execute(sqlx::AssertSqlSafe(sql)).await.map(drop),
+                        Err(e) => Err(e),
+                    },
+                    _ => match sqlx::MySqlConnection::connect(&admin_url).await {
+                        Ok(mut c) => c.execute(sqlx::AssertSqlSafe(sql)).await.map(drop),
+                        Err(e) => Err(e),
+                    },
+                };
+                if let Err(e) = result {
+                    eprintln!("warning: could not drop test database {name}: {e}");
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// The app served in this process on a random port, with a fresh database.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    // Dropped after the server is told to stop (fields drop after `Drop::drop`).
+    _db: TestDb,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        let db = TestDb::create(backend).await;
+        let settings = Settings {
+            database_url: db.url.clone(),
+            listen: "127.0.0.1:0".into(),
+            ..Settings::default()
+        };
+        let app = Application::build(settings).await.expect("app builds");
+        let addr = app.local_addr();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        Self {
+            addr,
+            client: client(),
+            shutdown,
+            _db: db,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn create_coupon(&self, name: &str, amount: i64) -> reqwest::Response {
+        post_json(
+            &self.client,
+            &self.url("/api/coupons"),
+            json!({"name": name, "amount": amount}),
+        )
+        .await
+    }
+
+    pub async fn claim(&self, user_id: &str, coupon_name: &str) -> reqwest::Response {
+        claim(&self.client, self.addr, user_id, coupon_name).await
+    }
+
+    pub async fn coupon(&self, name: &str) -> reqwest::Response {
+        get_coupon(&self.client, self.addr, name).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("http client")
+}
+
+pub async fn post_json(client: &reqwest::Client, url: &str, body: Value) -> reqwest::Response {
+    client
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .expect("request sent")
+}
+
+pub async fn claim(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    user_id: &str,
+    coupon: &str,
+) -> reqwest::Response {
+    post_json(
+        client,
+        &format!("http://{addr}/api/coupons/claim"),
+        json!({"user_id": user_id, "coupon_name": coupon}),
+    )
+    .await
+}
+
+pub async fn get_coupon(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    name: &str,
+) -> reqwest::Response {
+    let name = url::form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>();
+    // form encoding writes spaces as '+'; a path needs %20.
+    let name = name.replace('+', "%20");
+    client
+        .get(format!("http://{addr}/api/coupons/{name}"))
+        .send()
+        .await
+        .expect("request sent")
+}
+
+/// Status and parsed JSON body of a response.
+pub async fn status_and_json(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let body =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+    (status, body)
+}
+
+/// Runs `n` tasks that all wait at one gate and then fire together; returns
+/// their results in task order.
+pub async fn race<T, F, Fut>(n: usize, task: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let gate = Arc::new(Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let gate = gate.clone();
+            let fut = task(i);
+            tokio::spawn(async move {
+                gate.wait().await;
+                fut.await
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(n);
+    for handle in handles {
+        results.push(handle.await.expect("race task"));
+    }
+    results
+}
+
+/// `remaining_amount + len(claimed_by) == amount`, and nobody appears twice.
+pub fn assert_invariant(coupon: &Value) {
+    let amount = coupon["amount"].as_i64().expect("amount");
+    let remaining = coupon["remaining_amount"]
+        .as_i64()
+        .expect("remaining_amount");
+    let claimed: Vec<&str> = coupon["claimed_by"]
+        .as_array()
+        .expect("claimed_by")
+        .iter()
+        .map(|v| v.as_str().expect("user id"))
+        .collect();
+    assert_eq!(
+        remaining + claimed.len() as i64,
+        amount,
+        "invariant broken: {coupon}"
+    );
+    let unique: std::collections::HashSet<_> = claimed.iter().collect();
+    assert_eq!(
+        unique.len(),
+        claimed.len(),
+        "a user holds two units: {coupon}"
+    );
+}
+
+/// `allot` as a child process, with a clean `ALLOT_*` environment and a
+/// working directory of its own.
+pub fn allot_command(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_allot"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ALLOT_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.current_dir(dir).env("ALLOT_LOG_FORMAT", "json");
+    cmd
+}
+
+/// A running `allot serve` whose address was read from its own log.
+pub struct ServeProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServeProcess {
+    pub fn start(dir: &std::path::Path, database_url: &str) -> Self {
+        let mut child = allot_command(dir)
+            .arg("serve")
+            .env("ALLOT_DATABASE_URL", database_url)
+            .env("ALLOT_LISTEN", "127.0.0.1:0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn allot serve");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let log_writer = log.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(event) = serde_json::from_str::<Value>(&line)
+                    && event["message"] == "listening"
+                {
+                    let _ = addr_tx.send(event["addr"].as_str().unwrap_or_default().to_string());
+                }
+                log_writer.lock().unwrap().push(line);
+            }
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("allot serve did not start: {:?}", log.lock().unwrap()));
+        Self {
+            child,
+            addr: addr.parse().expect("listening address"),
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub fn terminate(mut self) -> (Option<i32>, Vec<String>) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let exit = self.child.wait().expect("wait for allot serve");
+        // The reader thread ends when the pipe closes, after the last line.
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        let log = self.log.lock().unwrap().clone();
+        (exit.code(), log)
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

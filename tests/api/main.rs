@@ -1,0 +1,15 @@
+//! Integration tests. Every scenario runs against SQLite, PostgreSQL and
+//! MariaDB/MySQL, each test on a fresh database and an app on a random port.
+//!
+//! PostgreSQL and MySQL URLs come from `ALLOT_TEST_POSTGRES_URL` and
+//! `ALLOT_TEST_MYSQL_URL` (a user allowed to create databases). Without them
+//! those backends are skipped with a notice, except under `CI=true`, where a
+//! missing backend fails the run.
+
+mod helpers;
+
+mod cli;
+mod coupon_contract;
+mod coupon_races;
+mod operations;
+mod processes;

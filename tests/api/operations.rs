@@ -1,0 +1,75 @@
+//! `/healthz`, `/readyz`, `/metrics`.
+
+use crate::{
+    helpers::{Backend, TestApp, status_and_json},
+    on_every_backend,
+};
+
+on_every_backend!(
+    health_and_readiness_answer_when_the_database_does,
+    metrics_count_requests_and_claim_outcomes,
+);
+
+async fn health_and_readiness_answer_when_the_database_does(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (status, body) =
+        status_and_json(app.client.get(app.url("/healthz")).send().await.unwrap()).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    let (status, body) =
+        status_and_json(app.client.get(app.url("/readyz")).send().await.unwrap()).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ready")));
+}
+
+/// Reads one sample, e.g. `allot_coupon_claims_total{outcome="granted"}`.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn metrics_count_requests_and_claim_outcomes(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let scrape = || async {
+        let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        response.text().await.unwrap()
+    };
+    let outcomes = ["granted", "already_claimed", "out_of_stock", "not_found"];
+    // Metrics are process-wide and tests run in parallel: compare deltas,
+    // which can only grow by at least what this test did.
+    let before = scrape().await;
+    app.create_coupon("METERED", 1).await;
+    app.claim("a", "METERED").await; // granted
+    app.claim("a", "METERED").await; // already_claimed
+    app.claim("b", "METERED").await; // out_of_stock
+    app.claim("b", "MISSING").await; // not_found
+    let after = scrape().await;
+    for outcome in outcomes {
+        let series = format!("allot_coupon_claims_total{{outcome=\"{outcome}\"}}");
+        assert!(
+            sample(&after, &series) >= sample(&before, &series) + 1.0,
+            "{series} did not grow:\n{after}"
+        );
+    }
+    let created = r#"allot_http_requests_total{method="POST",route="/api/coupons",status="201"}"#;
+    assert!(
+        sample(&after, created) >= sample(&before, created) + 1.0,
+        "{after}"
+    );
+    let latency = r#"allot_http_request_duration_seconds_count{method="POST",route="/api/coupons/claim",status="409"}"#;
+    assert!(
+        sample(&after, latency) >= sample(&before, latency) + 2.0,
+        "{after}"
+    );
+    assert!(
+        after.contains("allot_http_request_duration_seconds_bucket{"),
+        "no histogram buckets:\n{after}"
+    );
+}

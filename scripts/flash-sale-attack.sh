@@ -8,6 +8,8 @@ base=${1:-http://127.0.0.1:8080}
 run=$(date +%s%N)
 json=(-H 'content-type: application/json')
 
+curl -sf -o /dev/null "$base/healthz" || { echo "allot is not answering at $base" >&2; exit 1; }
+
 create() { # name amount
     local status
     status=$(curl -s -o /dev/null -w '%{http_code}' "${json[@]}" -X POST "$base/api/coupons" \

@@ -2,17 +2,17 @@
 //! environment variables (later layers win). Everything is validated once at
 //! start-up, and every error names the setting the user has to fix.
 
-use std::{path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use figment::{
     Figment,
-    providers::{Env, Format, Serialized, Toml},
+    providers::{Format, Serialized, Toml},
 };
 use serde::{Deserialize, Serialize};
 
 /// The settings exactly as a user writes them (strings for durations), before validation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 struct RawSettings {
     database_url: String,
     database_max_connections: u32,
@@ -87,28 +87,45 @@ impl Settings {
         };
         let raw: RawSettings = Figment::from(Serialized::defaults(RawSettings::default()))
             .merge(Toml::file(&file))
-            .merge(Env::prefixed("ALLOT_").ignore(&["config"]))
-            .extract()
+            .merge(Serialized::defaults(environment()))
+            .extract_lossy()
             .map_err(|e| SettingsError::Parse(describe_figment_error(e)))?;
         raw.validate()
     }
 }
 
-/// Figment names keys the way the file spells them; users of the environment
-/// need the variable name too.
+/// `ALLOT_*` variables as plain strings. figment's own `Env` provider guesses
+/// types ("8080" becomes a number, so a digits-only token would no longer be
+/// a string); lossy extraction instead converts a string only where the
+/// setting is a number or a boolean.
+/// Only variables naming a setting are taken, so other `ALLOT_*` variables
+/// (`ALLOT_CONFIG`, test URLs) never collide with the check that rejects
+/// unknown keys in the settings file.
+fn environment() -> BTreeMap<String, String> {
+    let known = serde_json::to_value(RawSettings::default()).expect("settings serialise");
+    std::env::vars()
+        .filter_map(|(key, value)| {
+            let key = key.strip_prefix("ALLOT_")?.to_ascii_lowercase();
+            known.get(&key).is_some().then_some((key, value))
+        })
+        .collect()
+}
+
+/// Names the place to fix: the variable for environment values, the key and
+/// file for settings-file values.
 fn describe_figment_error(error: figment::Error) -> String {
     error
         .into_iter()
         .map(|e| {
-            let path = e.path.join(".");
-            if path.is_empty() {
-                e.to_string()
-            } else {
-                format!(
-                    "ALLOT_{} (`{path}` in allot.toml): {}",
-                    path.to_uppercase(),
-                    e.kind
-                )
+            let key = e.path.join(".");
+            let file = e.metadata.as_ref().and_then(|m| match &m.source {
+                Some(figment::Source::File(path)) => Some(path.display().to_string()),
+                _ => None,
+            });
+            match file {
+                Some(file) => format!("`{key}` in {file}: {}", e.kind),
+                None if !key.is_empty() => format!("ALLOT_{}: {}", key.to_uppercase(), e.kind),
+                None => e.to_string(),
             }
         })
         .collect::<Vec<_>>()

@@ -70,7 +70,10 @@ fn is_contention(error: &sqlx::Error) -> bool {
     // SQLite: SQLITE_BUSY and its extended codes; PostgreSQL: serialization
     // failure, deadlock, lock not available.
     db_error.code().is_some_and(|code| {
-        matches!(code.as_ref(), "5" | "261" | "517" | "40001" | "40P01" | "55P03")
+        matches!(
+            code.as_ref(),
+            "5" | "261" | "517" | "40001" | "40P01" | "55P03"
+        )
     })
 }
 

@@ -101,6 +101,33 @@ fn bad_settings_are_named() {
         assert!(stderr.contains(var), "{var}={value}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     }
+    // A value of digits is still a string: the reason is about the value.
+    let out = allot_command(dir.path())
+        .arg("migrate")
+        .env("ALLOT_LISTEN", "8080")
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("is not host:port"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A typo in the settings file is an error, not silently ignored.
+    std::fs::write(
+        dir.path().join("typo.toml"),
+        "databse_url = \"sqlite://x.db\"\n",
+    )
+    .unwrap();
+    let out = allot_command(dir.path())
+        .args(["migrate", "--config", "typo.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("databse_url"),
+        "{}",
+        text(&out.stderr)
+    );
     // Nothing was created in the working directory by the refused runs.
     assert!(!dir.path().join("allot.db").exists());
 }

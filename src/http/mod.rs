@@ -3,13 +3,16 @@
 
 mod error;
 
-use std::{net::SocketAddr, time::Instant};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, MatchedPath, Request},
-    http::StatusCode,
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
+    http::{StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
@@ -92,6 +95,10 @@ fn router(state: AppState, max_body_bytes: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            max_body_bytes,
+            refuse_oversized,
+        ))
         .layer(middleware::from_fn(record_request))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(
@@ -114,6 +121,31 @@ async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this route does not accept this method",
     )
+}
+
+/// Bodies up to this size are read and discarded before a 413 is sent.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Refuses a body whose declared length is over the limit. A client still
+/// writing when the server answers and closes sees a broken pipe instead of
+/// the 413, so a moderately oversized body is drained first (bounded in size
+/// and time); beyond that, the connection is simply closed.
+async fn refuse_oversized(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > limit as u64 => {
+            if length <= DRAIN_LIMIT as u64 {
+                let drain = axum::body::to_bytes(request.into_body(), DRAIN_LIMIT);
+                let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+            }
+            error::too_large().into_response()
+        }
+        _ => next.run(request).await,
+    }
 }
 
 /// Counts requests and records latency by route template (never the raw

@@ -194,6 +194,7 @@ async fn a_two_megabyte_body_is_413(backend: Backend) {
             .send()
             .await
             .unwrap();
+        assert_eq!(response.headers()["connection"], "close", "{path}");
         let (status, body) = status_and_json(response).await;
         assert_eq!(status, 413, "{path}");
         assert_eq!(body["error"], "payload_too_large");

@@ -390,13 +390,28 @@ impl ServeProcess {
         }
     }
 
-    /// Sends SIGTERM and waits for the exit code.
-    pub fn terminate(mut self) -> (Option<i32>, Vec<String>) {
+    pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status()
             .expect("kill");
         assert!(status.success());
+    }
+
+    /// Waits until the server has logged a line containing `needle`.
+    pub fn wait_for_log(&self, needle: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line with {needle:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the process to exit; its exit code and whole log.
+    pub fn wait(mut self) -> (Option<i32>, Vec<String>) {
         let exit = self.child.wait().expect("wait for allot serve");
         // The reader thread ends when the pipe closes, after the last line.
         if let Some(reader) = self.reader.take() {
@@ -404,6 +419,12 @@ impl ServeProcess {
         }
         let log = self.log.lock().unwrap().clone();
         (exit.code(), log)
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub fn terminate(self) -> (Option<i32>, Vec<String>) {
+        self.signal("TERM");
+        self.wait()
     }
 }
 

@@ -2,17 +2,23 @@
 
 use std::collections::HashSet;
 
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::TcpStream,
+};
+
 use crate::{
     helpers::{
-        Backend, ServeProcess, TestDb, assert_invariant, claim, client, get_coupon, race,
-        status_and_json,
+        Backend, ServeProcess, TestDb, allot_command, assert_invariant, claim, client, get_coupon,
+        race, status_and_json,
     },
     on_every_backend,
 };
 
 on_every_backend!(
     two_serve_processes_race_for_one_coupon,
-    sigterm_stops_the_server_cleanly
+    sigterm_stops_the_server_cleanly,
+    sigterm_lets_an_in_flight_request_finish,
 );
 
 /// Correctness must not depend on in-process state: two servers on one
@@ -87,4 +93,49 @@ async fn sigterm_stops_the_server_cleanly(backend: Backend) {
         "{log:?}"
     );
     assert!(log.iter().any(|l| l.contains("\"stopped\"")), "{log:?}");
+}
+
+/// A request whose body is still arriving when SIGTERM comes is served, and
+/// only then does the process exit 0.
+async fn sigterm_lets_an_in_flight_request_finish(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServeProcess::start(dir.path(), &db.url);
+
+    let body = br#"{"name": "IN_FLIGHT", "amount": 7}"#;
+    let (first, rest) = body.split_at(10);
+    let mut stream = BufReader::new(TcpStream::connect(server.addr).await.unwrap());
+    let head = format!(
+        "POST /api/coupons HTTP/1.1\r\nhost: allot\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nexpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // The server asks for the body only once the handler reads it: from
+    // here on the request is in flight.
+    let mut line = String::new();
+    stream.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("HTTP/1.1 100"), "{line}");
+    stream.read_line(&mut line).await.unwrap();
+    stream.write_all(first).await.unwrap();
+
+    server.signal("TERM");
+    server.wait_for_log("SIGTERM received");
+    stream.write_all(rest).await.unwrap();
+
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    let (code, log) = server.wait();
+    assert_eq!(code, Some(0), "{log:?}");
+
+    let shown = allot_command(dir.path())
+        .args(["coupons", "show", "IN_FLIGHT", "--json"])
+        .env("ALLOT_DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(
+        shown.status.success(),
+        "the in-flight coupon was not stored"
+    );
 }

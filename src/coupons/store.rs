@@ -170,114 +170,72 @@ trait ClaimTx: Send {
     fn commit(self) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 }
 
-impl ClaimTx for Transaction<'_, Sqlite> {
-    async fn lock_remaining(&mut self, coupon: &str) -> Result<Option<i64>, sqlx::Error> {
-        sqlx::query_scalar("select remaining_amount from coupons where name = ?")
-            .bind(coupon)
-            .fetch_optional(&mut **self)
-            .await
-    }
-    async fn has_claimed(&mut self, coupon: &str, user: &str) -> Result<bool, sqlx::Error> {
-        sqlx::query_scalar(
-            "select exists (select 1 from coupon_claims where coupon_name = ? and user_id = ?)",
-        )
-        .bind(coupon)
-        .bind(user)
-        .fetch_one(&mut **self)
-        .await
-    }
-    async fn insert_claim(&mut self, coupon: &str, user: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("insert into coupon_claims (coupon_name, user_id) values (?, ?)")
-            .bind(coupon)
-            .bind(user)
-            .execute(&mut **self)
-            .await
-            .map(drop)
-    }
-    async fn take(&mut self, coupon: &str, units: i64) -> Result<(), sqlx::Error> {
-        sqlx::query("update coupons set remaining_amount = remaining_amount - ? where name = ?")
-            .bind(units)
-            .bind(coupon)
-            .execute(&mut **self)
-            .await
-            .map(drop)
-    }
-    async fn commit(self) -> Result<(), sqlx::Error> {
-        Transaction::commit(self).await
-    }
+/// Implements [`ClaimTx`] for one backend from its four statements. Bind
+/// order is the same everywhere: lock (coupon), has_claimed (coupon, user),
+/// insert (coupon, user), take (units, coupon).
+macro_rules! claim_statements {
+    ($db:ty {
+        lock: $lock:literal,
+        has_claimed: $has_claimed:literal,
+        insert: $insert:literal,
+        take: $take:literal $(,)?
+    }) => {
+        impl ClaimTx for Transaction<'_, $db> {
+            async fn lock_remaining(&mut self, coupon: &str) -> Result<Option<i64>, sqlx::Error> {
+                sqlx::query_scalar($lock)
+                    .bind(coupon)
+                    .fetch_optional(&mut **self)
+                    .await
+            }
+            async fn has_claimed(&mut self, coupon: &str, user: &str) -> Result<bool, sqlx::Error> {
+                let claims: i64 = sqlx::query_scalar($has_claimed)
+                    .bind(coupon)
+                    .bind(user)
+                    .fetch_one(&mut **self)
+                    .await?;
+                Ok(claims > 0)
+            }
+            async fn insert_claim(&mut self, coupon: &str, user: &str) -> Result<(), sqlx::Error> {
+                sqlx::query($insert)
+                    .bind(coupon)
+                    .bind(user)
+                    .execute(&mut **self)
+                    .await
+                    .map(drop)
+            }
+            async fn take(&mut self, coupon: &str, units: i64) -> Result<(), sqlx::Error> {
+                sqlx::query($take)
+                    .bind(units)
+                    .bind(coupon)
+                    .execute(&mut **self)
+                    .await
+                    .map(drop)
+            }
+            async fn commit(self) -> Result<(), sqlx::Error> {
+                Transaction::commit(self).await
+            }
+        }
+    };
 }
 
-impl ClaimTx for Transaction<'_, Postgres> {
-    async fn lock_remaining(&mut self, coupon: &str) -> Result<Option<i64>, sqlx::Error> {
-        sqlx::query_scalar("select remaining_amount from coupons where name = $1 for no key update")
-            .bind(coupon)
-            .fetch_optional(&mut **self)
-            .await
-    }
-    async fn has_claimed(&mut self, coupon: &str, user: &str) -> Result<bool, sqlx::Error> {
-        sqlx::query_scalar(
-            "select exists (select 1 from coupon_claims where coupon_name = $1 and user_id = $2)",
-        )
-        .bind(coupon)
-        .bind(user)
-        .fetch_one(&mut **self)
-        .await
-    }
-    async fn insert_claim(&mut self, coupon: &str, user: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("insert into coupon_claims (coupon_name, user_id) values ($1, $2)")
-            .bind(coupon)
-            .bind(user)
-            .execute(&mut **self)
-            .await
-            .map(drop)
-    }
-    async fn take(&mut self, coupon: &str, units: i64) -> Result<(), sqlx::Error> {
-        sqlx::query("update coupons set remaining_amount = remaining_amount - $1 where name = $2")
-            .bind(units)
-            .bind(coupon)
-            .execute(&mut **self)
-            .await
-            .map(drop)
-    }
-    async fn commit(self) -> Result<(), sqlx::Error> {
-        Transaction::commit(self).await
-    }
-}
+claim_statements!(Sqlite {
+    // BEGIN IMMEDIATE already holds the database write lock.
+    lock: "select remaining_amount from coupons where name = ?",
+    has_claimed: "select count(*) from coupon_claims where coupon_name = ? and user_id = ?",
+    insert: "insert into coupon_claims (coupon_name, user_id) values (?, ?)",
+    take: "update coupons set remaining_amount = remaining_amount - ? where name = ?",
+});
 
-impl ClaimTx for Transaction<'_, MySql> {
-    async fn lock_remaining(&mut self, coupon: &str) -> Result<Option<i64>, sqlx::Error> {
-        sqlx::query_scalar("select remaining_amount from coupons where name = ? for update")
-            .bind(coupon)
-            .fetch_optional(&mut **self)
-            .await
-    }
-    async fn has_claimed(&mut self, coupon: &str, user: &str) -> Result<bool, sqlx::Error> {
-        // MySQL's EXISTS yields an integer, not a boolean.
-        let found: Option<i64> =
-            sqlx::query_scalar("select 1 from coupon_claims where coupon_name = ? and user_id = ?")
-                .bind(coupon)
-                .bind(user)
-                .fetch_optional(&mut **self)
-                .await?;
-        Ok(found.is_some())
-    }
-    async fn insert_claim(&mut self, coupon: &str, user: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("insert into coupon_claims (coupon_name, user_id) values (?, ?)")
-            .bind(coupon)
-            .bind(user)
-            .execute(&mut **self)
-            .await
-            .map(drop)
-    }
-    async fn take(&mut self, coupon: &str, units: i64) -> Result<(), sqlx::Error> {
-        sqlx::query("update coupons set remaining_amount = remaining_amount - ? where name = ?")
-            .bind(units)
-            .bind(coupon)
-            .execute(&mut **self)
-            .await
-            .map(drop)
-    }
-    async fn commit(self) -> Result<(), sqlx::Error> {
-        Transaction::commit(self).await
-    }
-}
+claim_statements!(Postgres {
+    lock: "select remaining_amount from coupons where name = $1 for no key update",
+    has_claimed: "select count(*) from coupon_claims where coupon_name = $1 and user_id = $2",
+    insert: "insert into coupon_claims (coupon_name, user_id) values ($1, $2)",
+    take: "update coupons set remaining_amount = remaining_amount - $1 where name = $2",
+});
+
+claim_statements!(MySql {
+    lock: "select remaining_amount from coupons where name = ? for update",
+    has_claimed: "select count(*) from coupon_claims where coupon_name = ? and user_id = ?",
+    insert: "insert into coupon_claims (coupon_name, user_id) values (?, ?)",
+    take: "update coupons set remaining_amount = remaining_amount - ? where name = ?",
+});

@@ -133,14 +133,7 @@ async fn bad_create_bodies_are_400_with_a_reason(backend: Backend) {
         ),
     ];
     for (case, body, code) in cases {
-        let response = app
-            .client
-            .post(app.url("/api/coupons"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let response = app.post_raw("/api/coupons", body).await;
         let (status, body) = status_and_json(response).await;
         assert_eq!(status, 400, "{case}: {body}");
         assert_eq!(body["error"], code, "{case}: {body}");
@@ -186,14 +179,7 @@ async fn a_two_megabyte_body_is_413(backend: Backend) {
         "x".repeat(2 * 1024 * 1024)
     );
     for path in ["/api/coupons", "/api/coupons/claim"] {
-        let response = app
-            .client
-            .post(app.url(path))
-            .header("content-type", "application/json")
-            .body(huge.clone())
-            .send()
-            .await
-            .unwrap();
+        let response = app.post_raw(path, huge.clone()).await;
         assert_eq!(response.headers()["connection"], "close", "{path}");
         let (status, body) = status_and_json(response).await;
         assert_eq!(status, 413, "{path}");
@@ -286,14 +272,7 @@ async fn bad_claim_bodies_are_400(backend: Backend) {
         "null".to_string(),
     ];
     for body in cases {
-        let response = app
-            .client
-            .post(app.url("/api/coupons/claim"))
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
+        let response = app.post_raw("/api/coupons/claim", body.clone()).await;
         let (status, answer) = status_and_json(response).await;
         assert_eq!(status, 400, "{body}: {answer}");
         assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()));

@@ -218,6 +218,17 @@ impl TestApp {
         claim(&self.client, self.addr, user_id, coupon_name).await
     }
 
+    /// POSTs `body` as-is, declared as JSON.
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     pub async fn coupon(&self, name: &str) -> reqwest::Response {
         get_coupon(&self.client, self.addr, name).await
     }

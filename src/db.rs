@@ -116,12 +116,15 @@ impl Db {
         .context("applying migrations")
     }
 
-    /// Is the database answering? Used by `/readyz`.
+    /// Is our database answering? Used by `/readyz`. It reads one of our own
+    /// tables: a server that answers `select 1` on a connection whose
+    /// database was dropped is not ready.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        const PING: &str = "select 1 from _sqlx_migrations limit 1";
         match self {
-            Db::Sqlite { reader, .. } => reader.execute("select 1").await.map(drop),
-            Db::Postgres(pool) => pool.execute("select 1").await.map(drop),
-            Db::MySql(pool) => pool.execute("select 1").await.map(drop),
+            Db::Sqlite { reader, .. } => reader.execute(PING).await.map(drop),
+            Db::Postgres(pool) => pool.execute(PING).await.map(drop),
+            Db::MySql(pool) => pool.execute(PING).await.map(drop),
         }
     }
 

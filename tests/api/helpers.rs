@@ -135,33 +135,36 @@ impl TestDb {
     }
 }
 
-impl Drop for TestDb {
-    fn drop(&mut self) {
+impl TestDb {
+    /// Drops the database now (server backends only); later queries fail.
+    pub fn drop_database(&self) {
         let Some(admin_url) = self.admin_url.clone() else {
             return;
         };
         let (backend, name) = (self.backend, self.name.clone());
-        // Drop runs inside the test's runtime; do the async cleanup on a
-        // thread with its own.
+        // Also called from `Drop`, inside the test's runtime: do the async
+        // work on a thread with its own.
         let cleanup = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let sql = match backend {
-                    Backend::Postgres => format!("drop database if exists {name} with (force)"),
-                    _ => format!("drop database if exists {name}"),
-                };
                 let result = match backend {
-                    Backend::Postgres => match sqlx::PgConnection::connect(&admin_url).await {
-                        Ok(mut c) => c.execute(sqlx::AssertSqlSafe(sql)).await.map(drop),
-                        Err(e) => Err(e),
-                    },
-                    _ => match sqlx::MySqlConnection::connect(&admin_url).await {
-                        Ok(mut c) => c.execute(sqlx::AssertSqlSafe(sql)).await.map(drop),
-                        Err(e) => Err(e),
-                    },
+                    Backend::Postgres => {
+                        let sql = format!("drop database if exists {name} with (force)");
+                        match sqlx::PgConnection::connect(&admin_url).await {
+                            Ok(mut c) => c.execute(sqlx::AssertSqlSafe(sql)).await.map(drop),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    _ => {
+                        let sql = format!("drop database if exists {name}");
+                        match sqlx::MySqlConnection::connect(&admin_url).await {
+                            Ok(mut c) => c.execute(sqlx::AssertSqlSafe(sql)).await.map(drop),
+                            Err(e) => Err(e),
+                        }
+                    }
                 };
                 if let Err(e) = result {
                     eprintln!("warning: could not drop test database {name}: {e}");
@@ -172,13 +175,19 @@ impl Drop for TestDb {
     }
 }
 
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        self.drop_database();
+    }
+}
+
 /// The app served in this process on a random port, with a fresh database.
 pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     shutdown: CancellationToken,
     // Dropped after the server is told to stop (fields drop after `Drop::drop`).
-    _db: TestDb,
+    pub db: TestDb,
 }
 
 impl TestApp {
@@ -197,7 +206,7 @@ impl TestApp {
             addr,
             client: client(),
             shutdown,
-            _db: db,
+            db,
         }
     }
 

@@ -73,3 +73,35 @@ async fn metrics_count_requests_and_claim_outcomes(backend: Backend) {
         "no histogram buckets:\n{after}"
     );
 }
+
+/// Readiness follows the database; liveness does not. SQLite has no server
+/// to lose (its open file stays readable), so this runs on the server backends.
+async fn readiness_fails_when_the_database_is_gone(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let get = |path: &'static str| {
+        let request = app.client.get(app.url(path));
+        async move { status_and_json(request.send().await.unwrap()).await }
+    };
+    assert_eq!(get("/readyz").await.0, 200);
+    app.db.drop_database();
+    let (status, body) = get("/readyz").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("database_unavailable"))
+    );
+    assert_eq!(get("/healthz").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readiness_fails_when_the_postgres_database_is_gone() {
+    if Backend::Postgres.available() {
+        readiness_fails_when_the_database_is_gone(Backend::Postgres).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readiness_fails_when_the_mysql_database_is_gone() {
+    if Backend::MySql.available() {
+        readiness_fails_when_the_database_is_gone(Backend::MySql).await;
+    }
+}

@@ -21,6 +21,21 @@ struct RawSettings {
     max_body_bytes: usize,
     shutdown_grace: String,
     log_format: String,
+    mail_transport: String,
+    mail_dir: PathBuf,
+    smtp_url: Option<String>,
+    postmark_token: Option<String>,
+    postmark_url: String,
+    sendgrid_api_key: Option<String>,
+    sendgrid_url: String,
+    mail_from: String,
+    admin_email: Option<String>,
+    send_timeout: String,
+    retry_schedule: String,
+    job_lease: String,
+    worker_concurrency: usize,
+    worker_poll_interval: String,
+    alert_interval: String,
 }
 
 impl Default for RawSettings {
@@ -33,6 +48,21 @@ impl Default for RawSettings {
             max_body_bytes: 64 * 1024,
             shutdown_grace: "30s".into(),
             log_format: "text".into(),
+            mail_transport: "file".into(),
+            mail_dir: PathBuf::from("./var/mail"),
+            smtp_url: None,
+            postmark_token: None,
+            postmark_url: "https://api.postmarkapp.com".into(),
+            sendgrid_api_key: None,
+            sendgrid_url: "https://api.sendgrid.com".into(),
+            mail_from: "allot@localhost".into(),
+            admin_email: None,
+            send_timeout: "30s".into(),
+            retry_schedule: "10s,1m,5m,30m,2h,6h,12h".into(),
+            job_lease: "60s".into(),
+            worker_concurrency: 8,
+            worker_poll_interval: "2s".into(),
+            alert_interval: "5m".into(),
         }
     }
 }
@@ -55,6 +85,93 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
+    pub mail: MailSettings,
+    pub jobs: JobSettings,
+}
+
+/// A credential: usable, but never printed by `{:?}`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailTransport {
+    /// One `.eml` file per message in this directory.
+    File {
+        dir: PathBuf,
+    },
+    /// `smtp://…` (STARTTLS when the server offers it), `smtps://…` (implicit TLS).
+    Smtp {
+        url: Secret,
+    },
+    Postmark {
+        token: Secret,
+        base_url: String,
+    },
+    SendGrid {
+        api_key: Secret,
+        base_url: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    pub transport: MailTransport,
+    pub from: String,
+    pub admin_email: Option<String>,
+    /// Upper bound for one delivery attempt (connect + send).
+    pub send_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    /// Delays between attempts; its length + 1 is the attempt limit.
+    pub retry_schedule: Vec<Duration>,
+    /// How long a claimed job stays invisible to other workers.
+    pub lease: Duration,
+    /// Jobs one worker process runs at the same time.
+    pub concurrency: usize,
+    /// How often an idle worker looks for due jobs (PostgreSQL also wakes it at once).
+    pub poll_interval: Duration,
+    /// Dead-letter alerts are batched into one digest per interval.
+    pub alert_interval: Duration,
+}
+
+impl JobSettings {
+    pub fn max_attempts(&self) -> i32 {
+        self.retry_schedule.len() as i32 + 1
+    }
+}
+
+impl Settings {
+    /// Risky but valid combinations, logged at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.jobs.lease <= self.mail.send_timeout {
+            warnings.push(format!(
+                "ALLOT_JOB_LEASE ({:?}) is not longer than ALLOT_SEND_TIMEOUT ({:?}): a slow send can outlive its lease and the job may be delivered twice",
+                self.jobs.lease, self.mail.send_timeout
+            ));
+        }
+        if self.mail.admin_email.is_none() {
+            warnings.push(
+                "ALLOT_ADMIN_EMAIL is not set: dead letters are logged but nobody is emailed"
+                    .into(),
+            );
+        }
+        warnings
+    }
 }
 
 impl Default for Settings {
@@ -160,6 +277,8 @@ impl RawSettings {
                 ));
             }
         };
+        let mail = self.mail_settings()?;
+        let jobs = self.job_settings()?;
         Ok(Settings {
             database_url,
             database_max_connections: self.database_max_connections,
@@ -171,8 +290,110 @@ impl RawSettings {
             max_body_bytes: self.max_body_bytes,
             shutdown_grace: duration("ALLOT_SHUTDOWN_GRACE", &self.shutdown_grace)?,
             log_format,
+            mail,
+            jobs,
         })
     }
+
+    fn mail_settings(&self) -> Result<MailSettings, SettingsError> {
+        let required = |var: &'static str, value: &Option<String>| {
+            value
+                .as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| Secret(v.to_string()))
+                .ok_or_else(|| {
+                    invalid(
+                        var,
+                        format!("required when ALLOT_MAIL_TRANSPORT={}", self.mail_transport),
+                    )
+                })
+        };
+        let transport = match self.mail_transport.trim().to_ascii_lowercase().as_str() {
+            "file" => MailTransport::File {
+                dir: self.mail_dir.clone(),
+            },
+            "smtp" => {
+                let url = required("ALLOT_SMTP_URL", &self.smtp_url)?;
+                if !(url.0.starts_with("smtp://") || url.0.starts_with("smtps://")) {
+                    return Err(invalid(
+                        "ALLOT_SMTP_URL",
+                        "must start with smtp:// or smtps://",
+                    ));
+                }
+                MailTransport::Smtp { url }
+            }
+            "postmark" => MailTransport::Postmark {
+                token: required("ALLOT_POSTMARK_TOKEN", &self.postmark_token)?,
+                base_url: base_url("ALLOT_POSTMARK_URL", &self.postmark_url)?,
+            },
+            "sendgrid" => MailTransport::SendGrid {
+                api_key: required("ALLOT_SENDGRID_API_KEY", &self.sendgrid_api_key)?,
+                base_url: base_url("ALLOT_SENDGRID_URL", &self.sendgrid_url)?,
+            },
+            other => {
+                return Err(invalid(
+                    "ALLOT_MAIL_TRANSPORT",
+                    format!("{other:?} is not one of file, smtp, postmark, sendgrid"),
+                ));
+            }
+        };
+        let from = mailbox("ALLOT_MAIL_FROM", &self.mail_from)?;
+        let admin_email = match self.admin_email.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(address) => Some(mailbox("ALLOT_ADMIN_EMAIL", address)?),
+        };
+        Ok(MailSettings {
+            transport,
+            from,
+            admin_email,
+            send_timeout: duration("ALLOT_SEND_TIMEOUT", &self.send_timeout)?,
+        })
+    }
+
+    fn job_settings(&self) -> Result<JobSettings, SettingsError> {
+        let retry_schedule = self
+            .retry_schedule
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(|part| duration("ALLOT_RETRY_SCHEDULE", part))
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.worker_concurrency == 0 {
+            return Err(invalid("ALLOT_WORKER_CONCURRENCY", "must be at least 1"));
+        }
+        let positive = |var: &'static str, value: &str| {
+            let parsed = duration(var, value)?;
+            if parsed.is_zero() {
+                return Err(invalid(var, "must be longer than zero"));
+            }
+            Ok(parsed)
+        };
+        Ok(JobSettings {
+            retry_schedule,
+            lease: positive("ALLOT_JOB_LEASE", &self.job_lease)?,
+            concurrency: self.worker_concurrency,
+            poll_interval: positive("ALLOT_WORKER_POLL_INTERVAL", &self.worker_poll_interval)?,
+            alert_interval: positive("ALLOT_ALERT_INTERVAL", &self.alert_interval)?,
+        })
+    }
+}
+
+fn base_url(var: &'static str, value: &str) -> Result<String, SettingsError> {
+    let value = value.trim().trim_end_matches('/');
+    if !(value.starts_with("http://") || value.starts_with("https://")) {
+        return Err(invalid(var, format!("{value:?} is not an http(s) URL")));
+    }
+    Ok(value.to_string())
+}
+
+/// An address or `Name <address>`, as lettre accepts it.
+fn mailbox(var: &'static str, value: &str) -> Result<String, SettingsError> {
+    let value = value.trim();
+    value
+        .parse::<lettre::message::Mailbox>()
+        .map(|_| value.to_string())
+        .map_err(|e| invalid(var, format!("{value:?} is not an email address ({e})")))
 }
 
 fn invalid(var: &'static str, reason: impl Into<String>) -> SettingsError {

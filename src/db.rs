@@ -3,11 +3,11 @@
 //! Each capability keeps its own SQL per backend next to its logic (see
 //! `coupons::store`); this module only knows how to connect, migrate and ping.
 
-use std::{str::FromStr, time::Duration};
+use std::{borrow::Cow, str::FromStr, time::Duration};
 
 use anyhow::Context;
 use sqlx::{
-    Executor, MySqlPool, PgPool, SqlitePool,
+    AssertSqlSafe, Executor, MySql, MySqlPool, PgPool, Postgres, Sqlite, SqlitePool, Transaction,
     mysql::MySqlPoolOptions,
     postgres::PgPoolOptions,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
@@ -128,6 +128,15 @@ impl Db {
         }
     }
 
+    /// Starts a write transaction (SQLite: on the writer, `BEGIN IMMEDIATE`).
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Db::Sqlite { writer, .. } => Tx::Sqlite(writer.begin_with(Self::SQLITE_BEGIN).await?),
+            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Db::MySql(pool) => Tx::MySql(pool.begin().await?),
+        })
+    }
+
     pub async fn close(&self) {
         match self {
             Db::Sqlite { writer, reader } => {
@@ -171,4 +180,100 @@ async fn connect_sqlite(url: &str, max: u32, acquire: Duration) -> anyhow::Resul
         .await
         .context("cannot open the SQLite database (ALLOT_DATABASE_URL)")?;
     Ok(Db::Sqlite { writer, reader })
+}
+
+/// An open write transaction on any backend: what a business change and the
+/// outbox jobs announcing it commit in, together or not at all.
+pub enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+    MySql(Transaction<'static, MySql>),
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Postgres(tx) => tx.commit().await,
+            Tx::MySql(tx) => tx.commit().await,
+        }
+    }
+}
+
+/// Runs `$body` on whichever backend `$tx` is, with `$conn` the connection
+/// and `$sql` adapting a `?`-placeholder statement to the backend. For
+/// statements that are the same SQL everywhere but for placeholders; where
+/// the dialects really differ, match on [`Tx`] and write each one out.
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, |$conn:ident, $sql:ident| $body:expr) => {
+        match $tx {
+            $crate::db::Tx::Sqlite(tx) => {
+                let ($conn, $sql) = (&mut **tx, $crate::db::sql_as_is);
+                $body
+            }
+            $crate::db::Tx::Postgres(tx) => {
+                let ($conn, $sql) = (&mut **tx, $crate::db::sql_for_postgres);
+                $body
+            }
+            $crate::db::Tx::MySql(tx) => {
+                let ($conn, $sql) = (&mut **tx, $crate::db::sql_as_is);
+                $body
+            }
+        }
+    };
+}
+
+/// Like [`on_tx!`] for a single statement on a pool. `read` uses SQLite's
+/// reader pool, `write` its single writer; the servers have one pool.
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, $mode:ident, |$pool:ident, $sql:ident| $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite { writer: _writer, reader: _reader } => {
+                let ($pool, $sql) = ($crate::on_db!(@pick $mode, _writer, _reader), $crate::db::sql_as_is);
+                $body
+            }
+            $crate::db::Db::Postgres(pool) => {
+                let ($pool, $sql) = (pool, $crate::db::sql_for_postgres);
+                $body
+            }
+            $crate::db::Db::MySql(pool) => {
+                let ($pool, $sql) = (pool, $crate::db::sql_as_is);
+                $body
+            }
+        }
+    };
+    (@pick write, $writer:ident, $reader:ident) => { $writer };
+    (@pick read, $writer:ident, $reader:ident) => { $reader };
+}
+
+pub fn sql_as_is(sql: &'static str) -> AssertSqlSafe<Cow<'static, str>> {
+    AssertSqlSafe(Cow::Borrowed(sql))
+}
+
+/// `?` placeholders become `$1`, `$2`, …. Statements passed here never
+/// contain a literal question mark.
+pub fn sql_for_postgres(sql: &'static str) -> AssertSqlSafe<Cow<'static, str>> {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    AssertSqlSafe(Cow::Owned(out))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn postgres_placeholders_are_numbered() {
+        let sql = super::sql_for_postgres("update t set a = ? where b = ? and c = ?");
+        assert_eq!(sql.0, "update t set a = $1 where b = $2 and c = $3");
+    }
 }

@@ -2,6 +2,8 @@
 //!
 //! Layout, by what each part does for a user:
 //! - [`coupons`]: the flash-sale coupon API (create, claim, show) and its SQL per backend.
+//! - [`jobs`]: the outbox: durable jobs, workers, retries, dead letters, alerts.
+//! - [`mail`]: email over file, SMTP, Postmark or SendGrid, with templates.
 //! - [`ops`]: health, readiness and Prometheus metrics endpoints.
 //!
 //! Plumbing kept thin: [`config`] (settings), [`db`] (pools and migrations),
@@ -12,6 +14,8 @@ pub mod config;
 pub mod coupons;
 pub mod db;
 pub mod http;
+pub mod jobs;
+pub mod mail;
 pub mod ops;
 pub mod telemetry;
 

@@ -22,7 +22,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::{ApiError, ApiJson};
 
-use crate::{config::Settings, db::Db};
+use crate::{config::Settings, db::Db, jobs::Worker};
 
 /// What every handler may use.
 #[derive(Clone)]
@@ -33,6 +33,7 @@ pub struct AppState {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    worker: Worker,
     settings: Settings,
 }
 
@@ -41,12 +42,14 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let db = Db::connect(&settings).await?;
         db.migrate().await?;
+        let worker = Worker::new(db.clone(), &settings)?;
         let listener = TcpListener::bind(&settings.listen)
             .await
             .with_context(|| format!("ALLOT_LISTEN: cannot listen on {}", settings.listen))?;
         Ok(Self {
             listener,
             state: AppState { db },
+            worker,
             settings,
         })
     }
@@ -61,15 +64,20 @@ impl Application {
         &self.state.db
     }
 
-    /// Serves until `shutdown` is cancelled, then lets in-flight requests
-    /// finish for up to `ALLOT_SHUTDOWN_GRACE` before returning.
+    /// Serves HTTP and runs the job worker until `shutdown` is cancelled,
+    /// then lets in-flight requests and jobs finish for up to
+    /// `ALLOT_SHUTDOWN_GRACE` before returning.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let addr = self.local_addr();
         let db = self.state.db.clone();
         let grace = self.settings.shutdown_grace;
         let app = router(self.state, self.settings.max_body_bytes);
+        for warning in self.settings.warnings() {
+            tracing::warn!("{warning}");
+        }
         tracing::info!(%addr, backend = db.backend().name(), "listening");
 
+        let worker = tokio::spawn(self.worker.run(shutdown.clone(), grace));
         let upkeep = tokio::spawn(crate::ops::metrics_upkeep(shutdown.clone()));
         let server = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
@@ -82,6 +90,9 @@ impl Application {
             () = deadline => tracing::warn!(?grace, "in-flight requests did not finish within the shutdown grace period"),
         }
         upkeep.abort();
+        if let Err(error) = worker.await {
+            tracing::error!(%error, "worker task failed");
+        }
         db.close().await;
         tracing::info!("stopped");
         Ok(())

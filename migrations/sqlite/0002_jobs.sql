@@ -1,0 +1,40 @@
+-- The outbox. A job is inserted in the same transaction as the business
+-- change that needs it; workers lease it, do the work outside any
+-- transaction, then record the outcome. Times are Unix epoch milliseconds.
+create table jobs (
+    id           integer primary key autoincrement,
+    kind         text    not null,
+    payload      text    not null,                 -- JSON
+    dedupe_key   text    unique,                   -- enqueueing a key twice is a no-op
+    state        text    not null default 'queued'
+                 check (state in ('queued', 'running', 'done', 'dead')),
+    attempts     integer not null default 0,       -- attempts started (leases taken)
+    max_attempts integer not null,
+    run_at       integer not null,                 -- not before
+    locked_until integer,                          -- lease; expired = claimable again
+    locked_by    text,
+    last_error   text,
+    created_at   integer not null,
+    updated_at   integer not null,
+    finished_at  integer
+);
+
+-- The claim scan: queued jobs that are due, oldest first. Expired leases are
+-- requeued by a separate statement so that this stays one range scan.
+create index jobs_claimable on jobs (state, run_at, id);
+create index jobs_dead_by_time on jobs (state, finished_at);
+
+-- Every attempt with its outcome: 'done', 'retry', 'dead', 'lease_expired',
+-- 'released' (given back at shutdown); null while running.
+create table job_attempts (
+    id          integer primary key autoincrement,
+    job_id      integer not null references jobs (id) on delete cascade,
+    attempt     integer not null,
+    worker      text    not null,
+    started_at  integer not null,
+    finished_at integer,
+    outcome     text,
+    error       text,
+    duration_ms integer
+);
+create unique index job_attempts_by_job on job_attempts (job_id, attempt);

@@ -1,0 +1,147 @@
+//! Email: one [`Mailer`] over four transports, templates, and the split
+//! between "their" failures (retry later) and permanent ones (dead at once).
+//!
+//! - `file`: one `.eml` per message, the default, for development and audits;
+//! - `smtp`: lettre, pooled connections, STARTTLS or implicit TLS;
+//! - `providers`: the Postmark and SendGrid HTTP APIs.
+//!
+//! Every message has a plain-text and an HTML part and a Message-ID derived
+//! from its job, so retries of one job carry the same id.
+
+mod file;
+mod providers;
+mod smtp;
+pub mod templates;
+
+use std::time::Duration;
+
+use lettre::message::{Mailbox, Message, MultiPart};
+
+use crate::config::{MailSettings, MailTransport};
+
+/// The job kind that sends one templated email.
+pub const EMAIL_KIND: &str = "email";
+
+/// A job that renders template `template` with `context` and mails it to
+/// `to`; enqueue it with [`crate::jobs::enqueue`] in the transaction of the
+/// change it announces.
+pub fn email_job(
+    to: &str,
+    template: &str,
+    context: serde_json::Value,
+    max_attempts: i32,
+) -> crate::jobs::NewJob {
+    crate::jobs::NewJob::new(
+        EMAIL_KIND,
+        serde_json::json!({"to": to, "template": template, "context": context}),
+        max_attempts,
+    )
+}
+
+/// A rendered message, ready for any transport.
+#[derive(Debug, Clone)]
+pub struct Email {
+    pub from: String,
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    /// Without angle brackets: `allot.job-12.1700000000000@example.com`.
+    pub message_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The other side failed or refused for now (4xx, 429, 5xx from an
+    /// HTTP API, timeouts, connection refused): retry on schedule.
+    #[error("{error}")]
+    Transient {
+        error: String,
+        retry_after: Option<Duration>,
+    },
+    /// Retrying cannot help (SMTP 5xx, a provider rejecting the message or
+    /// the credentials, an address that does not parse).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl SendError {
+    pub fn transient(error: impl Into<String>) -> Self {
+        Self::Transient {
+            error: error.into(),
+            retry_after: None,
+        }
+    }
+}
+
+pub enum Mailer {
+    File(file::FileMailer),
+    Smtp(smtp::SmtpMailer),
+    Postmark(providers::Postmark),
+    SendGrid(providers::SendGrid),
+}
+
+impl Mailer {
+    pub fn from_settings(settings: &MailSettings) -> anyhow::Result<Self> {
+        let timeout = settings.send_timeout;
+        Ok(match &settings.transport {
+            MailTransport::File { dir } => Mailer::File(file::FileMailer::new(dir.clone())),
+            MailTransport::Smtp { url } => {
+                Mailer::Smtp(smtp::SmtpMailer::new(url.expose(), timeout)?)
+            }
+            MailTransport::Postmark { token, base_url } => {
+                Mailer::Postmark(providers::Postmark::new(token.clone(), base_url, timeout)?)
+            }
+            MailTransport::SendGrid { api_key, base_url } => Mailer::SendGrid(
+                providers::SendGrid::new(api_key.clone(), base_url, timeout)?,
+            ),
+        })
+    }
+
+    pub fn transport_name(&self) -> &'static str {
+        match self {
+            Mailer::File(_) => "file",
+            Mailer::Smtp(_) => "smtp",
+            Mailer::Postmark(_) => "postmark",
+            Mailer::SendGrid(_) => "sendgrid",
+        }
+    }
+
+    pub async fn send(&self, email: &Email) -> Result<(), SendError> {
+        match self {
+            Mailer::File(mailer) => mailer.send(&mime_message(email)?, &email.message_id).await,
+            Mailer::Smtp(mailer) => mailer.send(mime_message(email)?).await,
+            Mailer::Postmark(mailer) => mailer.send(email).await,
+            Mailer::SendGrid(mailer) => mailer.send(email).await,
+        }
+    }
+}
+
+/// The MIME message: multipart/alternative with text first (the fallback)
+/// and HTML last (preferred by clients that can show it).
+fn mime_message(email: &Email) -> Result<Message, SendError> {
+    let from: Mailbox = parse_mailbox("sender", &email.from)?;
+    let to: Mailbox = parse_mailbox("recipient", &email.to)?;
+    Message::builder()
+        .from(from)
+        .to(to)
+        .subject(&email.subject)
+        .message_id(Some(format!("<{}>", email.message_id)))
+        .multipart(MultiPart::alternative_plain_html(
+            email.text.clone(),
+            email.html.clone(),
+        ))
+        .map_err(|e| SendError::Permanent(format!("cannot build the message: {e}")))
+}
+
+/// Checks an address the way delivery will, for early, clear errors.
+pub fn parse_address(value: &str) -> Result<(), SendError> {
+    parse_mailbox("recipient", value).map(drop)
+}
+
+pub(crate) fn parse_mailbox(role: &str, value: &str) -> Result<Mailbox, SendError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|e| SendError::Permanent(format!("invalid {role} address {value:?}: {e}")))
+}

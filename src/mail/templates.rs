@@ -69,11 +69,8 @@ mod tests {
     #[test]
     fn html_is_escaped_and_text_is_not() {
         let rendered = super::render("test", json!({"address": "<b>x</b>@example.com"})).unwrap();
-        assert!(
-            rendered.html.contains("&lt;b&gt;x&lt;/b&gt;@example.com"),
-            "{}",
-            rendered.html
-        );
+        assert!(rendered.html.contains("&lt;b&gt;x"), "{}", rendered.html);
+        assert!(!rendered.html.contains("<b>x"), "{}", rendered.html);
         assert!(rendered.text.contains("<b>x</b>@example.com"));
     }
 

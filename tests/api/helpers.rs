@@ -454,3 +454,148 @@ impl Drop for ServeProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A database, settings and a mail directory, for driving
+/// `Worker::run_once` with a clock of the test's choosing.
+pub struct World {
+    pub db: allot::db::Db,
+    pub settings: Settings,
+    pub mail_dir: tempfile::TempDir,
+    _test_db: TestDb,
+}
+
+impl World {
+    /// Defaults: file transport into `mail_dir`, admin `admin@shop.test`,
+    /// retry schedule 10s,60s,300s (4 attempts), alert window 60s.
+    pub async fn new(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> Self {
+        use allot::config::MailTransport;
+        let test_db = TestDb::create(backend).await;
+        let mail_dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings {
+            database_url: test_db.url.clone(),
+            ..Settings::default()
+        };
+        settings.mail.transport = MailTransport::File {
+            dir: mail_dir.path().to_path_buf(),
+        };
+        settings.mail.admin_email = Some("admin@shop.test".into());
+        settings.mail.send_timeout = Duration::from_secs(5);
+        settings.jobs.retry_schedule = vec![
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+            Duration::from_secs(300),
+        ];
+        settings.jobs.alert_interval = Duration::from_secs(60);
+        tweak(&mut settings);
+        let db = allot::db::Db::connect(&settings).await.expect("connect");
+        db.migrate().await.expect("migrate");
+        Self {
+            db,
+            settings,
+            mail_dir,
+            _test_db: test_db,
+        }
+    }
+
+    pub fn worker(&self) -> allot::jobs::Worker {
+        allot::jobs::Worker::new(self.db.clone(), &self.settings).expect("worker")
+    }
+
+    /// Queues an email job now; its id.
+    pub async fn queue_email(&self, to: &str, template: &str, context: Value) -> i64 {
+        let job = allot::mail::email_job(to, template, context, self.settings.jobs.max_attempts());
+        allot::jobs::enqueue_now(&self.db, &job)
+            .await
+            .unwrap()
+            .expect("new job")
+    }
+
+    pub async fn job(&self, id: i64) -> allot::jobs::Job {
+        allot::jobs::find(&self.db, id)
+            .await
+            .unwrap()
+            .expect("job exists")
+    }
+
+    /// The `.eml` files the file transport wrote.
+    pub fn mails(&self) -> Vec<String> {
+        read_eml_files(self.mail_dir.path())
+    }
+}
+
+pub fn read_eml_files(dir: &std::path::Path) -> Vec<String> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "eml"));
+    files.sort();
+    files
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The test SMTP server (`tests/support/smtp_server.py`, aiosmtpd) as a
+/// child process; see that file for its behaviours.
+pub struct SmtpServer {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl SmtpServer {
+    /// `None` (with a notice) when aiosmtpd is not installed, except under
+    /// `CI=true`, where that is a failure.
+    pub fn start(port: u16) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_server.py");
+        let has_aiosmtpd = Command::new("python3")
+            .args(["-c", "import aiosmtpd"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !has_aiosmtpd {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("CI=true but python3 cannot import aiosmtpd (pip install aiosmtpd)");
+            }
+            eprintln!("notice: aiosmtpd not installed, skipping this SMTP test");
+            return None;
+        }
+        let mut child = Command::new("python3")
+            .args([script, &port.to_string(), dir.path().to_str().unwrap()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the SMTP server");
+        let mut ready = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert_eq!(ready.trim(), "ready", "SMTP server did not start");
+        Some(Self { port, dir, child })
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    pub fn messages(&self) -> Vec<String> {
+        read_eml_files(self.dir.path())
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

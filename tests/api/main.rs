@@ -11,5 +11,8 @@ mod helpers;
 mod cli;
 mod coupon_contract;
 mod coupon_races;
+mod delivery;
+mod delivery_providers;
+mod delivery_smtp;
 mod operations;
 mod processes;

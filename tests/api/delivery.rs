@@ -1,0 +1,220 @@
+//! The outbox and its workers, driven one step at a time with a test clock.
+
+use std::collections::HashSet;
+
+use allot::{
+    config::{MailTransport, Secret},
+    jobs::{self, JobState, WorkerEvent},
+};
+use serde_json::json;
+
+use crate::{
+    helpers::{Backend, World, free_port, race},
+    on_every_backend,
+};
+
+on_every_backend!(
+    a_queued_email_is_delivered_once,
+    a_dedupe_key_enqueued_concurrently_makes_one_job,
+    a_job_rolled_back_with_its_transaction_never_runs,
+    transient_failures_follow_the_retry_schedule_then_the_job_dies,
+    jobs_our_code_cannot_handle_die_at_once_and_the_admin_gets_one_digest,
+);
+
+async fn a_queued_email_is_delivered_once(backend: Backend) {
+    let world = World::new(backend, |_| {}).await;
+    let id = world
+        .queue_email(
+            "buyer@example.com",
+            "test",
+            json!({"address": "buyer@example.com"}),
+        )
+        .await;
+    let worker = world.worker();
+    let now = jobs::now_ms();
+    assert_eq!(
+        worker.run_once(now).await.unwrap(),
+        vec![WorkerEvent::Done { job_id: id }]
+    );
+    assert!(
+        worker.run_once(now).await.unwrap().is_empty(),
+        "a done job ran again"
+    );
+
+    let mails = world.mails();
+    assert_eq!(mails.len(), 1);
+    let mail = &mails[0];
+    assert!(mail.contains("To: buyer@example.com"), "{mail}");
+    assert!(mail.contains("Subject: allot test message"), "{mail}");
+    assert!(
+        mail.contains("Content-Type: text/plain"),
+        "no text part: {mail}"
+    );
+    assert!(
+        mail.contains("Content-Type: text/html"),
+        "no HTML part: {mail}"
+    );
+    assert!(
+        mail.contains(&format!("Message-ID: <allot.job-{id}.")),
+        "{mail}"
+    );
+
+    let job = world.job(id).await;
+    assert_eq!((job.state.as_str(), job.attempts), ("done", 1));
+    let attempts = jobs::attempts(&world.db, id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome.as_deref(), Some("done"));
+}
+
+async fn a_dedupe_key_enqueued_concurrently_makes_one_job(backend: Backend) {
+    let world = World::new(backend, |_| {}).await;
+    let db = world.db.clone();
+    let results = race(20, |_| {
+        let db = db.clone();
+        async move {
+            let job =
+                allot::mail::email_job("buyer@example.com", "test", json!({"address": "x"}), 3)
+                    .dedupe_key("order-42:confirmation");
+            jobs::enqueue_now(&db, &job).await.unwrap()
+        }
+    })
+    .await;
+    let created: Vec<i64> = results.into_iter().flatten().collect();
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(jobs::list(&world.db, None, 100).await.unwrap().len(), 1);
+}
+
+async fn a_job_rolled_back_with_its_transaction_never_runs(backend: Backend) {
+    let world = World::new(backend, |_| {}).await;
+    let mut tx = world.db.begin().await.unwrap();
+    let job = allot::mail::email_job("buyer@example.com", "test", json!({"address": "x"}), 3);
+    jobs::enqueue(&mut tx, &job, jobs::now_ms()).await.unwrap();
+    drop(tx); // the business change failed: nothing of it may remain
+    assert!(jobs::list(&world.db, None, 10).await.unwrap().is_empty());
+    assert!(
+        world
+            .worker()
+            .run_once(jobs::now_ms())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// SMTP on a port where nothing listens: connection refused, a failure of
+/// theirs, retried on the schedule (10s, 60s, 300s ±20 %), then dead.
+async fn transient_failures_follow_the_retry_schedule_then_the_job_dies(backend: Backend) {
+    let port = free_port();
+    let world = World::new(backend, |s| {
+        s.mail.transport = MailTransport::Smtp {
+            url: Secret::from(format!("smtp://127.0.0.1:{port}")),
+        };
+    })
+    .await;
+    let id = world
+        .queue_email("buyer@example.com", "test", json!({"address": "x"}))
+        .await;
+    let worker = world.worker();
+    let mut now = jobs::now_ms();
+    for base_secs in [10, 60, 300] {
+        let events = worker.run_once(now).await.unwrap();
+        let [WorkerEvent::Retry { job_id, at }] = events[..] else {
+            panic!("expected one retry, got {events:?}");
+        };
+        assert_eq!(job_id, id);
+        let delay = at - now;
+        assert!(
+            (base_secs * 800..=base_secs * 1200 + 1000).contains(&delay),
+            "delay {delay} ms is not {base_secs}s ±20%"
+        );
+        // Not due yet: nothing runs a millisecond early.
+        assert!(worker.run_once(at - 1).await.unwrap().is_empty());
+        let job = world.job(id).await;
+        assert_eq!(job.state, "queued");
+        assert!(
+            job.last_error.as_deref().unwrap_or("").contains("SMTP"),
+            "{job:?}"
+        );
+        now = at;
+    }
+    assert_eq!(
+        worker.run_once(now).await.unwrap(),
+        vec![WorkerEvent::Dead { job_id: id }]
+    );
+    let job = world.job(id).await;
+    assert_eq!((job.state.as_str(), job.attempts), ("dead", 4));
+    assert!(
+        job.last_error
+            .unwrap()
+            .starts_with("gave up after 4 attempts")
+    );
+    let outcomes: Vec<_> = jobs::attempts(&world.db, id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.outcome.unwrap())
+        .collect();
+    assert_eq!(outcomes, ["retry", "retry", "retry", "dead"]);
+    // The death queued a digest for the admin.
+    let digests = jobs::list(&world.db, Some(JobState::Queued), 10)
+        .await
+        .unwrap();
+    assert_eq!(digests.len(), 1);
+    assert_eq!(digests[0].kind, "dead_letter_digest");
+}
+
+async fn jobs_our_code_cannot_handle_die_at_once_and_the_admin_gets_one_digest(backend: Backend) {
+    let world = World::new(backend, |_| {}).await;
+    let mut ids = HashSet::new();
+    for n in 0..5 {
+        ids.insert(
+            world
+                .queue_email(&format!("b{n}@example.com"), "no_such_template", json!({}))
+                .await,
+        );
+    }
+    let worker = world.worker();
+    let now = jobs::now_ms();
+    let events = worker.run_once(now).await.unwrap();
+    assert_eq!(events.len(), 5);
+    assert!(
+        events.iter().all(|e| matches!(e, WorkerEvent::Dead { .. })),
+        "{events:?}"
+    );
+    let dead = jobs::list(&world.db, Some(JobState::Dead), 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 5);
+    assert!(
+        dead.iter().all(|j| j.attempts == 1),
+        "permanent failures must not be retried"
+    );
+    assert!(
+        dead[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("no_such_template")
+    );
+
+    // One digest for the storm, due when the alert window closes.
+    let queued = jobs::list(&world.db, Some(JobState::Queued), 10)
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    let digest = &queued[0];
+    assert_eq!(digest.kind, "dead_letter_digest");
+    assert!(worker.run_once(digest.run_at - 1).await.unwrap().is_empty());
+    assert_eq!(
+        worker.run_once(digest.run_at).await.unwrap(),
+        vec![WorkerEvent::Done { job_id: digest.id }]
+    );
+    let mails = world.mails();
+    assert_eq!(mails.len(), 1, "one digest, not one mail per dead job");
+    assert!(mails[0].contains("To: admin@shop.test"));
+    assert!(
+        mails[0].contains("5 job(s) failed permanently"),
+        "{}",
+        mails[0]
+    );
+}

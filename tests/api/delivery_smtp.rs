@@ -1,0 +1,142 @@
+//! Delivery through a real SMTP server process.
+
+use allot::{
+    config::{MailTransport, Secret},
+    jobs::{self, JobState, WorkerEvent},
+};
+use serde_json::json;
+
+use crate::{
+    helpers::{Backend, SmtpServer, World, free_port},
+    on_every_backend,
+};
+
+on_every_backend!(
+    mail_waits_while_the_smtp_server_is_down_and_arrives_once_when_it_is_up,
+    smtp_550_is_dead_at_once_and_the_error_is_kept,
+    dead_mail_is_redriven_and_delivered,
+);
+
+fn smtp(port: u16) -> impl FnOnce(&mut allot::config::Settings) {
+    move |s| {
+        s.mail.transport = MailTransport::Smtp {
+            url: Secret::from(format!("smtp://127.0.0.1:{port}")),
+        };
+    }
+}
+
+async fn mail_waits_while_the_smtp_server_is_down_and_arrives_once_when_it_is_up(backend: Backend) {
+    let port = free_port();
+    let world = World::new(backend, smtp(port)).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(
+            world
+                .queue_email(
+                    &format!("buyer{n}@example.com"),
+                    "test",
+                    json!({"address": "x"}),
+                )
+                .await,
+        );
+    }
+    let worker = world.worker();
+    let now = jobs::now_ms();
+    let events = worker.run_once(now).await.unwrap();
+    assert_eq!(events.len(), 3);
+    assert!(
+        events
+            .iter()
+            .all(|e| matches!(e, WorkerEvent::Retry { .. })),
+        "{events:?}"
+    );
+
+    // The server comes up; the same worker (no restart) delivers at the retry time.
+    let Some(server) = SmtpServer::start(port) else {
+        return;
+    };
+    let later = now + 13_000;
+    let events = worker.run_once(later).await.unwrap();
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(
+        events.iter().all(|e| matches!(e, WorkerEvent::Done { .. })),
+        "{events:?}"
+    );
+    assert!(worker.run_once(later + 3_600_000).await.unwrap().is_empty());
+
+    let messages = server.messages();
+    assert_eq!(messages.len(), 3, "each mail exactly once");
+    for id in ids {
+        let needle = format!("Message-ID: <allot.job-{id}.");
+        assert_eq!(
+            messages.iter().filter(|m| m.contains(&needle)).count(),
+            1,
+            "job {id}"
+        );
+        assert_eq!(world.job(id).await.state, "done");
+    }
+}
+
+async fn smtp_550_is_dead_at_once_and_the_error_is_kept(backend: Backend) {
+    let port = free_port();
+    let Some(server) = SmtpServer::start(port) else {
+        return;
+    };
+    let world = World::new(backend, smtp(port)).await;
+    let id = world
+        .queue_email("reject-me@example.com", "test", json!({"address": "x"}))
+        .await;
+    let events = world.worker().run_once(jobs::now_ms()).await.unwrap();
+    assert_eq!(events, vec![WorkerEvent::Dead { job_id: id }]);
+    let job = world.job(id).await;
+    assert_eq!((job.state.as_str(), job.attempts), ("dead", 1));
+    let error = job.last_error.unwrap();
+    assert!(error.contains("550"), "{error}");
+    assert!(error.contains("mailbox unavailable"), "{error}");
+    assert!(server.messages().is_empty());
+}
+
+async fn dead_mail_is_redriven_and_delivered(backend: Backend) {
+    let port = free_port();
+    let world = World::new(backend, smtp(port)).await;
+    let id = world
+        .queue_email("buyer@example.com", "test", json!({"address": "x"}))
+        .await;
+    let worker = world.worker();
+    // Exhaust the schedule while the server is down.
+    let mut now = jobs::now_ms();
+    loop {
+        match worker.run_once(now).await.unwrap()[..] {
+            [WorkerEvent::Retry { at, .. }] => now = at,
+            [WorkerEvent::Dead { .. }] => break,
+            ref other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(world.job(id).await.state, "dead");
+
+    let Some(server) = SmtpServer::start(port) else {
+        return;
+    };
+    let requeued = jobs::retry_dead(&world.db, None, world.settings.jobs.max_attempts())
+        .await
+        .unwrap();
+    assert_eq!(requeued, 1);
+    // (The digest about the death may run in the same step; it finds no
+    // dead job any more and sends nothing.)
+    let events = worker.run_once(jobs::now_ms().max(now)).await.unwrap();
+    assert!(
+        events.contains(&WorkerEvent::Done { job_id: id }),
+        "{events:?}"
+    );
+    assert_eq!(server.messages().len(), 1);
+    let job = world.job(id).await;
+    assert_eq!((job.state.as_str(), job.attempts), ("done", 5));
+    // The dead run's history is kept.
+    assert_eq!(jobs::attempts(&world.db, id).await.unwrap().len(), 5);
+    assert!(
+        jobs::list(&world.db, Some(JobState::Dead), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -188,16 +188,29 @@ pub struct TestApp {
     shutdown: CancellationToken,
     // Dropped after the server is told to stop (fields drop after `Drop::drop`).
     pub db: TestDb,
+    _mail_dir: tempfile::TempDir,
 }
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Mail goes to a temporary directory (file transport) unless `tweak`
+    /// says otherwise; workers poll every 100 ms.
+    pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> Self {
         let db = TestDb::create(backend).await;
-        let settings = Settings {
+        let mail_dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings {
             database_url: db.url.clone(),
             listen: "127.0.0.1:0".into(),
             ..Settings::default()
         };
+        settings.mail.transport = allot::config::MailTransport::File {
+            dir: mail_dir.path().to_path_buf(),
+        };
+        settings.jobs.poll_interval = Duration::from_millis(100);
+        tweak(&mut settings);
         let app = Application::build(settings).await.expect("app builds");
         let addr = app.local_addr();
         let shutdown = CancellationToken::new();
@@ -207,6 +220,7 @@ impl TestApp {
             client: client(),
             shutdown,
             db,
+            _mail_dir: mail_dir,
         }
     }
 
@@ -377,8 +391,14 @@ pub struct ServeProcess {
 
 impl ServeProcess {
     pub fn start(dir: &std::path::Path, database_url: &str) -> Self {
+        Self::start_with(dir, database_url, &[])
+    }
+
+    /// `allot serve` with extra `ALLOT_*` settings.
+    pub fn start_with(dir: &std::path::Path, database_url: &str, env: &[(&str, &str)]) -> Self {
         let mut child = allot_command(dir)
             .arg("serve")
+            .envs(env.iter().copied())
             .env("ALLOT_DATABASE_URL", database_url)
             .env("ALLOT_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::null())

@@ -11,6 +11,7 @@ mod helpers;
 mod cli;
 mod coupon_contract;
 mod coupon_races;
+mod crash_safety;
 mod delivery;
 mod delivery_providers;
 mod delivery_smtp;

@@ -8,6 +8,8 @@ use crate::{
 on_every_backend!(
     health_and_readiness_answer_when_the_database_does,
     metrics_count_requests_and_claim_outcomes,
+    metrics_show_jobs_and_deliveries,
+    readiness_stays_up_while_mail_is_down,
 );
 
 async fn health_and_readiness_answer_when_the_database_does(backend: Backend) {
@@ -104,4 +106,88 @@ async fn readiness_fails_when_the_mysql_database_is_gone() {
     if Backend::MySql.available() {
         readiness_fails_when_the_database_is_gone(Backend::MySql).await;
     }
+}
+
+async fn queue_test_mail(app: &TestApp) -> (allot::db::Db, i64) {
+    let settings = allot::config::Settings {
+        database_url: app.db.url.clone(),
+        ..Default::default()
+    };
+    let db = allot::db::Db::connect(&settings).await.unwrap();
+    let job = allot::mail::email_job(
+        "buyer@example.com",
+        "test",
+        serde_json::json!({"address": "x"}),
+        3,
+    );
+    let id = allot::jobs::enqueue_now(&db, &job).await.unwrap().unwrap();
+    (db, id)
+}
+
+/// Waits for the server's own worker to reach a state (it polls every 100 ms).
+async fn until_job_state(db: &allot::db::Db, id: i64, state: &str) {
+    for _ in 0..300 {
+        if allot::jobs::find(db, id).await.unwrap().unwrap().state == state {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("job {id} never reached {state}");
+}
+
+async fn metrics_show_jobs_and_deliveries(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (db, id) = queue_test_mail(&app).await;
+    until_job_state(&db, id, "done").await;
+    let mut metrics = String::new();
+    // Gauges are refreshed on the worker's poll tick.
+    for _ in 0..100 {
+        metrics = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("allot_jobs{state=\"done\"}") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for series in [
+        r#"allot_job_attempts_total{kind="email",outcome="done"}"#,
+        r#"allot_jobs{state="done"}"#,
+        r#"allot_jobs{state="dead"}"#,
+        "allot_job_oldest_due_age_seconds",
+        r#"allot_job_delivery_latency_seconds_count{kind="email"}"#,
+    ] {
+        assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+    }
+}
+
+/// Mail down is not service down: the failure shows in job state and
+/// metrics, while the API stays ready.
+async fn readiness_stays_up_while_mail_is_down(backend: Backend) {
+    let port = crate::helpers::free_port();
+    let app = TestApp::spawn_with(backend, |s| {
+        s.mail.transport = allot::config::MailTransport::Smtp {
+            url: allot::config::Secret::from(format!("smtp://127.0.0.1:{port}")),
+        };
+    })
+    .await;
+    let (db, id) = queue_test_mail(&app).await;
+    for _ in 0..300 {
+        let job = allot::jobs::find(&db, id).await.unwrap().unwrap();
+        if job.attempts >= 1 && job.state == "queued" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let job = allot::jobs::find(&db, id).await.unwrap().unwrap();
+    assert_eq!((job.state.as_str(), job.attempts), ("queued", 1), "{job:?}");
+    let (status, body) =
+        status_and_json(app.client.get(app.url("/readyz")).send().await.unwrap()).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ready")));
 }

@@ -140,21 +140,26 @@ impl Worker {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!(worker = %inner.id, concurrency = inner.jobs.concurrency, "worker started");
 
+        // Housekeeping (expired leases, gauges) runs once per poll interval,
+        // busy or idle, rather than before every batch.
+        let mut housekeeping_due = Instant::now();
         while !shutdown.is_cancelled() {
             while let Some(finished) = tasks.try_join_next() {
-                if let Err(e) = finished {
-                    tracing::error!(error = %e, "job task failed");
+                log_task_failure(finished);
+            }
+            if Instant::now() >= housekeeping_due {
+                housekeeping_due = Instant::now() + inner.jobs.poll_interval;
+                if let Err(error) = inner.expire_leases(super::now_ms()).await {
+                    metrics::counter!("allot_worker_errors_total").increment(1);
+                    tracing::error!(error = %format!("{error:#}"), "requeueing expired leases failed");
                 }
+                inner.publish_stats().await;
             }
             let free = slots.available_permits();
             let mut leased = 0;
             if free > 0 {
                 let now = super::now_ms();
-                let batch = async {
-                    inner.expire_leases(now).await?;
-                    inner.lease(free, now).await
-                };
-                match batch.await {
+                match inner.lease(free, now).await {
                     Ok(jobs) => {
                         leased = jobs.len();
                         for job in jobs {
@@ -183,8 +188,8 @@ impl Worker {
             tokio::select! {
                 () = shutdown.cancelled() => {}
                 () = wake.notified() => {}
-                _ = tick.tick() => inner.publish_stats().await,
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = tick.tick() => {}
+                Some(finished) = tasks.join_next(), if !tasks.is_empty() => log_task_failure(finished),
             }
         }
 
@@ -448,6 +453,14 @@ impl Inner {
             }
             Err(error) => tracing::warn!(%error, "could not read job statistics"),
         }
+    }
+}
+
+/// A job task only fails by panicking (`process` records every error).
+fn log_task_failure(finished: Result<(), tokio::task::JoinError>) {
+    if let Err(error) = finished {
+        metrics::counter!("allot_worker_errors_total").increment(1);
+        tracing::error!(%error, "a job task panicked; its job runs again when the lease expires");
     }
 }
 

@@ -3,13 +3,14 @@
 use std::process::Output;
 
 use crate::{
-    helpers::{Backend, TestDb, allot_command},
+    helpers::{Backend, TestDb, World, allot_command},
     on_every_backend,
 };
 
 on_every_backend!(
     coupons_can_be_created_and_shown_from_the_command_line,
-    migrate_is_repeatable
+    migrate_is_repeatable,
+    dead_letters_are_listed_explained_and_redriven_from_the_command_line,
 );
 
 fn allot(dir: &std::path::Path, db: &TestDb, args: &[&str]) -> Output {
@@ -158,4 +159,90 @@ fn settings_file_is_read_and_environment_wins() {
         .unwrap();
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("missing.toml"));
+}
+
+async fn dead_letters_are_listed_explained_and_redriven_from_the_command_line(backend: Backend) {
+    let world = World::new(backend, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        allot_command(dir.path())
+            .args(args)
+            .env("ALLOT_DATABASE_URL", &world.settings.database_url)
+            .output()
+            .unwrap()
+    };
+
+    let out = run(&["mail", "test", "not an address"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).starts_with("error: invalid recipient address"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(&["mail", "test", "buyer@example.com"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed: serde_json::Value =
+        serde_json::from_slice(&run(&["jobs", "list", "--json"]).stdout).unwrap();
+    let job = &listed[0];
+    for field in ["id", "kind", "state", "attempts", "last_error", "run_at"] {
+        assert!(job.get(field).is_some(), "{field} missing in {job}");
+    }
+    assert_eq!(
+        (job["kind"].as_str(), job["state"].as_str()),
+        (Some("email"), Some("queued"))
+    );
+    let mail_id = job["id"].as_i64().unwrap().to_string();
+    let out = run(&["jobs", "retry", &mail_id]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("is queued, not dead"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A job our code cannot handle dies at once.
+    let dead_id = world
+        .queue_email(
+            "buyer@example.com",
+            "no_such_template",
+            serde_json::json!({}),
+        )
+        .await;
+    world
+        .worker()
+        .run_once(allot::jobs::now_ms())
+        .await
+        .unwrap();
+    let out = run(&["jobs", "list", "--state", "dead"]);
+    let table = text(&out.stdout);
+    assert!(
+        table.contains("dead") && table.contains("no_such_template"),
+        "{table}"
+    );
+    let out = run(&["jobs", "show", &dead_id.to_string()]);
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("attempt   1") && shown.contains("dead"),
+        "{shown}"
+    );
+
+    let out = run(&["jobs", "retry", "--all-dead"]);
+    assert_eq!(text(&out.stdout).trim(), "requeued 1 dead job(s)");
+    let queued: serde_json::Value =
+        serde_json::from_slice(&run(&["jobs", "list", "--state", "queued", "--json"]).stdout)
+            .unwrap();
+    assert!(
+        queued
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["id"] == dead_id),
+        "{queued}"
+    );
+
+    let out = run(&["jobs", "discard", &dead_id.to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&["jobs", "discard", &dead_id.to_string()]);
+    assert_eq!(text(&out.stderr).trim(), format!("error: no job {dead_id}"));
 }

@@ -236,12 +236,12 @@ async fn run_jobs(command: JobsCommand, db: &Db, settings: &Settings) -> anyhow:
             }
         }
         JobsCommand::Retry { id, all_dead } => {
-            let budget = settings.jobs.max_attempts();
+            let max_attempts = settings.jobs.max_attempts();
             if all_dead {
-                let n = jobs::retry_dead(db, None, budget).await?;
+                let n = jobs::retry_dead(db, None, max_attempts).await?;
                 println!("requeued {n} dead job(s)");
             } else if let Some(id) = id {
-                if jobs::retry_dead(db, Some(id), budget).await? == 0 {
+                if jobs::retry_dead(db, Some(id), max_attempts).await? == 0 {
                     match jobs::find(db, id).await? {
                         None => anyhow::bail!("no job {id}"),
                         Some(job) => anyhow::bail!(

@@ -25,8 +25,9 @@ create table jobs (
     constraint jobs_state_known check (state in ('queued', 'running', 'done', 'dead'))
 ) engine = InnoDB default charset = utf8mb4 collate = utf8mb4_bin;
 
--- Every attempt with its outcome: 'done', 'retry', 'dead', 'lease_expired',
--- 'released' (given back at shutdown); null while running.
+-- Every attempt with its outcome: 'done', 'retry', 'dead', 'lease_expired';
+-- null while running (the one open row per job). A redrive starts counting
+-- at 1 again, so numbers repeat across runs; `id` orders the history.
 create table job_attempts (
     id          bigint      not null auto_increment primary key,
     job_id      bigint      not null,
@@ -37,6 +38,6 @@ create table job_attempts (
     outcome     varchar(16),
     error       text,
     duration_ms bigint,
-    unique key job_attempts_by_job (job_id, attempt),
+    key job_attempts_by_job (job_id, attempt),
     constraint job_attempts_job_fk foreign key (job_id) references jobs (id) on delete cascade
 ) engine = InnoDB default charset = utf8mb4 collate = utf8mb4_bin;

@@ -24,8 +24,9 @@ create table jobs (
 create index jobs_claimable on jobs (state, run_at, id);
 create index jobs_dead_by_time on jobs (state, finished_at);
 
--- Every attempt with its outcome: 'done', 'retry', 'dead', 'lease_expired',
--- 'released' (given back at shutdown); null while running.
+-- Every attempt with its outcome: 'done', 'retry', 'dead', 'lease_expired';
+-- null while running (the one open row per job). A redrive starts counting
+-- at 1 again, so numbers repeat across runs; `id` orders the history.
 create table job_attempts (
     id          bigint generated always as identity primary key,
     job_id      bigint  not null references jobs (id) on delete cascade,
@@ -35,6 +36,6 @@ create table job_attempts (
     finished_at bigint,
     outcome     text,
     error       text,
-    duration_ms bigint,
-    unique (job_id, attempt)
+    duration_ms bigint
 );
+create index job_attempts_by_job on job_attempts (job_id, attempt);

@@ -24,8 +24,9 @@ create table jobs (
 create index jobs_claimable on jobs (state, run_at, id);
 create index jobs_dead_by_time on jobs (state, finished_at);
 
--- Every attempt with its outcome: 'done', 'retry', 'dead', 'lease_expired',
--- 'released' (given back at shutdown); null while running.
+-- Every attempt with its outcome: 'done', 'retry', 'dead', 'lease_expired';
+-- null while running (the one open row per job). A redrive starts counting
+-- at 1 again, so numbers repeat across runs; `id` orders the history.
 create table job_attempts (
     id          integer primary key autoincrement,
     job_id      integer not null references jobs (id) on delete cascade,
@@ -37,4 +38,4 @@ create table job_attempts (
     error       text,
     duration_ms integer
 );
-create unique index job_attempts_by_job on job_attempts (job_id, attempt);
+create index job_attempts_by_job on job_attempts (job_id, attempt);

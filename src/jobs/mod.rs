@@ -159,10 +159,10 @@ pub async fn attempts(db: &Db, job_id: i64) -> Result<Vec<Attempt>, sqlx::Error>
     store::attempts(db, job_id).await
 }
 
-/// Puts dead jobs back in the queue with `budget` more attempts: one job, or
-/// every dead job. Returns how many were requeued.
-pub async fn retry_dead(db: &Db, id: Option<i64>, budget: i32) -> Result<u64, sqlx::Error> {
-    store::redrive(db, id, now_ms(), budget).await
+/// Puts dead jobs back in the queue with a fresh budget of `max_attempts`:
+/// one job, or every dead job. Returns how many were requeued.
+pub async fn retry_dead(db: &Db, id: Option<i64>, max_attempts: i32) -> Result<u64, sqlx::Error> {
+    store::redrive(db, id, now_ms(), max_attempts).await
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -187,7 +187,7 @@ pub struct RetryPolicy {
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(6 * 3600);
 
 impl RetryPolicy {
-    /// The delay after the `attempt`-th failed attempt of this run (1-based), with ±20 %
+    /// The delay after failed attempt number `attempt` (1-based), with ±20 %
     /// jitter so that a burst of failures does not retry in lockstep, and
     /// never shorter than a Retry-After the provider gave (capped).
     pub fn delay(&self, attempt: i32, retry_after: Option<Duration>) -> Duration {

@@ -296,7 +296,7 @@ async fn close_attempt(
     on_tx!(tx, |conn, sql| {
         sqlx::query(sql(
             "update job_attempts set finished_at = ?, outcome = ?, error = ?, duration_ms = ?
-              where job_id = ? and attempt = ?",
+              where job_id = ? and attempt = ? and finished_at is null",
         ))
         .bind(now)
         .bind(outcome)
@@ -446,7 +446,7 @@ pub(crate) async fn attempts(db: &Db, job_id: i64) -> Result<Vec<Attempt>, sqlx:
     on_db!(db, read, |pool, sql| {
         sqlx::query_as(sql(
             "select attempt, worker, started_at, outcome, error, duration_ms
-               from job_attempts where job_id = ? order by attempt",
+               from job_attempts where job_id = ? order by id",
         ))
         .bind(job_id)
         .fetch_all(pool)
@@ -454,22 +454,22 @@ pub(crate) async fn attempts(db: &Db, job_id: i64) -> Result<Vec<Attempt>, sqlx:
     })
 }
 
-/// Requeues dead jobs with `budget` more attempts. Attempt numbers keep
-/// counting up, so the history of the earlier run stays in `job_attempts`.
+/// Requeues dead jobs with a fresh budget of `max_attempts`. Their attempt
+/// history stays in `job_attempts`; the new run counts from 1 again.
 pub(crate) async fn redrive(
     db: &Db,
     id: Option<i64>,
     now: i64,
-    budget: i32,
+    max_attempts: i32,
 ) -> Result<u64, sqlx::Error> {
     let done = match id {
         Some(id) => on_db!(db, write, |pool, sql| {
             sqlx::query(sql(
-                "update jobs set state = 'queued', max_attempts = attempts + ?, run_at = ?,
+                "update jobs set state = 'queued', attempts = 0, max_attempts = ?, run_at = ?,
                         finished_at = null, updated_at = ?
                   where state = 'dead' and id = ?",
             ))
-            .bind(budget)
+            .bind(max_attempts)
             .bind(now)
             .bind(now)
             .bind(id)
@@ -479,11 +479,11 @@ pub(crate) async fn redrive(
         })?,
         None => on_db!(db, write, |pool, sql| {
             sqlx::query(sql(
-                "update jobs set state = 'queued', max_attempts = attempts + ?, run_at = ?,
+                "update jobs set state = 'queued', attempts = 0, max_attempts = ?, run_at = ?,
                         finished_at = null, updated_at = ?
                   where state = 'dead'",
             ))
-            .bind(budget)
+            .bind(max_attempts)
             .bind(now)
             .bind(now)
             .execute(pool)

@@ -339,10 +339,9 @@ impl Inner {
                 }
             }
             Err(JobError::Retry { error, retry_after }) => {
-                // Attempt number within this run (a redrive raises max_attempts).
-                let budget = self.jobs.max_attempts();
-                let nth = job.attempt - (job.max_attempts - budget);
-                let delay = self.policy.delay(nth.max(1), retry_after);
+                // A job's budget was fixed when it was enqueued; past the end
+                // of this worker's schedule the last delay repeats.
+                let delay = self.policy.delay(job.attempt, retry_after);
                 Outcome::Retry {
                     at: now + delay.as_millis() as i64,
                     error,

@@ -139,3 +139,54 @@ async fn sigterm_lets_an_in_flight_request_finish(backend: Backend) {
         "the in-flight coupon was not stored"
     );
 }
+
+/// A risky lease is warned about at start; a provider token never reaches
+/// the log, even when the provider rejects it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn warnings_are_logged_and_secrets_are_not() {
+    use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
+    let provider = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(serde_json::json!({
+            "ErrorCode": 10, "Message": "Bad or missing Server API token."
+        })))
+        .mount(&provider)
+        .await;
+    let db = TestDb::create(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = "pm-secret-token-7f3a9c";
+    let uri = provider.uri();
+    let server = ServeProcess::start_with(
+        dir.path(),
+        &db.url,
+        &[
+            ("ALLOT_MAIL_TRANSPORT", "postmark"),
+            ("ALLOT_POSTMARK_TOKEN", token),
+            ("ALLOT_POSTMARK_URL", uri.as_str()),
+            ("ALLOT_JOB_LEASE", "5s"),
+            ("ALLOT_SEND_TIMEOUT", "10s"),
+            ("ALLOT_WORKER_POLL_INTERVAL", "100ms"),
+            ("RUST_LOG", "debug"),
+        ],
+    );
+    let out = allot_command(dir.path())
+        .args(["mail", "test", "buyer@example.com"])
+        .env("ALLOT_DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    server.wait_for_log("job is dead");
+    let (code, log) = server.terminate();
+    assert_eq!(code, Some(0));
+    assert!(
+        log.iter()
+            .any(|l| l.contains("ALLOT_JOB_LEASE") && l.contains("ALLOT_SEND_TIMEOUT")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter().any(|l| l.contains("401")),
+        "the provider's refusal is logged: {log:?}"
+    );
+    let leaked: Vec<_> = log.iter().filter(|l| l.contains(token)).collect();
+    assert!(leaked.is_empty(), "token in the log: {leaked:?}");
+}

@@ -9,6 +9,16 @@ use crate::{
 
 use super::{Attempt, Discarded, Job, JobState, NewJob};
 
+/// `select` of the columns of [`Job`] `from jobs`, followed by `$rest`.
+macro_rules! select_jobs {
+    ($rest:literal) => {
+        concat!(
+            "select id, kind, state, attempts, max_attempts, last_error, run_at, dedupe_key, created_at, finished_at from jobs ",
+            $rest
+        )
+    };
+}
+
 pub(crate) async fn insert(
     tx: &mut Tx,
     job: &NewJob,
@@ -394,47 +404,38 @@ pub(crate) async fn list(
 ) -> Result<Vec<Job>, sqlx::Error> {
     match state {
         Some(state) => on_db!(db, read, |pool, sql| {
-            sqlx::query_as(sql(
-                "select id, kind, state, attempts, max_attempts, last_error, run_at, dedupe_key, created_at, finished_at
-                   from jobs where state = ? order by id desc limit ?",
-            ))
+            sqlx::query_as(sql(select_jobs!(
+                "where state = ? order by id desc limit ?"
+            )))
             .bind(state.as_str())
             .bind(limit)
             .fetch_all(pool)
             .await
         }),
         None => on_db!(db, read, |pool, sql| {
-            sqlx::query_as(sql(
-                "select id, kind, state, attempts, max_attempts, last_error, run_at, dedupe_key, created_at, finished_at
-                   from jobs order by id desc limit ?",
-            ))
-            .bind(limit)
-            .fetch_all(pool)
-            .await
+            sqlx::query_as(sql(select_jobs!("order by id desc limit ?")))
+                .bind(limit)
+                .fetch_all(pool)
+                .await
         }),
     }
 }
 
 pub(crate) async fn find(db: &Db, id: i64) -> Result<Option<Job>, sqlx::Error> {
     on_db!(db, read, |pool, sql| {
-        sqlx::query_as(sql(
-            "select id, kind, state, attempts, max_attempts, last_error, run_at, dedupe_key, created_at, finished_at
-               from jobs where id = ?",
-        ))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+        sqlx::query_as(sql(select_jobs!("where id = ?")))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
     })
 }
 
 /// Dead jobs that died in `[from, to)`, oldest first.
 pub(crate) async fn dead_between(db: &Db, from: i64, to: i64) -> Result<Vec<Job>, sqlx::Error> {
     on_db!(db, read, |pool, sql| {
-        sqlx::query_as(sql(
-            "select id, kind, state, attempts, max_attempts, last_error, run_at, dedupe_key, created_at, finished_at
-               from jobs where state = 'dead' and finished_at >= ? and finished_at < ?
-              order by finished_at, id",
-        ))
+        sqlx::query_as(sql(select_jobs!(
+            "where state = 'dead' and finished_at >= ? and finished_at < ? order by finished_at, id"
+        )))
         .bind(from)
         .bind(to)
         .fetch_all(pool)

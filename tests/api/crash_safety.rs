@@ -60,19 +60,42 @@ fn smtp_env(smtp: &SmtpServer) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// An SMTP server whose deliveries hang inside DATA (until `hang` is
+/// removed), a fresh database and a working directory.
+struct StuckDeliveries {
+    smtp: SmtpServer,
+    hang: std::path::PathBuf,
+    db: TestDb,
+    dir: tempfile::TempDir,
+}
+
+async fn stuck_deliveries(backend: Backend) -> Option<StuckDeliveries> {
+    let smtp = SmtpServer::start(free_port())?;
+    let hang = smtp.dir.path().join("hang");
+    std::fs::write(&hang, "").unwrap();
+    Some(StuckDeliveries {
+        smtp,
+        hang,
+        db: TestDb::create(backend).await,
+        dir: tempfile::tempdir().unwrap(),
+    })
+}
+
 fn start(dir: &Path, db_url: &str, env: &[(&'static str, String)]) -> ServeProcess {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     ServeProcess::start_with(dir, db_url, &env)
 }
 
 async fn a_sigkilled_server_loses_no_queued_or_in_flight_mail(backend: Backend) {
-    let Some(smtp) = SmtpServer::start(free_port()) else {
+    let Some(StuckDeliveries {
+        smtp,
+        hang,
+        db: test_db,
+        dir,
+    }) = stuck_deliveries(backend).await
+    else {
         return;
     };
-    let hang = smtp.dir.path().join("hang");
-    std::fs::write(&hang, "").unwrap();
-    let test_db = TestDb::create(backend).await;
-    let dir = tempfile::tempdir().unwrap();
     let env = smtp_env(&smtp);
 
     let first = start(dir.path(), &test_db.url, &env);
@@ -127,13 +150,15 @@ async fn a_sigkilled_server_loses_no_queued_or_in_flight_mail(backend: Backend) 
 }
 
 async fn sigterm_releases_stuck_deliveries_back_to_the_queue(backend: Backend) {
-    let Some(smtp) = SmtpServer::start(free_port()) else {
+    let Some(StuckDeliveries {
+        smtp,
+        hang,
+        db: test_db,
+        dir,
+    }) = stuck_deliveries(backend).await
+    else {
         return;
     };
-    let hang = smtp.dir.path().join("hang");
-    std::fs::write(&hang, "").unwrap();
-    let test_db = TestDb::create(backend).await;
-    let dir = tempfile::tempdir().unwrap();
     let mut env = smtp_env(&smtp);
     // Longer than the grace period, so the send is still stuck when it ends.
     env.push(("ALLOT_SEND_TIMEOUT", "20s".into()));

@@ -13,6 +13,7 @@ use crate::{
     coupons::{self, Amount, CouponName},
     db::Db,
     jobs::{self, Discarded, JobState, Worker},
+    keys::{self, LicenseKey, Revoked, Sku},
     mail, telemetry,
 };
 
@@ -35,6 +36,9 @@ enum Command {
     /// Create and inspect flash-sale coupons.
     #[command(subcommand)]
     Coupons(CouponsCommand),
+    /// Manage the license key pools.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Inspect and redrive outbox jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
@@ -43,6 +47,24 @@ enum Command {
     Mail(MailCommand),
     /// Run job workers only (no HTTP) until SIGINT or SIGTERM.
     Worker,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Add keys to a SKU's pool from a CSV file (with a `license_key`
+    /// column) or a file with one key per line.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        sku: String,
+    },
+    /// Available, assigned and revoked keys per SKU.
+    Stock {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a key out of circulation.
+    Revoke { key: String },
 }
 
 #[derive(Subcommand)]
@@ -129,6 +151,13 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let db = Db::connect(&settings).await?;
             db.migrate().await?;
             let result = run_coupons(command, &db).await;
+            db.close().await;
+            result
+        }
+        Command::Keys(command) => {
+            let db = Db::connect(&settings).await?;
+            db.migrate().await?;
+            let result = run_keys(command, &db).await;
             db.close().await;
             result
         }
@@ -260,6 +289,96 @@ async fn run_jobs(command: JobsCommand, db: &Db, settings: &Settings) -> anyhow:
                 anyhow::bail!("job {id} is running; discard it once its attempt has ended")
             }
         },
+    }
+    Ok(())
+}
+
+async fn run_keys(command: KeysCommand, db: &Db) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Import { file, sku } => {
+            let sku = Sku::parse(&sku)?;
+            let progress = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .expect("valid template"),
+            );
+            let report = keys::import::import_file(db, &file, &sku, &progress).await?;
+            progress.finish_and_clear();
+            println!(
+                "imported {} key(s) into SKU {}",
+                report.imported,
+                sku.as_str()
+            );
+            let lines = |lines: &[u64]| {
+                let shown: Vec<String> = lines.iter().take(20).map(u64::to_string).collect();
+                let more = if lines.len() > 20 {
+                    format!(", … {} more", lines.len() - 20)
+                } else {
+                    String::new()
+                };
+                format!("{}{more}", shown.join(", "))
+            };
+            if !report.blank.is_empty() {
+                println!(
+                    "skipped {} blank line(s): line {}",
+                    report.blank.len(),
+                    lines(&report.blank)
+                );
+            }
+            if !report.duplicate_in_file.is_empty() {
+                println!(
+                    "skipped {} duplicate(s) of earlier lines: line {}",
+                    report.duplicate_in_file.len(),
+                    lines(&report.duplicate_in_file)
+                );
+            }
+            if !report.already_in_pool.is_empty() {
+                println!(
+                    "skipped {} key(s) already in the pool: line {}",
+                    report.already_in_pool.len(),
+                    lines(&report.already_in_pool)
+                );
+            }
+            for (line, reason) in report.invalid.iter().take(20) {
+                println!("skipped line {line}: {reason}");
+            }
+            if report.invalid.len() > 20 {
+                println!("skipped {} more invalid line(s)", report.invalid.len() - 20);
+            }
+        }
+        KeysCommand::Stock { json } => {
+            let stock = keys::stock(db).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&stock)?);
+            } else if stock.is_empty() {
+                println!("no keys; add some with `allot keys import FILE --sku SKU`");
+            } else {
+                let width = stock
+                    .iter()
+                    .map(|s| s.product_sku.chars().count())
+                    .max()
+                    .unwrap_or(0)
+                    .max(11);
+                println!(
+                    "{:<width$}  {:>9}  {:>9}  {:>9}",
+                    "product_sku", "available", "assigned", "revoked"
+                );
+                for row in stock {
+                    println!(
+                        "{:<width$}  {:>9}  {:>9}  {:>9}",
+                        row.product_sku, row.available, row.assigned, row.revoked
+                    );
+                }
+            }
+        }
+        KeysCommand::Revoke { key } => {
+            match keys::revoke(db, &LicenseKey::parse(key.trim())?).await? {
+                Revoked::Yes { was } => println!("revoked the key (it was {was})"),
+                Revoked::Already => println!("the key was already revoked"),
+                Revoked::NotFound => anyhow::bail!("no such key in any pool"),
+            }
+        }
     }
     Ok(())
 }

@@ -34,11 +34,49 @@ pub(super) async fn vend(
     to: &Assignment<'_>,
     now: i64,
 ) -> Result<Option<Vended>, sqlx::Error> {
-    // The oldest available key of the SKU. On the servers, rows other
-    // transactions hold are skipped rather than waited for; the index
-    // (status, product_sku, id) makes this a range scan, without which
-    // MariaDB's SKIP LOCKED would lock every row it reads.
-    let picked: Option<Picked> = match tx {
+    // The row lock makes a lost race impossible; should the update still
+    // find the key taken, pick again rather than hand it out twice.
+    for _ in 0..3 {
+        let Some(picked) = pick_oldest(tx, sku).await? else {
+            return Ok(None);
+        };
+        let assigned = on_tx!(tx, |conn, sql| {
+            sqlx::query(sql(
+                "update license_keys set status = 'assigned', assigned_to_email = ?, assigned_order_id = ?,
+                        assigned_coupon_code = ?, assigned_at = ?
+                  where id = ? and status = 'available'",
+            ))
+            .bind(to.email)
+            .bind(to.order_id)
+            .bind(to.coupon_code)
+            .bind(now)
+            .bind(picked.id)
+            .execute(conn)
+            .await
+            .map(|done| done.rows_affected())
+        })?;
+        if assigned == 1 {
+            return Ok(Some(Vended {
+                id: picked.id,
+                key: LicenseKey(picked.license_key),
+            }));
+        }
+        tracing::warn!(
+            key_id = picked.id,
+            "a key picked for vending was taken meanwhile; picking again"
+        );
+    }
+    Err(sqlx::Error::Protocol(
+        "could not vend a key after three attempts".into(),
+    ))
+}
+
+/// The oldest available key of the SKU. On the servers, rows other
+/// transactions hold are skipped rather than waited for; the index
+/// (status, product_sku, id) makes this a range scan, without which
+/// MariaDB's SKIP LOCKED would lock every row it reads.
+async fn pick_oldest(tx: &mut Tx, sku: &Sku) -> Result<Option<Picked>, sqlx::Error> {
+    match tx {
         Tx::Sqlite(tx) => {
             sqlx::query_as(
                 "select id, license_key from license_keys
@@ -46,7 +84,7 @@ pub(super) async fn vend(
             )
             .bind(sku.as_str())
             .fetch_optional(&mut **tx)
-            .await?
+            .await
         }
         Tx::Postgres(tx) => {
             sqlx::query_as(
@@ -56,7 +94,7 @@ pub(super) async fn vend(
             )
             .bind(sku.as_str())
             .fetch_optional(&mut **tx)
-            .await?
+            .await
         }
         Tx::MySql(tx) => {
             sqlx::query_as(
@@ -66,31 +104,9 @@ pub(super) async fn vend(
             )
             .bind(sku.as_str())
             .fetch_optional(&mut **tx)
-            .await?
+            .await
         }
-    };
-    let Some(picked) = picked else {
-        return Ok(None);
-    };
-    on_tx!(tx, |conn, sql| {
-        sqlx::query(sql(
-            "update license_keys set status = 'assigned', assigned_to_email = ?, assigned_order_id = ?,
-                    assigned_coupon_code = ?, assigned_at = ?
-              where id = ? and status = 'available'",
-        ))
-        .bind(to.email)
-        .bind(to.order_id)
-        .bind(to.coupon_code)
-        .bind(now)
-        .bind(picked.id)
-        .execute(conn)
-        .await
-        .map(drop)
-    })?;
-    Ok(Some(Vended {
-        id: picked.id,
-        key: LicenseKey(picked.license_key),
-    }))
+    }
 }
 
 pub(super) async fn revoke(db: &Db, key: &LicenseKey) -> Result<Revoked, sqlx::Error> {

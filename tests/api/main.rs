@@ -15,5 +15,6 @@ mod crash_safety;
 mod delivery;
 mod delivery_providers;
 mod delivery_smtp;
+mod key_bank;
 mod operations;
 mod processes;

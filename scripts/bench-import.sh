@@ -30,6 +30,8 @@ run sqlite "sqlite://$work/bench.db"
 
 psql -h 127.0.0.1 -d postgres -qc 'drop database if exists allot_bench' -c 'create database allot_bench'
 run postgres "postgres://$(id -un)@127.0.0.1:5432/allot_bench"
+psql -h 127.0.0.1 -d postgres -qc 'drop database allot_bench' -c 'create database allot_bench'
+run postgres-socket "postgres://$(id -un)@localhost/allot_bench?host=/var/run/postgresql"
 psql -h 127.0.0.1 -d postgres -qc 'drop database allot_bench'
 
 mysql -uroot -h127.0.0.1 -e 'drop database if exists allot_bench; create database allot_bench'

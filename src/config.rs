@@ -30,6 +30,7 @@ struct RawSettings {
     sendgrid_url: String,
     mail_from: String,
     admin_email: Option<String>,
+    mail_logo_url: Option<String>,
     send_timeout: String,
     retry_schedule: String,
     job_lease: String,
@@ -57,6 +58,7 @@ impl Default for RawSettings {
             sendgrid_url: "https://api.sendgrid.com".into(),
             mail_from: "allot@localhost".into(),
             admin_email: None,
+            mail_logo_url: None,
             send_timeout: "30s".into(),
             retry_schedule: "10s,1m,5m,30m,2h,6h,12h".into(),
             job_lease: "60s".into(),
@@ -136,6 +138,8 @@ pub struct MailSettings {
     pub transport: MailTransport,
     pub from: String,
     pub admin_email: Option<String>,
+    /// A transparent PNG shown at the top of customer emails.
+    pub logo_url: Option<String>,
     /// Upper bound for one delivery attempt (connect + send).
     pub send_timeout: Duration,
 }
@@ -349,10 +353,15 @@ impl RawSettings {
             None | Some("") => None,
             Some(address) => Some(mailbox("ALLOT_ADMIN_EMAIL", address)?),
         };
+        let logo_url = match self.mail_logo_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) => Some(base_url("ALLOT_MAIL_LOGO_URL", url)?),
+        };
         Ok(MailSettings {
             transport,
             from,
             admin_email,
+            logo_url,
             send_timeout: duration("ALLOT_SEND_TIMEOUT", &self.send_timeout)?,
         })
     }

@@ -282,8 +282,14 @@ impl Inner {
     async fn execute(&self, job: &LeasedJob) -> Result<(), JobError> {
         match job.kind.as_str() {
             mail::EMAIL_KIND => {
-                let payload: EmailPayload = serde_json::from_str(&job.payload)
+                let mut payload: EmailPayload = serde_json::from_str(&job.payload)
                     .map_err(|e| JobError::Permanent(format!("bad email payload: {e}")))?;
+                // Read at send time, so a new logo applies to queued mail too.
+                if let Some(context) = payload.context.as_object_mut() {
+                    context
+                        .entry("logo_url")
+                        .or_insert_with(|| serde_json::json!(self.mail.logo_url));
+                }
                 let rendered =
                     templates::render(&payload.template, &payload.context).map_err(|e| {
                         JobError::Permanent(format!(

@@ -146,10 +146,12 @@ pub(super) async fn existing(db: &Db, keys: &[&str]) -> Result<Vec<String>, sqlx
     // PostgreSQL takes the batch as one array: one parameter, one cheap plan,
     // instead of planning a thousand-value IN list for every batch.
     if let Db::Postgres(pool) = db {
-        return sqlx::query_scalar("select license_key from license_keys where license_key = any($1)")
-            .bind(keys)
-            .fetch_all(pool)
-            .await;
+        return sqlx::query_scalar(
+            "select license_key from license_keys where license_key = any($1)",
+        )
+        .bind(keys)
+        .fetch_all(pool)
+        .await;
     }
     let sql = format!(
         "select license_key from license_keys where license_key in ({})",

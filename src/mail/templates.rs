@@ -8,23 +8,18 @@ use std::sync::OnceLock;
 use minijinja::Environment;
 use serde::Serialize;
 
-const TEMPLATES: &[(&str, &str)] = &[
-    ("test.subject", include_str!("templates/test.subject")),
-    ("test.txt", include_str!("templates/test.txt")),
-    ("test.html", include_str!("templates/test.html")),
-    (
-        "dead_letter_digest.subject",
-        include_str!("templates/dead_letter_digest.subject"),
-    ),
-    (
-        "dead_letter_digest.txt",
-        include_str!("templates/dead_letter_digest.txt"),
-    ),
-    (
-        "dead_letter_digest.html",
-        include_str!("templates/dead_letter_digest.html"),
-    ),
-];
+/// The three parts of each message, compiled into the binary.
+macro_rules! messages {
+    ($($name:literal),+ $(,)?) => {
+        &[$(
+            (concat!($name, ".subject"), include_str!(concat!("templates/", $name, ".subject"))),
+            (concat!($name, ".txt"), include_str!(concat!("templates/", $name, ".txt"))),
+            (concat!($name, ".html"), include_str!(concat!("templates/", $name, ".html"))),
+        )+]
+    };
+}
+
+const TEMPLATES: &[(&str, &str)] = messages!("test", "license_key", "dead_letter_digest");
 
 fn environment() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
@@ -72,6 +67,55 @@ mod tests {
         assert!(rendered.html.contains("&lt;b&gt;x"), "{}", rendered.html);
         assert!(!rendered.html.contains("<b>x"), "{}", rendered.html);
         assert!(rendered.text.contains("<b>x</b>@example.com"));
+    }
+
+    fn license_key(logo_url: Option<&str>) -> super::Rendered {
+        let context = json!({
+            "key": "O0O0-l1I1-<B8>",
+            "product": "Course 101",
+            "order_id": "WC-1001",
+            "logo_url": logo_url,
+        });
+        super::render("license_key", &context).unwrap()
+    }
+
+    /// The designer brief: tables only, inline CSS, the key centred in a
+    /// monospace box, the logo from the configured URL, a plain-text part.
+    #[test]
+    fn the_key_email_follows_the_design_rules() {
+        let mail = license_key(Some("https://shop.example/logo.png"));
+        let html = mail.html.to_ascii_lowercase();
+        assert!(!html.contains("<div"), "no div layout");
+        assert!(!html.contains("<style"), "CSS is inline only");
+        assert!(!html.contains("class="), "CSS is inline only");
+        assert!(html.contains("<table"));
+        let key_cell = html
+            .split("<td")
+            .find(|cell| cell.contains("o0o0-l1i1-&lt;b8&gt;"))
+            .expect("the key, escaped, in a table cell");
+        assert!(key_cell.contains("font-family:courier"), "{key_cell}");
+        assert!(key_cell.contains("consolas"), "{key_cell}");
+        assert!(
+            key_cell.contains("text-align:center") && key_cell.contains("align=\"center\""),
+            "{key_cell}"
+        );
+        assert!(
+            key_cell.contains("border:2px dashed"),
+            "a distinct box: {key_cell}"
+        );
+        // Autoescaping writes '/' as an entity, which every client decodes.
+        assert!(
+            html.contains("<img src=\"https:&#x2f;&#x2f;shop.example&#x2f;logo.png\""),
+            "{html}"
+        );
+        assert!(
+            mail.text.contains("O0O0-l1I1-<B8>"),
+            "the text part has the key as is"
+        );
+        assert_eq!(mail.subject, "Your license key for Course 101");
+
+        let without_logo = license_key(None);
+        assert!(!without_logo.html.contains("<img"));
     }
 
     #[test]

@@ -19,6 +19,7 @@ on_every_backend!(
     a_job_rolled_back_with_its_transaction_never_runs,
     transient_failures_follow_the_retry_schedule_then_the_job_dies,
     jobs_our_code_cannot_handle_die_at_once_and_the_admin_gets_one_digest,
+    the_key_email_carries_the_configured_logo,
 );
 
 async fn a_queued_email_is_delivered_once(backend: Backend) {
@@ -217,4 +218,30 @@ async fn jobs_our_code_cannot_handle_die_at_once_and_the_admin_gets_one_digest(b
         "{}",
         mails[0]
     );
+}
+
+async fn the_key_email_carries_the_configured_logo(backend: Backend) {
+    let world = World::new(backend, |s| {
+        s.mail.logo_url = Some("https://shop.example/logo.png".into());
+    })
+    .await;
+    let context = json!({"key": "ABCD-0O0O-1l1I", "product": "Course 101", "order_id": "WC-7"});
+    let id = world
+        .queue_email("buyer@example.com", "license_key", context)
+        .await;
+    let events = world.worker().run_once(jobs::now_ms()).await.unwrap();
+    assert_eq!(events, vec![WorkerEvent::Done { job_id: id }]);
+    // Undo quoted-printable soft line breaks to read the HTML part.
+    let mail = world
+        .mails()
+        .remove(0)
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=");
+    assert!(
+        mail.contains("Subject: Your license key for Course 101"),
+        "{mail}"
+    );
+    assert!(mail.contains("shop.example&#x2f;logo.png"), "{mail}");
+    assert!(mail.contains("ABCD-0O0O-1l1I"), "{mail}");
 }

@@ -1,0 +1,452 @@
+//! Payload normalisation: whatever shape a plugin sends, find the customer
+//! email, the order id, the coupon code and the SKU, or say clearly what
+//! could not be found.
+//!
+//! Real payloads are messy: Amelia sends PHP lists as objects keyed "0",
+//! "1", … (`JSON_FORCE_OBJECT`), custom fields are found by their label,
+//! some values are JSON encoded inside strings, WooCommerce spreads an order
+//! over `billing`, `coupon_lines`, `line_items` and `meta_data`.
+
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Amelia,
+    Bookly,
+    WooCommerce,
+    Generic,
+}
+
+impl Source {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "amelia" => Some(Self::Amelia),
+            "bookly" => Some(Self::Bookly),
+            "woocommerce" => Some(Self::WooCommerce),
+            "generic" => Some(Self::Generic),
+            _ => None,
+        }
+    }
+}
+
+/// One order, as every source reduces to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    pub order_id: String,
+    /// Trimmed, lower-cased, validated.
+    pub email: String,
+    pub coupon_code: Option<String>,
+    /// The SKU the payload names, if any (the URL and settings may supply one).
+    pub sku: Option<String>,
+    /// Amelia's service id, for a service → SKU mapping in settings.
+    pub service_id: Option<String>,
+}
+
+/// Why a payload gave no orders: every problem, in words for the admin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.join("; "))]
+pub struct Unparseable(pub Vec<String>);
+
+/// Keys under which a coupon code hides, and labels of custom fields that
+/// hold one (compared case-insensitively, ignoring spaces, `_` and `-`).
+const COUPON_NAMES: &[&str] = &[
+    "coupon",
+    "couponcode",
+    "discountcode",
+    "promocode",
+    "voucher",
+    "vouchercode",
+];
+const EMAIL_NAMES: &[&str] = &[
+    "email",
+    "customeremail",
+    "billingemail",
+    "emailaddress",
+    "useremail",
+];
+const ORDER_ID_NAMES: &[&str] = &[
+    "orderid",
+    "bookingid",
+    "appointmentid",
+    "id",
+    "number",
+    "ordernumber",
+];
+const SKU_NAMES: &[&str] = &["sku", "productsku"];
+
+pub fn normalize(source: Source, body: &[u8]) -> Result<Vec<Order>, Unparseable> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| Unparseable(vec!["the body is not UTF-8 text".into()]))?;
+    let value: Value = serde_json::from_str(text.trim())
+        .map_err(|e| Unparseable(vec![format!("the body is not JSON: {e}")]))?;
+    if !value.is_object() {
+        return Err(Unparseable(vec![
+            "the body is JSON but not an object".into(),
+        ]));
+    }
+    match source {
+        Source::Amelia => amelia(&value),
+        Source::WooCommerce => woocommerce(&value).map(|order| vec![order]),
+        Source::Bookly | Source::Generic => generic(&value).map(|order| vec![order]),
+    }
+}
+
+/// Amelia: one order per booking of `bookings` (or `appointment.bookings`).
+fn amelia(payload: &Value) -> Result<Vec<Order>, Unparseable> {
+    let bookings = payload
+        .get("bookings")
+        .or_else(|| payload.pointer("/appointment/bookings"))
+        .map(as_list)
+        .unwrap_or_default();
+    if bookings.is_empty() {
+        // Not the usual shape: search the whole payload as one order.
+        return generic(payload).map(|order| vec![order]);
+    }
+    let service_id = payload
+        .pointer("/appointment/serviceId")
+        .or_else(|| payload.get("serviceId"))
+        .and_then(scalar);
+    let mut orders = Vec::new();
+    let mut problems = Vec::new();
+    for (n, booking) in bookings.iter().enumerate() {
+        let email = booking
+            .pointer("/customer/email")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| find(booking, EMAIL_NAMES));
+        let order_id = booking.get("id").and_then(scalar);
+        let coupon = booking
+            .pointer("/coupon/code")
+            .and_then(scalar)
+            .or_else(|| custom_field(booking, COUPON_NAMES))
+            .or_else(|| find(booking, COUPON_NAMES));
+        match build(
+            order_id,
+            email,
+            coupon,
+            find(booking, SKU_NAMES),
+            service_id.clone(),
+        ) {
+            Ok(order) => orders.push(order),
+            Err(Unparseable(why)) => {
+                problems.extend(why.into_iter().map(|w| format!("booking {n}: {w}")))
+            }
+        }
+    }
+    if orders.is_empty() {
+        return Err(Unparseable(problems));
+    }
+    Ok(orders)
+}
+
+/// WooCommerce order webhooks (`order.created`, `order.updated`).
+fn woocommerce(order: &Value) -> Result<Order, Unparseable> {
+    let email = order
+        .pointer("/billing/email")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| find(order, EMAIL_NAMES));
+    let order_id = order
+        .get("id")
+        .and_then(scalar)
+        .or_else(|| order.get("number").and_then(scalar));
+    let coupon = order
+        .get("coupon_lines")
+        .map(as_list)
+        .unwrap_or_default()
+        .iter()
+        .find_map(|line| line.get("code").and_then(scalar))
+        .or_else(|| meta_data(order, COUPON_NAMES))
+        .or_else(|| find(order, COUPON_NAMES));
+    let sku = order
+        .get("line_items")
+        .map(as_list)
+        .unwrap_or_default()
+        .iter()
+        .find_map(|item| item.get("sku").and_then(scalar));
+    build(order_id, email, coupon, sku, None)
+}
+
+/// Bookly bridges and anything else: look everywhere, by name and by label.
+fn generic(payload: &Value) -> Result<Order, Unparseable> {
+    let email = find(payload, EMAIL_NAMES);
+    let order_id = find_preferring(payload, ORDER_ID_NAMES);
+    let coupon = custom_field(payload, COUPON_NAMES).or_else(|| find(payload, COUPON_NAMES));
+    build(order_id, email, coupon, find(payload, SKU_NAMES), None)
+}
+
+fn build(
+    order_id: Option<String>,
+    email: Option<String>,
+    coupon: Option<String>,
+    sku: Option<String>,
+    service_id: Option<String>,
+) -> Result<Order, Unparseable> {
+    let mut problems = Vec::new();
+    let order_id = order_id
+        .map(|id| id.trim().to_string())
+        .filter(|id| !id.is_empty());
+    if order_id.is_none() {
+        problems.push("no order id found".to_string());
+    }
+    let email = match email
+        .map(|e| e.trim().to_lowercase())
+        .filter(|e| !e.is_empty())
+    {
+        None => {
+            problems.push("no customer email found".to_string());
+            None
+        }
+        Some(email) if email.parse::<lettre::Address>().is_err() => {
+            problems.push(format!(
+                "the customer email {email:?} is not a valid address"
+            ));
+            None
+        }
+        Some(email) => Some(email),
+    };
+    match (order_id, email) {
+        (Some(order_id), Some(email)) if problems.is_empty() => Ok(Order {
+            order_id,
+            email,
+            coupon_code: coupon
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty()),
+            sku: sku.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()),
+            service_id,
+        }),
+        _ => Err(Unparseable(problems)),
+    }
+}
+
+/// A PHP list as JSON: an array, or an object keyed "0", "1", … in order.
+fn as_list(value: &Value) -> Vec<&Value> {
+    match value {
+        Value::Array(items) => items.iter().collect(),
+        Value::Object(map) if !map.is_empty() && map.keys().all(|k| k.parse::<u64>().is_ok()) => {
+            let mut entries: Vec<(u64, &Value)> = map
+                .iter()
+                .map(|(k, v)| (k.parse().unwrap_or(0), v))
+                .collect();
+            entries.sort_by_key(|(k, _)| *k);
+            entries.into_iter().map(|(_, v)| v).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Strings and numbers as text; anything else is not a usable value.
+fn scalar(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// "Coupon Code", "coupon_code" and "coupon-code" are one name.
+fn canonical(name: &str) -> String {
+    name.chars()
+        .filter(|c| !matches!(c, ' ' | '_' | '-'))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// The first value, depth first, under a key named like one of `names`;
+/// strings holding JSON are searched too.
+fn find(value: &Value, names: &[&str]) -> Option<String> {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                if names.contains(&canonical(key).as_str())
+                    && let Some(found) = scalar(child)
+                {
+                    return Some(found);
+                }
+            }
+            map.values().find_map(|child| find(child, names))
+        }
+        Value::Array(items) => items.iter().find_map(|child| find(child, names)),
+        Value::String(s) => embedded_json(s).and_then(|inner| find(&inner, names)),
+        _ => None,
+    }
+}
+
+/// Like [`find`], but tries the names in order of preference across the
+/// whole payload (an `order_id` anywhere beats a nested `id`).
+fn find_preferring(value: &Value, names: &[&str]) -> Option<String> {
+    names.iter().find_map(|name| find(value, &[name]))
+}
+
+fn embedded_json(text: &str) -> Option<Value> {
+    let trimmed = text.trim();
+    if !(trimmed.starts_with('{') || trimmed.starts_with('[')) {
+        return None;
+    }
+    serde_json::from_str(trimmed).ok()
+}
+
+/// A custom field (`{label|name|id, value}` in a list anywhere under keys
+/// like `customFields` / `custom_fields`) whose label is one of `names`.
+fn custom_field(value: &Value, names: &[&str]) -> Option<String> {
+    let map: &Map<String, Value> = match value {
+        Value::Object(map) => map,
+        Value::Array(items) => return items.iter().find_map(|v| custom_field(v, names)),
+        Value::String(s) => return embedded_json(s).and_then(|v| custom_field(&v, names)),
+        _ => return None,
+    };
+    for (key, child) in map {
+        if canonical(key) == "customfields" {
+            for field in as_list(child) {
+                let label = ["label", "name", "id", "key"]
+                    .iter()
+                    .find_map(|k| field.get(*k).and_then(scalar));
+                if label.is_some_and(|l| names.contains(&canonical(&l).as_str()))
+                    && let Some(v) = field.get("value").and_then(scalar)
+                {
+                    return Some(v);
+                }
+            }
+        }
+    }
+    map.values().find_map(|child| custom_field(child, names))
+}
+
+/// WooCommerce `meta_data`: `[{key, value}]` at the order or its lines.
+fn meta_data(order: &Value, names: &[&str]) -> Option<String> {
+    order
+        .get("meta_data")
+        .map(as_list)
+        .unwrap_or_default()
+        .iter()
+        .find_map(|entry| {
+            let key = entry.get("key").and_then(Value::as_str)?;
+            let key = canonical(key.trim_start_matches('_'));
+            names
+                .contains(&key.as_str())
+                .then(|| entry.get("value").and_then(scalar))
+                .flatten()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/../shared/fixtures/webhooks/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn one(source: Source, payload: Value) -> Order {
+        let mut orders = normalize(source, payload.to_string().as_bytes()).unwrap();
+        assert_eq!(orders.len(), 1, "{orders:?}");
+        orders.remove(0)
+    }
+
+    #[test]
+    fn amelia_fixture_gives_the_booking() {
+        let orders = normalize(Source::Amelia, &fixture("amelia-booking-added.json")).unwrap();
+        assert_eq!(
+            orders,
+            vec![Order {
+                order_id: "1534".into(),
+                email: "ana@example.com".into(),
+                coupon_code: Some("SPRING10".into()),
+                sku: None,
+                service_id: Some("3".into()),
+            }]
+        );
+    }
+
+    #[test]
+    fn amelia_with_several_bookings_gives_several_orders() {
+        let payload = json!({"appointment": {"serviceId": 9, "bookings": {
+            "0": {"id": 1, "customer": {"email": "a@example.com"}},
+            "1": {"id": 2, "customer": {"email": " B@Example.COM "},
+                  "customFields": {"3": {"label": "Coupon code", "value": "VIP"}}},
+        }}});
+        let orders = normalize(Source::Amelia, payload.to_string().as_bytes()).unwrap();
+        assert_eq!(orders.len(), 2);
+        assert_eq!(orders[1].email, "b@example.com");
+        assert_eq!(orders[1].coupon_code.as_deref(), Some("VIP"));
+        assert_eq!(orders[0].service_id.as_deref(), Some("9"));
+    }
+
+    #[test]
+    fn woocommerce_fixture_gives_the_order() {
+        let orders = normalize(
+            Source::WooCommerce,
+            &fixture("woocommerce-order-created.json"),
+        )
+        .unwrap();
+        assert_eq!(
+            orders,
+            vec![Order {
+                order_id: "4750".into(),
+                email: "ana@example.com".into(),
+                coupon_code: Some("promo10".into()),
+                sku: Some("rqi_bls".into()),
+                service_id: None,
+            }]
+        );
+    }
+
+    #[test]
+    fn woocommerce_coupon_in_meta_data() {
+        let order = one(
+            Source::WooCommerce,
+            json!({"id": 9, "billing": {"email": "x@example.com"}, "meta_data": [{"key": "_discount_code", "value": "META5"}]}),
+        );
+        assert_eq!(order.coupon_code.as_deref(), Some("META5"));
+    }
+
+    #[test]
+    fn bookly_bridge_with_custom_fields_and_json_in_strings() {
+        let order = one(
+            Source::Bookly,
+            json!({"booking_id": 55, "details": "{\"customer_email\": \"Eve@Example.com\"}",
+                   "custom_fields": [{"id": 1, "label": "Discount code", "value": "BOOK20"}]}),
+        );
+        assert_eq!(order.order_id, "55");
+        assert_eq!(order.email, "eve@example.com");
+        assert_eq!(order.coupon_code.as_deref(), Some("BOOK20"));
+    }
+
+    #[test]
+    fn generic_prefers_an_explicit_order_id() {
+        let order = one(
+            Source::Generic,
+            json!({"customer": {"id": 7, "email": "g@example.com"}, "order_id": "ORD-1", "sku": "course-1"}),
+        );
+        assert_eq!(order.order_id, "ORD-1");
+        assert_eq!(order.sku.as_deref(), Some("course-1"));
+    }
+
+    #[test]
+    fn what_is_missing_is_said() {
+        let err = normalize(Source::Generic, br#"{"order_id": 1}"#).unwrap_err();
+        assert_eq!(err.0, vec!["no customer email found"]);
+        let err =
+            normalize(Source::Generic, br#"{"email": "not an address", "foo": 1}"#).unwrap_err();
+        assert!(err.0.contains(&"no order id found".to_string()), "{err}");
+        assert!(
+            err.0.iter().any(|p| p.contains("not a valid address")),
+            "{err}"
+        );
+        assert!(
+            normalize(Source::WooCommerce, b"webhook_id=12")
+                .unwrap_err()
+                .0[0]
+                .starts_with("the body is not JSON")
+        );
+        assert!(normalize(Source::Generic, b"[1, 2]").is_err());
+        let err = normalize(Source::Amelia, br#"{"bookings": {"0": {"id": 1}}}"#).unwrap_err();
+        assert_eq!(err.0, vec!["booking 0: no customer email found"]);
+    }
+}

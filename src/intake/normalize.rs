@@ -336,8 +336,9 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Vec<u8> {
+        // Copies of the shared sample payloads, kept with the tests.
         let path = format!(
-            "{}/../shared/fixtures/webhooks/{name}",
+            "{}/tests/fixtures/webhooks/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))

@@ -14,7 +14,9 @@ use crate::{
     db::Db,
     jobs::{self, Discarded, JobState, Worker},
     keys::{self, LicenseKey, Revoked, Sku},
-    mail, telemetry,
+    mail,
+    orders::Fulfilment,
+    telemetry,
 };
 
 #[derive(Parser)]
@@ -157,7 +159,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Keys(command) => {
             let db = Db::connect(&settings).await?;
             db.migrate().await?;
-            let result = run_keys(command, &db).await;
+            let result = run_keys(command, &db, &settings).await;
             db.close().await;
             result
         }
@@ -293,7 +295,7 @@ async fn run_jobs(command: JobsCommand, db: &Db, settings: &Settings) -> anyhow:
     Ok(())
 }
 
-async fn run_keys(command: KeysCommand, db: &Db) -> anyhow::Result<()> {
+async fn run_keys(command: KeysCommand, db: &Db, settings: &Settings) -> anyhow::Result<()> {
     match command {
         KeysCommand::Import { file, sku } => {
             let sku = Sku::parse(&sku)?;
@@ -345,6 +347,16 @@ async fn run_keys(command: KeysCommand, db: &Db) -> anyhow::Result<()> {
             }
             if report.invalid.len() > 20 {
                 println!("skipped {} more invalid line(s)", report.invalid.len() - 20);
+            }
+            // Orders that waited for this SKU get their keys now, oldest
+            // first (a running `allot serve` would also find them shortly).
+            let fulfilment = Fulfilment::new(db.clone(), settings);
+            let served = fulfilment
+                .fulfil_waiting(&sku, jobs::now_ms())
+                .await
+                .context("fulfilling orders that waited for stock")?;
+            if served > 0 {
+                println!("fulfilled {served} waiting order(s); their emails are queued");
             }
         }
         KeysCommand::Stock { json } => {

@@ -37,6 +37,11 @@ struct RawSettings {
     worker_concurrency: usize,
     worker_poll_interval: String,
     alert_interval: String,
+    webhook_token: Option<String>,
+    woocommerce_secret: Option<String>,
+    service_skus: String,
+    low_stock_threshold: i64,
+    low_stock_cron: String,
 }
 
 impl Default for RawSettings {
@@ -65,6 +70,11 @@ impl Default for RawSettings {
             worker_concurrency: 8,
             worker_poll_interval: "2s".into(),
             alert_interval: "5m".into(),
+            webhook_token: None,
+            woocommerce_secret: None,
+            service_skus: String::new(),
+            low_stock_threshold: 10,
+            low_stock_cron: "0 * * * *".into(),
         }
     }
 }
@@ -89,6 +99,21 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub mail: MailSettings,
     pub jobs: JobSettings,
+    pub intake: IntakeSettings,
+}
+
+/// Order intake and the key bank's safety nets.
+#[derive(Debug, Clone)]
+pub struct IntakeSettings {
+    /// Required on `/v1/webhooks/*`; without it those routes answer 503.
+    pub webhook_token: Option<Secret>,
+    /// Verifies `X-WC-Webhook-Signature` when set.
+    pub woocommerce_secret: Option<Secret>,
+    /// Service (Amelia, Bookly) id → SKU, for payloads that name no SKU.
+    pub service_skus: BTreeMap<String, String>,
+    pub low_stock_threshold: i64,
+    /// When the low-stock check runs (UTC).
+    pub low_stock_cron: croner::Cron,
 }
 
 /// A credential: usable, but never printed by `{:?}`.
@@ -178,6 +203,11 @@ impl Settings {
             warnings.push(
                 "ALLOT_ADMIN_EMAIL is not set: dead letters are logged but nobody is emailed"
                     .into(),
+            );
+        }
+        if self.intake.webhook_token.is_none() {
+            warnings.push(
+                "ALLOT_WEBHOOK_TOKEN is not set: /v1/webhooks/* and /v1/orders/* answer 503".into(),
             );
         }
         warnings
@@ -289,6 +319,7 @@ impl RawSettings {
         };
         let mail = self.mail_settings()?;
         let jobs = self.job_settings()?;
+        let intake = self.intake_settings()?;
         Ok(Settings {
             database_url,
             database_max_connections: self.database_max_connections,
@@ -302,6 +333,7 @@ impl RawSettings {
             log_format,
             mail,
             jobs,
+            intake,
         })
     }
 
@@ -390,6 +422,58 @@ impl RawSettings {
             concurrency: self.worker_concurrency,
             poll_interval: positive("ALLOT_WORKER_POLL_INTERVAL", &self.worker_poll_interval)?,
             alert_interval: positive("ALLOT_ALERT_INTERVAL", &self.alert_interval)?,
+        })
+    }
+}
+
+impl RawSettings {
+    fn intake_settings(&self) -> Result<IntakeSettings, SettingsError> {
+        let secret = |value: &Option<String>| {
+            value
+                .as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| Secret(v.to_string()))
+        };
+        let mut service_skus = BTreeMap::new();
+        for pair in self.service_skus.split(',').map(str::trim) {
+            if pair.is_empty() {
+                continue;
+            }
+            let parsed = pair
+                .split_once('=')
+                .map(|(id, sku)| (id.trim(), sku.trim()))
+                .filter(|(id, sku)| !id.is_empty() && crate::keys::Sku::parse(sku).is_ok());
+            let Some((id, sku)) = parsed else {
+                return Err(invalid(
+                    "ALLOT_SERVICE_SKUS",
+                    format!(
+                        "{pair:?} is not SERVICE_ID=SKU (for example 3=course-101,4=course-102)"
+                    ),
+                ));
+            };
+            service_skus.insert(id.to_string(), sku.to_string());
+        }
+        if self.low_stock_threshold < 0 {
+            return Err(invalid("ALLOT_LOW_STOCK_THRESHOLD", "must not be negative"));
+        }
+        let low_stock_cron = croner::parser::CronParser::new()
+            .parse(self.low_stock_cron.trim())
+            .map_err(|e| {
+                invalid(
+                    "ALLOT_LOW_STOCK_CRON",
+                    format!(
+                        "{:?} is not a cron expression like \"0 * * * *\" ({e})",
+                        self.low_stock_cron
+                    ),
+                )
+            })?;
+        Ok(IntakeSettings {
+            webhook_token: secret(&self.webhook_token),
+            woocommerce_secret: secret(&self.woocommerce_secret),
+            service_skus,
+            low_stock_threshold: self.low_stock_threshold,
+            low_stock_cron,
         })
     }
 }

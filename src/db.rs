@@ -269,6 +269,26 @@ pub fn sql_for_postgres(sql: &'static str) -> AssertSqlSafe<Cow<'static, str>> {
     AssertSqlSafe(Cow::Owned(out))
 }
 
+/// Lock waits that gave up; the transaction rolled back, so a retry is safe.
+pub fn is_contention(error: &sqlx::Error) -> bool {
+    let Some(db_error) = error.as_database_error() else {
+        return false;
+    };
+    // MySQL/MariaDB: lock wait timeout and deadlock, by error number (the
+    // SQLSTATE of a lock wait timeout is the generic HY000).
+    if let Some(mysql) = db_error.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        return matches!(mysql.number(), 1205 | 1213);
+    }
+    // SQLite: SQLITE_BUSY and its extended codes; PostgreSQL: serialization
+    // failure, deadlock, lock not available.
+    db_error.code().is_some_and(|code| {
+        matches!(
+            code.as_ref(),
+            "5" | "261" | "517" | "40001" | "40P01" | "55P03"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -21,6 +21,8 @@ pub mod jobs;
 pub mod keys;
 pub mod mail;
 pub mod ops;
+pub mod orders;
+pub mod scheduler;
 pub mod telemetry;
 
 pub use http::Application;

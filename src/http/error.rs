@@ -29,7 +29,7 @@ impl ApiError {
 
     /// A failure of ours or of the database: logged in full, shown vaguely.
     pub fn from_database(error: sqlx::Error) -> Self {
-        if is_contention(&error) {
+        if crate::db::is_contention(&error) {
             tracing::warn!(error = %error, "database lock contention");
             return Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -55,26 +55,6 @@ impl ApiError {
             "an internal error occurred",
         )
     }
-}
-
-/// Lock waits that gave up; the transaction rolled back, so a retry is safe.
-fn is_contention(error: &sqlx::Error) -> bool {
-    let Some(db_error) = error.as_database_error() else {
-        return false;
-    };
-    // MySQL/MariaDB: lock wait timeout and deadlock, by error number (the
-    // SQLSTATE of a lock wait timeout is the generic HY000).
-    if let Some(mysql) = db_error.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
-        return matches!(mysql.number(), 1205 | 1213);
-    }
-    // SQLite: SQLITE_BUSY and its extended codes; PostgreSQL: serialization
-    // failure, deadlock, lock not available.
-    db_error.code().is_some_and(|code| {
-        matches!(
-            code.as_ref(),
-            "5" | "261" | "517" | "40001" | "40P01" | "55P03"
-        )
-    })
 }
 
 #[derive(Serialize)]

@@ -5,6 +5,7 @@ mod error;
 
 use std::{
     net::SocketAddr,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -20,14 +21,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 
-pub use error::{ApiError, ApiJson};
+pub use error::{ApiError, ApiJson, too_large};
 
-use crate::{config::Settings, db::Db, jobs::Worker};
+use crate::{config::Settings, db::Db, jobs::Worker, orders::Fulfilment};
 
 /// What every handler may use.
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
+    pub settings: Arc<Settings>,
+    pub fulfilment: Fulfilment,
 }
 
 pub struct Application {
@@ -46,9 +49,14 @@ impl Application {
         let listener = TcpListener::bind(&settings.listen)
             .await
             .with_context(|| format!("ALLOT_LISTEN: cannot listen on {}", settings.listen))?;
+        let fulfilment = Fulfilment::new(db.clone(), &settings);
         Ok(Self {
             listener,
-            state: AppState { db },
+            state: AppState {
+                db,
+                settings: Arc::new(settings.clone()),
+                fulfilment,
+            },
             worker,
             settings,
         })
@@ -71,6 +79,12 @@ impl Application {
         let addr = self.local_addr();
         let db = self.state.db.clone();
         let grace = self.settings.shutdown_grace;
+        let scheduler = tokio::spawn(crate::scheduler::run(
+            db.clone(),
+            self.settings.clone(),
+            self.state.fulfilment.clone(),
+            shutdown.clone(),
+        ));
         let app = router(self.state, self.settings.max_body_bytes);
         for warning in self.settings.warnings() {
             tracing::warn!("{warning}");
@@ -90,6 +104,7 @@ impl Application {
             () = deadline => tracing::warn!(?grace, "in-flight requests did not finish within the shutdown grace period"),
         }
         upkeep.abort();
+        scheduler.abort();
         if let Err(error) = worker.await {
             tracing::error!(%error, "worker task failed");
         }
@@ -102,6 +117,8 @@ impl Application {
 fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .merge(crate::coupons::router())
+        .merge(crate::intake::routes::router())
+        .merge(crate::orders::routes::router())
         .merge(crate::ops::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

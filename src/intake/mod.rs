@@ -1,5 +1,7 @@
-//! Order intake from shop webhooks. So far: turning each source's payload
-//! into typed orders ([`normalize`]); the HTTP route, idempotency and
-//! vending build on it.
+//! Order intake from shop webhooks: who may deliver ([`auth`]), turning each
+//! source's payload into typed orders ([`normalize`]) and the route
+//! ([`routes`]). What happens to an order then is [`crate::orders`].
 
+pub mod auth;
 pub mod normalize;
+pub mod routes;

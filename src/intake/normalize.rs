@@ -27,6 +27,15 @@ impl Source {
             _ => None,
         }
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Amelia => "amelia",
+            Self::Bookly => "bookly",
+            Self::WooCommerce => "woocommerce",
+            Self::Generic => "generic",
+        }
+    }
 }
 
 /// One order, as every source reduces to it.
@@ -40,6 +49,17 @@ pub struct Order {
     pub sku: Option<String>,
     /// Amelia's service id, for a service → SKU mapping in settings.
     pub service_id: Option<String>,
+    /// Why the order must not be fulfilled (yet): the payload says it is
+    /// unpaid, cancelled or refunded. A later delivery may fulfil it.
+    pub hold: Option<String>,
+}
+
+/// What a payload held: its orders, and what could not be read in the
+/// parts that gave none (one broken booking among several).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Normalized {
+    pub orders: Vec<Order>,
+    pub problems: Vec<String>,
 }
 
 /// Why a payload gave no orders: every problem, in words for the admin.
@@ -74,7 +94,7 @@ const ORDER_ID_NAMES: &[&str] = &[
 ];
 const SKU_NAMES: &[&str] = &["sku", "productsku"];
 
-pub fn normalize(source: Source, body: &[u8]) -> Result<Vec<Order>, Unparseable> {
+pub fn normalize(source: Source, body: &[u8]) -> Result<Normalized, Unparseable> {
     let text = std::str::from_utf8(body)
         .map_err(|_| Unparseable(vec!["the body is not UTF-8 text".into()]))?;
     let value: Value = serde_json::from_str(text.trim())
@@ -84,15 +104,40 @@ pub fn normalize(source: Source, body: &[u8]) -> Result<Vec<Order>, Unparseable>
             "the body is JSON but not an object".into(),
         ]));
     }
+    let whole = |order: Order| Normalized {
+        orders: vec![order],
+        problems: Vec::new(),
+    };
     match source {
         Source::Amelia => amelia(&value),
-        Source::WooCommerce => woocommerce(&value).map(|order| vec![order]),
-        Source::Bookly | Source::Generic => generic(&value).map(|order| vec![order]),
+        Source::WooCommerce => woocommerce(&value).map(whole),
+        Source::Bookly | Source::Generic => generic(&value).map(whole),
     }
 }
 
+/// Amelia booking states that mean "do not hand out a key".
+const AMELIA_HOLD: &[&str] = &["canceled", "cancelled", "rejected", "no-show"];
+/// WooCommerce order states before payment or after a refund; `processing`
+/// and `completed` are paid.
+const WOOCOMMERCE_HOLD: &[&str] = &[
+    "pending",
+    "on-hold",
+    "failed",
+    "cancelled",
+    "refunded",
+    "checkout-draft",
+    "trash",
+];
+
+fn hold_for(status: Option<&Value>, unpaid: &[&str]) -> Option<String> {
+    let status = status.and_then(Value::as_str)?.trim().to_lowercase();
+    unpaid
+        .contains(&status.as_str())
+        .then(|| format!("the order's status is {status:?}"))
+}
+
 /// Amelia: one order per booking of `bookings` (or `appointment.bookings`).
-fn amelia(payload: &Value) -> Result<Vec<Order>, Unparseable> {
+fn amelia(payload: &Value) -> Result<Normalized, Unparseable> {
     let bookings = payload
         .get("bookings")
         .or_else(|| payload.pointer("/appointment/bookings"))
@@ -100,7 +145,10 @@ fn amelia(payload: &Value) -> Result<Vec<Order>, Unparseable> {
         .unwrap_or_default();
     if bookings.is_empty() {
         // Not the usual shape: search the whole payload as one order.
-        return generic(payload).map(|order| vec![order]);
+        return generic(payload).map(|order| Normalized {
+            orders: vec![order],
+            problems: Vec::new(),
+        });
     }
     let service_id = payload
         .pointer("/appointment/serviceId")
@@ -127,7 +175,10 @@ fn amelia(payload: &Value) -> Result<Vec<Order>, Unparseable> {
             find(booking, SKU_NAMES),
             service_id.clone(),
         ) {
-            Ok(order) => orders.push(order),
+            Ok(order) => orders.push(Order {
+                hold: hold_for(booking.get("status"), AMELIA_HOLD),
+                ..order
+            }),
             Err(Unparseable(why)) => {
                 problems.extend(why.into_iter().map(|w| format!("booking {n}: {w}")))
             }
@@ -136,7 +187,7 @@ fn amelia(payload: &Value) -> Result<Vec<Order>, Unparseable> {
     if orders.is_empty() {
         return Err(Unparseable(problems));
     }
-    Ok(orders)
+    Ok(Normalized { orders, problems })
 }
 
 /// WooCommerce order webhooks (`order.created`, `order.updated`).
@@ -164,7 +215,9 @@ fn woocommerce(order: &Value) -> Result<Order, Unparseable> {
         .unwrap_or_default()
         .iter()
         .find_map(|item| item.get("sku").and_then(scalar));
-    build(order_id, email, coupon, sku, None)
+    let hold = hold_for(order.get("status"), WOOCOMMERCE_HOLD);
+    let order = build(order_id, email, coupon, sku, None)?;
+    Ok(Order { hold, ..order })
 }
 
 /// Bookly bridges and anything else: look everywhere, by name and by label.
@@ -214,6 +267,7 @@ fn build(
                 .filter(|c| !c.is_empty()),
             sku: sku.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()),
             service_id,
+            hold: None,
         }),
         _ => Err(Unparseable(problems)),
     }
@@ -345,14 +399,18 @@ mod tests {
     }
 
     fn one(source: Source, payload: Value) -> Order {
-        let mut orders = normalize(source, payload.to_string().as_bytes()).unwrap();
+        let mut orders = normalize(source, payload.to_string().as_bytes())
+            .unwrap()
+            .orders;
         assert_eq!(orders.len(), 1, "{orders:?}");
         orders.remove(0)
     }
 
     #[test]
     fn amelia_fixture_gives_the_booking() {
-        let orders = normalize(Source::Amelia, &fixture("amelia-booking-added.json")).unwrap();
+        let orders = normalize(Source::Amelia, &fixture("amelia-booking-added.json"))
+            .unwrap()
+            .orders;
         assert_eq!(
             orders,
             vec![Order {
@@ -361,6 +419,7 @@ mod tests {
                 coupon_code: Some("SPRING10".into()),
                 sku: None,
                 service_id: Some("3".into()),
+                hold: None,
             }]
         );
     }
@@ -372,7 +431,9 @@ mod tests {
             "1": {"id": 2, "customer": {"email": " B@Example.COM "},
                   "customFields": {"3": {"label": "Coupon code", "value": "VIP"}}},
         }}});
-        let orders = normalize(Source::Amelia, payload.to_string().as_bytes()).unwrap();
+        let orders = normalize(Source::Amelia, payload.to_string().as_bytes())
+            .unwrap()
+            .orders;
         assert_eq!(orders.len(), 2);
         assert_eq!(orders[1].email, "b@example.com");
         assert_eq!(orders[1].coupon_code.as_deref(), Some("VIP"));
@@ -385,7 +446,8 @@ mod tests {
             Source::WooCommerce,
             &fixture("woocommerce-order-created.json"),
         )
-        .unwrap();
+        .unwrap()
+        .orders;
         assert_eq!(
             orders,
             vec![Order {
@@ -394,6 +456,7 @@ mod tests {
                 coupon_code: Some("promo10".into()),
                 sku: Some("rqi_bls".into()),
                 service_id: None,
+                hold: None,
             }]
         );
     }
@@ -449,5 +512,39 @@ mod tests {
         assert!(normalize(Source::Generic, b"[1, 2]").is_err());
         let err = normalize(Source::Amelia, br#"{"bookings": {"0": {"id": 1}}}"#).unwrap_err();
         assert_eq!(err.0, vec!["booking 0: no customer email found"]);
+    }
+
+    #[test]
+    fn a_broken_booking_among_good_ones_is_reported_not_dropped() {
+        let payload = json!({"bookings": [
+            {"id": 1, "customer": {"email": "a@example.com"}},
+            {"id": 2, "customer": {"firstName": "No Email"}},
+        ]});
+        let normalized = normalize(Source::Amelia, payload.to_string().as_bytes()).unwrap();
+        assert_eq!(normalized.orders.len(), 1);
+        assert_eq!(
+            normalized.problems,
+            vec!["booking 1: no customer email found"]
+        );
+    }
+
+    #[test]
+    fn unpaid_and_cancelled_orders_are_held() {
+        let woo = |status: &str| {
+            one(
+                Source::WooCommerce,
+                json!({"id": 5, "status": status, "billing": {"email": "a@example.com"}}),
+            )
+            .hold
+        };
+        assert_eq!(woo("processing"), None);
+        assert_eq!(woo("completed"), None);
+        assert!(woo("pending").unwrap().contains("pending"));
+        assert!(woo("refunded").is_some());
+        let amelia = one(
+            Source::Amelia,
+            json!({"bookings": {"0": {"id": 3, "status": "canceled", "customer": {"email": "a@example.com"}}}}),
+        );
+        assert!(amelia.hold.is_some());
     }
 }

@@ -132,7 +132,9 @@ pub struct Attempt {
 }
 
 pub fn rfc3339(ms: i64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    // humantime formats years up to 9999 only (and panics beyond).
+    const YEAR_9999_END: i64 = 253_402_300_799_999;
+    let time = UNIX_EPOCH + Duration::from_millis(ms.clamp(0, YEAR_9999_END) as u64);
     humantime::format_rfc3339_millis(time).to_string()
 }
 
@@ -209,6 +211,12 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_far_out_format_without_panicking() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert!(rfc3339(i64::MAX).starts_with("9999-12-31"));
+    }
 
     fn policy() -> RetryPolicy {
         RetryPolicy {

@@ -28,6 +28,7 @@ use crate::{
     config::{JobSettings, MailSettings, Settings},
     db::Db,
     mail::{self, Email, Mailer, templates},
+    orders::notices,
 };
 
 pub const NOOP_KIND: &str = "noop";
@@ -282,30 +283,26 @@ impl Inner {
     async fn execute(&self, job: &LeasedJob) -> Result<(), JobError> {
         match job.kind.as_str() {
             mail::EMAIL_KIND => {
-                let mut payload: EmailPayload = serde_json::from_str(&job.payload)
+                let payload: EmailPayload = serde_json::from_str(&job.payload)
                     .map_err(|e| JobError::Permanent(format!("bad email payload: {e}")))?;
-                // Read at send time, so a new logo applies to queued mail too.
-                if let Some(context) = payload.context.as_object_mut() {
-                    context
-                        .entry("logo_url")
-                        .or_insert_with(|| serde_json::json!(self.mail.logo_url));
+                self.deliver(job, payload.to, &payload.template, payload.context)
+                    .await
+            }
+            kind if notices::KINDS.contains(&kind) => {
+                let letter = notices::prepare(
+                    &self.db,
+                    kind,
+                    &job.payload,
+                    self.mail.admin_email.as_deref(),
+                )
+                .await?;
+                match letter {
+                    Some(letter) => {
+                        self.deliver(job, letter.to, letter.template, letter.context)
+                            .await
+                    }
+                    None => Ok(()),
                 }
-                let rendered =
-                    templates::render(&payload.template, &payload.context).map_err(|e| {
-                        JobError::Permanent(format!(
-                            "rendering template {:?}: {e}",
-                            payload.template
-                        ))
-                    })?;
-                let email = Email {
-                    from: self.mail.from.clone(),
-                    to: payload.to,
-                    subject: rendered.subject,
-                    text: rendered.text,
-                    html: rendered.html,
-                    message_id: self.message_id(job),
-                };
-                self.mailer.send(&email).await.map_err(JobError::from)
             }
             alerts::DIGEST_KIND => {
                 alerts::send_digest(
@@ -323,6 +320,33 @@ impl Inner {
                 "no worker knows job kind {other:?}"
             ))),
         }
+    }
+
+    /// Renders `template` and sends it to `to`.
+    async fn deliver(
+        &self,
+        job: &LeasedJob,
+        to: String,
+        template: &str,
+        mut context: serde_json::Value,
+    ) -> Result<(), JobError> {
+        // Read at send time, so a new logo applies to queued mail too.
+        if let Some(context) = context.as_object_mut() {
+            context
+                .entry("logo_url")
+                .or_insert_with(|| serde_json::json!(self.mail.logo_url));
+        }
+        let rendered = templates::render(template, &context)
+            .map_err(|e| JobError::Permanent(format!("rendering template {template:?}: {e}")))?;
+        let email = Email {
+            from: self.mail.from.clone(),
+            to,
+            subject: rendered.subject,
+            text: rendered.text,
+            html: rendered.html,
+            message_id: self.message_id(job),
+        };
+        self.mailer.send(&email).await.map_err(JobError::from)
     }
 
     /// Stable across retries of one job, unique across jobs and databases.

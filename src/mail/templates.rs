@@ -19,7 +19,14 @@ macro_rules! messages {
     };
 }
 
-const TEMPLATES: &[(&str, &str)] = messages!("test", "license_key", "dead_letter_digest");
+const TEMPLATES: &[(&str, &str)] = messages!(
+    "test",
+    "license_key",
+    "dead_letter_digest",
+    "out_of_stock",
+    "needs_attention",
+    "low_stock"
+);
 
 fn environment() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();

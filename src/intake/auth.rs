@@ -1,0 +1,142 @@
+//! Who may deliver orders: the shared webhook token (compared in constant
+//! time) and, for WooCommerce, the delivery signature.
+
+use axum::http::HeaderMap;
+use base64::Engine;
+use hmac::{KeyInit, Mac};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::{config::Secret, http::ApiError};
+
+/// The token check every intake route makes before anything else: 503 when
+/// no token is configured, 401 when the request's is missing or wrong.
+pub fn require_token(
+    expected: Option<&Secret>,
+    query: &[(String, String)],
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    use axum::http::StatusCode;
+    let Some(expected) = expected else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "webhooks_disabled",
+            "order intake is off: set ALLOT_WEBHOOK_TOKEN and use it as ?token=… in the webhook URL",
+        ));
+    };
+    if !token_matches(expected, presented_token(query, headers)) {
+        metrics::counter!("allot_webhook_rejected_total", "reason" => "token").increment(1);
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong token: pass ?token= with the value of ALLOT_WEBHOOK_TOKEN",
+        ));
+    }
+    Ok(())
+}
+
+/// The token from `?token=`, else `Authorization: Bearer …`, else
+/// `X-Allot-Token`.
+pub fn presented_token<'a>(
+    query: &'a [(String, String)],
+    headers: &'a HeaderMap,
+) -> Option<&'a str> {
+    query
+        .iter()
+        .find(|(name, _)| name == "token")
+        .map(|(_, value)| value.as_str())
+        .or_else(|| {
+            headers
+                .get(axum::http::header::AUTHORIZATION)?
+                .to_str()
+                .ok()?
+                .strip_prefix("Bearer ")
+        })
+        .or_else(|| headers.get("x-allot-token")?.to_str().ok())
+}
+
+/// Compares digests rather than the strings, so that neither the content
+/// nor the length of the token leaks through timing.
+pub fn token_matches(expected: &Secret, presented: Option<&str>) -> bool {
+    let Some(presented) = presented else {
+        return false;
+    };
+    let expected = Sha256::digest(expected.expose().as_bytes());
+    let presented = Sha256::digest(presented.as_bytes());
+    expected.ct_eq(&presented).into()
+}
+
+/// `X-WC-Webhook-Signature`: base64 of HMAC-SHA256(body) keyed with the
+/// webhook's secret. Checked in constant time.
+pub fn woocommerce_signature_valid(secret: &Secret, headers: &HeaderMap, body: &[u8]) -> bool {
+    let Some(signature) = headers
+        .get("x-wc-webhook-signature")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .ok()
+        })
+    else {
+        return false;
+    };
+    let Ok(mut mac) = hmac::Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&signature).is_ok()
+}
+
+/// WooCommerce's setup ping: a form body `webhook_id=N`, sent unsigned.
+pub fn is_woocommerce_ping(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    !text.starts_with('{')
+        && serde_urlencoded::from_str::<Vec<(String, String)>>(text)
+            .is_ok_and(|fields| fields.iter().any(|(name, _)| name == "webhook_id"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        let secret = Secret::from("s3cret".to_string());
+        assert!(token_matches(&secret, Some("s3cret")));
+        assert!(!token_matches(&secret, Some("s3cret ")));
+        assert!(!token_matches(&secret, Some("")));
+        assert!(!token_matches(&secret, None));
+    }
+
+    #[test]
+    fn woocommerce_signatures_are_checked() {
+        let secret = Secret::from("wc-secret".to_string());
+        let body = br#"{"id":1}"#;
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(b"wc-secret").unwrap();
+        mac.update(body);
+        let good = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        let mut headers = HeaderMap::new();
+        headers.insert("x-wc-webhook-signature", good.parse().unwrap());
+        assert!(woocommerce_signature_valid(&secret, &headers, body));
+        assert!(!woocommerce_signature_valid(
+            &secret,
+            &headers,
+            br#"{"id":2}"#
+        ));
+        headers.insert("x-wc-webhook-signature", "bm9wZQ==".parse().unwrap());
+        assert!(!woocommerce_signature_valid(&secret, &headers, body));
+        assert!(!woocommerce_signature_valid(
+            &secret,
+            &HeaderMap::new(),
+            body
+        ));
+    }
+
+    #[test]
+    fn the_setup_ping_is_recognised() {
+        assert!(is_woocommerce_ping(b"webhook_id=12"));
+        assert!(!is_woocommerce_ping(br#"{"webhook_id": 12}"#));
+        assert!(!is_woocommerce_ping(b"hello"));
+    }
+}

@@ -1,0 +1,93 @@
+//! Timed work inside `allot serve`:
+//! - the low-stock check, on `ALLOT_LOW_STOCK_CRON` (UTC): one email per SKU
+//!   under `ALLOT_LOW_STOCK_THRESHOLD` per run. The job's dedupe key names
+//!   the run, so several `serve` processes sharing a database still send
+//!   one;
+//! - the restock sweep, every worker poll interval: orders waiting for a SKU
+//!   that has keys again are fulfilled, oldest first, whoever added the keys
+//!   (`allot keys import` does it at once; this catches the rest).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Settings,
+    db::Db,
+    jobs::{self, now_ms},
+    keys::{self, Sku},
+    orders::{Fulfilment, notices},
+};
+
+/// Enqueues a low-stock email for each SKU with fewer than `threshold`
+/// available keys, for the run at `run_at`. A second call for the same run
+/// adds nothing. Returns the SKUs alerted about in this call.
+pub async fn check_low_stock(
+    db: &Db,
+    threshold: i64,
+    run_at: i64,
+    max_attempts: i32,
+) -> anyhow::Result<Vec<String>> {
+    let mut alerted = Vec::new();
+    let low: Vec<_> = keys::stock(db)
+        .await?
+        .into_iter()
+        .filter(|s| s.available < threshold)
+        .collect();
+    if low.is_empty() {
+        return Ok(alerted);
+    }
+    let mut tx = db.begin().await?;
+    for stock in low {
+        let Ok(sku) = Sku::parse(&stock.product_sku) else {
+            continue;
+        };
+        let job = notices::low_stock(&sku, stock.available, threshold, run_at, max_attempts);
+        if jobs::enqueue(&mut tx, &job, run_at).await?.is_some() {
+            alerted.push(stock.product_sku);
+        }
+    }
+    tx.commit().await?;
+    Ok(alerted)
+}
+
+/// Runs the timed work until `shutdown`.
+pub async fn run(db: Db, settings: Settings, fulfilment: Fulfilment, shutdown: CancellationToken) {
+    let cron = settings.intake.low_stock_cron.clone();
+    let threshold = settings.intake.low_stock_threshold;
+    let max_attempts = settings.jobs.max_attempts();
+    let mut sweep = tokio::time::interval(settings.jobs.poll_interval);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next = next_run(&cron, Utc::now());
+    loop {
+        let wait = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => {
+                let run_at = next.timestamp_millis();
+                match check_low_stock(&db, threshold, run_at, max_attempts).await {
+                    Ok(skus) if !skus.is_empty() => tracing::warn!(?skus, threshold, "low stock; the admin is emailed"),
+                    Ok(_) => {}
+                    Err(error) => tracing::error!(error = %format!("{error:#}"), "the low-stock check failed"),
+                }
+                // Runs missed while this one was late are skipped, not caught up.
+                next = next_run(&cron, next.max(Utc::now()));
+            }
+            _ = sweep.tick() => {
+                if let Err(error) = fulfilment.fulfil_all_waiting(now_ms()).await {
+                    tracing::error!(%error, "fulfilling waiting orders failed; trying again at the next tick");
+                }
+            }
+        }
+    }
+}
+
+/// The first run strictly after `after`.
+fn next_run(cron: &croner::Cron, after: DateTime<Utc>) -> DateTime<Utc> {
+    cron.find_next_occurrence(&after, false)
+        .unwrap_or_else(|error| {
+            tracing::error!(%error, "ALLOT_LOW_STOCK_CRON has no next run; the low-stock check is off");
+            DateTime::<Utc>::MAX_UTC
+        })
+}

@@ -1,11 +1,11 @@
 //! A server killed or stopped in the middle of sending loses no mail.
 
-use std::{path::Path, time::Duration};
+use std::path::Path;
 
 use allot::jobs::{self, JobState};
 
 use crate::{
-    helpers::{Backend, ServeProcess, SmtpServer, TestDb, allot_command, free_port},
+    helpers::{Backend, ServeProcess, SmtpServer, TestDb, allot_command, eventually, free_port},
     on_every_backend,
 };
 
@@ -13,18 +13,6 @@ on_every_backend!(
     a_sigkilled_server_loses_no_queued_or_in_flight_mail,
     sigterm_releases_stuck_deliveries_back_to_the_queue,
 );
-
-/// Waits for a condition on the outside world (files, rows), up to 30 s.
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn count_files(dir: &Path, prefix: &str) -> usize {
     std::fs::read_dir(dir)

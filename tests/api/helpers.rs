@@ -188,7 +188,7 @@ pub struct TestApp {
     shutdown: CancellationToken,
     // Dropped after the server is told to stop (fields drop after `Drop::drop`).
     pub db: TestDb,
-    _mail_dir: tempfile::TempDir,
+    mail_dir: tempfile::TempDir,
 }
 
 impl TestApp {
@@ -220,7 +220,7 @@ impl TestApp {
             client: client(),
             shutdown,
             db,
-            _mail_dir: mail_dir,
+            mail_dir: mail_dir,
         }
     }
 
@@ -254,6 +254,96 @@ impl TestApp {
 
     pub async fn coupon(&self, name: &str) -> reqwest::Response {
         get_coupon(&self.client, self.addr, name).await
+    }
+}
+
+/// The webhook token of [`TestApp::shop`].
+pub const TOKEN: &str = "test-webhook-token";
+
+impl TestApp {
+    /// An app that takes orders: webhook token [`TOKEN`], admin
+    /// `admin@shop.test`, Amelia service 3 sold as SKU `course-101`.
+    pub async fn shop(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> Self {
+        Self::spawn_with(backend, |settings| {
+            settings.intake.webhook_token = Some(TOKEN.to_string().into());
+            settings.mail.admin_email = Some("admin@shop.test".into());
+            settings
+                .intake
+                .service_skus
+                .insert("3".into(), "course-101".into());
+            tweak(settings);
+        })
+        .await
+    }
+
+    /// POSTs `body` to `/v1/webhooks/{path}` (path may carry `&sku=…`)
+    /// with the right token.
+    pub async fn webhook(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        let url = self.url(&format!("/v1/webhooks/{path}?token={TOKEN}&{query}"));
+        let response = self.client.post(url).body(body).send().await.expect("sent");
+        status_and_json(response).await
+    }
+
+    /// `GET /v1/orders/{source}/{order_id}` with the right token.
+    pub async fn order(&self, source: &str, order_id: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(self.url(&format!("/v1/orders/{source}/{order_id}")))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("sent");
+        status_and_json(response).await
+    }
+
+    /// The `.eml` files the file transport wrote.
+    pub fn mails(&self) -> Vec<String> {
+        read_eml_files(self.mail_dir.path())
+    }
+
+    /// Waits until `n` mails for which `filter` holds were written.
+    pub async fn wait_for_mails(&self, n: usize, filter: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut found = Vec::new();
+        eventually(&format!("{n} mail(s)"), async || {
+            found = self.mails().into_iter().filter(|m| filter(m)).collect();
+            found.len() >= n
+        })
+        .await;
+        found
+    }
+
+    /// A second connection to the app's database, to seed and inspect.
+    pub async fn connect(&self) -> allot::db::Db {
+        let settings = Settings {
+            database_url: self.db.url.clone(),
+            ..Settings::default()
+        };
+        allot::db::Db::connect(&settings).await.expect("connect")
+    }
+}
+
+/// Adds `keys` to the pool of `sku` (the import the CLI runs).
+pub async fn seed_keys(db: &allot::db::Db, sku: &str, keys: &[String]) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), keys.join("\n")).unwrap();
+    let sku = allot::keys::Sku::parse(sku).unwrap();
+    let report =
+        allot::keys::import::import_file(db, file.path(), &sku, &indicatif::ProgressBar::hidden())
+            .await
+            .expect("import");
+    assert_eq!(report.imported, keys.len() as u64);
+}
+
+/// Waits for a condition on the outside world (files, rows), up to 30 s.
+pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -18,3 +18,4 @@ mod delivery_smtp;
 mod key_bank;
 mod operations;
 mod processes;
+mod webhooks;

@@ -18,4 +18,5 @@ mod delivery_smtp;
 mod key_bank;
 mod operations;
 mod processes;
+mod stock_and_alerts;
 mod webhooks;

@@ -220,7 +220,7 @@ impl TestApp {
             client: client(),
             shutdown,
             db,
-            mail_dir: mail_dir,
+            mail_dir,
         }
     }
 

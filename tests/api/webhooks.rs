@@ -87,7 +87,8 @@ async fn every_source_and_shape_becomes_an_emailed_key(backend: Backend) {
     seed_keys(&db, "rqi_bls", &keys_for("rqi_bls", 10)).await;
 
     // (path, body, order id, email, coupon)
-    let cases: Vec<(&str, Vec<u8>, &str, &str, Option<&str>)> = vec![
+    type Case<'a> = (&'a str, Vec<u8>, &'a str, &'a str, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         // The plugins' own shapes; Amelia's SKU comes from the service map.
         ("amelia", fixture("amelia-booking-added.json"), "1534", "ana@example.com", Some("SPRING10")),
         ("woocommerce", fixture("woocommerce-order-created.json"), "4750", "ana@example.com", Some("promo10")),

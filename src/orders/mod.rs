@@ -226,6 +226,7 @@ impl Fulfilment {
         };
         let mut tx = self.db.begin().await?;
         let Some(id) = claim(&mut tx, source, &order.order_id, now).await? else {
+            metrics::counter!("allot_orders_total", "source" => source.as_str(), "status" => "duplicate").increment(1);
             return Ok(placed(Status::Duplicate, None));
         };
         let details = store::Details {
@@ -245,34 +246,16 @@ impl Fulfilment {
         store::describe(&mut tx, id, &details, now).await?;
         let received = format!("received from {}", source.as_str());
         let status = if store::waiting_ahead(&mut tx, sku).await? {
-            // Keys just arrived and earlier orders are still being served:
-            // queue behind them, so that restocks go oldest first.
-            store::wait(&mut tx, id, now).await?;
-            store::event(
-                &mut tx,
-                id,
-                now,
-                "awaiting_stock",
-                &format!(
-                    "{received}; queued behind earlier orders waiting for {}",
-                    sku.as_str()
-                ),
-            )
-            .await?;
-            if !store::in_stock(&mut tx, sku).await? {
-                // Part of the sell-out: counted in the admin's next digest.
-                let episode = store::last_assigned_key(&mut tx, sku).await?;
-                notices::out_of_stock(
-                    &mut tx,
-                    sku,
-                    id,
-                    episode,
-                    now,
-                    self.alert_interval,
-                    self.max_attempts,
-                )
+            // Orders already wait for this SKU: queue behind them, so that
+            // a restock serves the oldest first. Alert only if the pool is
+            // really empty (keys may have just arrived).
+            let empty = !store::in_stock(&mut tx, sku).await?;
+            let detail = format!(
+                "{received}; queued behind earlier orders waiting for {}",
+                sku.as_str()
+            );
+            self.wait_for_stock(&mut tx, id, sku, &detail, empty, now)
                 .await?;
-            }
             Status::AwaitingStock
         } else if self
             .fulfil(
@@ -289,35 +272,47 @@ impl Fulfilment {
         {
             Status::Fulfilled
         } else {
-            store::wait(&mut tx, id, now).await?;
-            store::event(
-                &mut tx,
-                id,
-                now,
-                "awaiting_stock",
-                &format!(
-                    "{received}; {} is out of stock, waiting for keys",
-                    sku.as_str()
-                ),
-            )
-            .await?;
-            let episode = store::last_assigned_key(&mut tx, sku).await?;
-            notices::out_of_stock(
-                &mut tx,
-                sku,
-                id,
-                episode,
-                now,
-                self.alert_interval,
-                self.max_attempts,
-            )
-            .await?;
-            metrics::counter!("allot_orders_awaiting_stock_total").increment(1);
+            let detail = format!(
+                "{received}; {} is out of stock, waiting for keys",
+                sku.as_str()
+            );
+            self.wait_for_stock(&mut tx, id, sku, &detail, true, now)
+                .await?;
             Status::AwaitingStock
         };
         tx.commit().await?;
         metrics::counter!("allot_orders_total", "source" => source.as_str(), "status" => status.as_str()).increment(1);
         Ok(placed(status, None))
+    }
+
+    /// Keeps order `id` until keys arrive; `alert`: tell the admin (once per
+    /// sell-out, then in the window's digest).
+    async fn wait_for_stock(
+        &self,
+        tx: &mut Tx,
+        id: i64,
+        sku: &Sku,
+        detail: &str,
+        alert: bool,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        store::wait(tx, id, now).await?;
+        store::event(tx, id, now, "awaiting_stock", detail).await?;
+        if alert {
+            let sell_out = store::last_assigned_key(tx, sku).await?;
+            notices::out_of_stock(
+                tx,
+                sku,
+                id,
+                sell_out,
+                now,
+                self.alert_interval,
+                self.max_attempts,
+            )
+            .await?;
+        }
+        metrics::counter!("allot_orders_awaiting_stock_total").increment(1);
+        Ok(())
     }
 
     /// Vends a key to order `id` and queues its email. `false`: no key left.

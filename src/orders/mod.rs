@@ -299,7 +299,7 @@ impl Fulfilment {
         store::wait(tx, id, now).await?;
         store::event(tx, id, now, "awaiting_stock", detail).await?;
         if alert {
-            let sell_out = store::last_assigned_key(tx, sku).await?;
+            let sell_out = store::newest_key(tx, sku).await?;
             notices::out_of_stock(
                 tx,
                 sku,

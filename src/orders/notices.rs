@@ -7,7 +7,7 @@
 //!
 //! Admin alerts come at once for the first case and batched after that:
 //! - out of stock: one urgent email per sell-out of a SKU (named by the
-//!   last key handed out, so concurrent buyers cannot each trigger one),
+//!   newest key imported, so concurrent buyers cannot each trigger one),
 //!   then one digest per alert window while orders keep waiting;
 //! - needs attention: one urgent email per alert window, then a digest;
 //! - low stock: one email per SKU per run of the check.

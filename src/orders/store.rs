@@ -251,18 +251,29 @@ pub(super) async fn in_stock(tx: &mut Tx, sku: &Sku) -> Result<bool, sqlx::Error
     Ok(found.is_some())
 }
 
-/// The newest key of `sku` handed out: it names a sell-out, which lasts
-/// until keys arrive and are vended again (index `license_keys_vend`).
-pub(super) async fn last_assigned_key(tx: &mut Tx, sku: &Sku) -> Result<i64, sqlx::Error> {
-    let last: Option<i64> = on_tx!(tx, |conn, sql| {
+/// The newest key ever imported for `sku`: it names a sell-out, which
+/// lasts until a restock adds newer keys. Unlike the last key handed out,
+/// it is the same for every buyer racing into the empty pool (one of them
+/// may be vending the last key right now). Three index lookups on
+/// `license_keys_vend`, one per status, instead of a scan of the SKU.
+pub(super) async fn newest_key(tx: &mut Tx, sku: &Sku) -> Result<i64, sqlx::Error> {
+    let newest: Option<i64> = on_tx!(tx, |conn, sql| {
         sqlx::query_scalar(sql(
-            "select max(id) from license_keys where status = 'assigned' and product_sku = ?",
+            "select max(newest) from (
+                 select max(id) as newest from license_keys where status = 'available' and product_sku = ?
+                 union all
+                 select max(id) from license_keys where status = 'assigned' and product_sku = ?
+                 union all
+                 select max(id) from license_keys where status = 'revoked' and product_sku = ?
+             ) as per_status",
         ))
+        .bind(sku.as_str())
+        .bind(sku.as_str())
         .bind(sku.as_str())
         .fetch_one(conn)
         .await
     })?;
-    Ok(last.unwrap_or(0))
+    Ok(newest.unwrap_or(0))
 }
 
 #[derive(sqlx::FromRow)]

@@ -23,14 +23,19 @@ pub fn digest_for(kind: &str, now: i64, interval: Duration, max_attempts: i32) -
     if kind == DIGEST_KIND {
         return None;
     }
-    let width = (interval.as_millis() as i64).max(1);
-    let start = now - now.rem_euclid(width);
-    let end = start + width;
+    let (start, end) = window(now, interval);
     Some(
         NewJob::new(DIGEST_KIND, json!({"from": start, "to": end}), max_attempts)
             .dedupe_key(format!("{DIGEST_KIND}:{start}"))
             .run_at(end),
     )
+}
+
+/// The alert window `now` falls in: [start, end), aligned to `interval`.
+pub fn window(now: i64, interval: Duration) -> (i64, i64) {
+    let width = (interval.as_millis() as i64).max(1);
+    let start = now - now.rem_euclid(width);
+    (start, start + width)
 }
 
 #[derive(serde::Deserialize)]
@@ -117,5 +122,6 @@ mod tests {
         assert_ne!(a.dedupe_key, c.dedupe_key);
         assert_eq!(a.run_at, 180_000);
         assert!(digest_for(DIGEST_KIND, 120_001, minute, 3).is_none());
+        assert_eq!(window(125_000, minute), (120_000, 180_000));
     }
 }

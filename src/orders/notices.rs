@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use super::store;
 use crate::{
     db::{Db, Tx},
-    jobs::{self, JobError, NewJob, rfc3339},
+    jobs::{self, JobError, NewJob, alerts::window, rfc3339},
     keys::Sku,
 };
 
@@ -44,13 +44,6 @@ pub struct Letter {
     pub to: String,
     pub template: &'static str,
     pub context: Value,
-}
-
-/// The alert window `now` falls in: [start, end).
-fn window(now: i64, interval: Duration) -> (i64, i64) {
-    let width = (interval.as_millis() as i64).max(1);
-    let start = now - now.rem_euclid(width);
-    (start, start + width)
 }
 
 /// SKUs go into dedupe keys (at most 255 characters); long ones are hashed.
@@ -278,11 +271,5 @@ mod tests {
                 .unwrap()
                 .contains("course-101")
         );
-    }
-
-    #[test]
-    fn windows_are_aligned() {
-        let minute = Duration::from_secs(60);
-        assert_eq!(window(125_000, minute), (120_000, 180_000));
     }
 }

@@ -239,14 +239,16 @@ pub(super) async fn waiting_ahead(tx: &mut Tx, sku: &Sku) -> Result<bool, sqlx::
     Ok(found.is_some())
 }
 
+/// Whether `sku` has a key left (index `license_keys_vend`).
+const ANY_AVAILABLE: &str =
+    "select id from license_keys where status = 'available' and product_sku = ? limit 1";
+
 pub(super) async fn in_stock(tx: &mut Tx, sku: &Sku) -> Result<bool, sqlx::Error> {
     let found: Option<i64> = on_tx!(tx, |conn, sql| {
-        sqlx::query_scalar(sql(
-            "select id from license_keys where status = 'available' and product_sku = ? limit 1",
-        ))
-        .bind(sku.as_str())
-        .fetch_optional(conn)
-        .await
+        sqlx::query_scalar(sql(ANY_AVAILABLE))
+            .bind(sku.as_str())
+            .fetch_optional(conn)
+            .await
     })?;
     Ok(found.is_some())
 }
@@ -317,12 +319,10 @@ pub(super) async fn oldest_waiting(tx: &mut Tx, sku: &Sku) -> Result<Option<Wait
 
 pub(super) async fn has_available(db: &Db, sku: &Sku) -> Result<bool, sqlx::Error> {
     let found: Option<i64> = on_db!(db, read, |pool, sql| {
-        sqlx::query_scalar(sql(
-            "select id from license_keys where status = 'available' and product_sku = ? limit 1",
-        ))
-        .bind(sku.as_str())
-        .fetch_optional(pool)
-        .await
+        sqlx::query_scalar(sql(ANY_AVAILABLE))
+            .bind(sku.as_str())
+            .fetch_optional(pool)
+            .await
     })?;
     Ok(found.is_some())
 }

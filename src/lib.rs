@@ -1,17 +1,25 @@
 //! allot: a flash-sale fulfilment backend.
 //!
-//! Layout, by what each part does for a user:
-//! - [`coupons`]: the flash-sale coupon API (create, claim, show) and its SQL per backend.
+//! Layout, by what each part does for a user (see `docs/architecture.md`):
+//! - [`coupons`]: the flash-sale coupon API (create, claim, show) and its SQL.
 //! - [`keys`]: the key bank: license keys per SKU, imported, vended FIFO exactly once.
-//! - [`intake`]: order webhooks from shops; so far, payload normalisation.
-//! - [`jobs`]: the outbox: durable jobs, workers, retries, dead letters, alerts.
+//! - [`intake`]: who may deliver orders, and each shop's payload made into orders.
+//! - [`orders`]: orders fulfilled from the key bank, waiting for stock, set aside;
+//!   the webhook and order routes; what buyers and admins are told about them.
+//! - [`notices`]: emails about no order: the dead-letter digest, low stock, tests.
+//! - [`jobs`]: the outbox: durable jobs, workers, retries, dead letters.
 //! - [`mail`]: email over file, SMTP, Postmark or SendGrid, with templates.
+//! - [`scheduler`]: timed work inside `allot serve` (low-stock check, restock sweep).
 //! - [`ops`]: health, readiness and Prometheus metrics endpoints.
 //!
-//! Plumbing kept thin: [`config`] (settings), [`db`] (pools and migrations),
-//! [`http`] (server, errors, JSON extraction), [`telemetry`] (logs), [`cli`].
+//! On top, [`app`] wires them into a process and [`cli`] is the command line.
+//! Plumbing kept thin, importing no capability: [`config`] (settings), [`db`]
+//! (pools, transactions, the SQL idiom), [`http`] (errors, JSON, layers),
+//! [`clock`] (time), [`text`] (bounded text, email addresses), [`telemetry`] (logs).
 
+pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod coupons;
 pub mod db;
@@ -20,9 +28,11 @@ pub mod intake;
 pub mod jobs;
 pub mod keys;
 pub mod mail;
+pub mod notices;
 pub mod ops;
 pub mod orders;
 pub mod scheduler;
 pub mod telemetry;
+pub mod text;
 
-pub use http::Application;
+pub use app::Application;

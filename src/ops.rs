@@ -1,5 +1,6 @@
 //! Operations endpoints: `/healthz` (the process answers), `/readyz` (the
-//! database answers), `/metrics` (Prometheus text format).
+//! database answers), `/metrics` (Prometheus text format), and the
+//! process-wide metrics recorder they read.
 
 use std::{sync::OnceLock, time::Duration};
 
@@ -14,21 +15,22 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::{ApiError, AppState};
+use crate::{db::Db, http::ApiError};
 
-pub fn router() -> Router<AppState> {
+pub fn router(db: Db) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
+        .with_state(db)
 }
 
 async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    match state.db.ping().await {
+async fn readyz(State(db): State<Db>) -> Result<impl IntoResponse, ApiError> {
+    match db.ping().await {
         Ok(()) => Ok(Json(json!({ "status": "ready" }))),
         Err(error) => {
             tracing::warn!(%error, "readiness check: database not reachable");

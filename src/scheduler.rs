@@ -1,4 +1,4 @@
-//! Timed work inside `allot serve`:
+//! Timed work inside `allot serve`, started and stopped by `app`:
 //! - the low-stock check, on `ALLOT_LOW_STOCK_CRON` (UTC): one email per SKU
 //!   under `ALLOT_LOW_STOCK_THRESHOLD` per run. The job's dedupe key names
 //!   the run, so several `serve` processes sharing a database still send
@@ -13,11 +13,12 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    clock::now_ms,
     config::Settings,
     db::Db,
-    jobs::{self, now_ms},
-    keys::{self, Sku},
-    orders::{Fulfilment, notices},
+    jobs, keys,
+    notices::low_stock_job,
+    orders::Fulfilment,
 };
 
 /// Enqueues a low-stock email for each SKU with fewer than `threshold`
@@ -40,10 +41,13 @@ pub async fn check_low_stock(
     }
     let mut tx = db.begin().await?;
     for stock in low {
-        let Ok(sku) = Sku::parse(&stock.product_sku) else {
-            continue;
-        };
-        let job = notices::low_stock(&sku, stock.available, threshold, run_at, max_attempts);
+        let job = low_stock_job(
+            &stock.product_sku,
+            stock.available,
+            threshold,
+            run_at,
+            max_attempts,
+        );
         if jobs::enqueue(&mut tx, &job, run_at).await?.is_some() {
             alerted.push(stock.product_sku);
         }

@@ -9,26 +9,28 @@
 //! Atomicity never depends on this process: the coupon row lock (or SQLite's
 //! single writer) orders all claims on a coupon, on every backend and across
 //! any number of `allot serve` processes.
+//!
+//! Owns the `coupons` and `coupon_claims` tables. Imports plumbing only.
 
 mod routes;
 mod store;
 
 use serde::Serialize;
 
-use crate::db::Db;
+use crate::{
+    db::{Db, is_unique_violation},
+    text::BoundedText,
+};
 
 pub use routes::router;
 
-/// Names and user ids are stored in columns of 255 characters.
-const MAX_LEN: usize = 255;
-
 /// A coupon name that is safe to store and compare on every backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CouponName(String);
+pub struct CouponName(BoundedText);
 
 /// The id of the user claiming a coupon, as the shop knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct UserId(String);
+pub struct UserId(BoundedText);
 
 /// How many units a coupon has in total; at least one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +42,7 @@ impl CouponName {
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 }
 
@@ -50,7 +52,7 @@ impl UserId {
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 }
 
@@ -65,26 +67,9 @@ impl Amount {
     }
 }
 
-/// Shared rules for names and user ids: 1..=255 characters, no control
-/// characters (PostgreSQL refuses NUL in text), no leading or trailing
-/// whitespace (MySQL's PAD SPACE collations would equate "a" and "a ").
-fn identifier(field: &str, value: String) -> Result<String, CouponError> {
-    let chars = value.chars().count();
-    let problem = if chars == 0 {
-        Some("must not be empty".to_string())
-    } else if chars > MAX_LEN {
-        Some(format!("must be at most {MAX_LEN} characters, got {chars}"))
-    } else if value.chars().any(char::is_control) {
-        Some("must not contain control characters".to_string())
-    } else if value.trim() != value {
-        Some("must not start or end with whitespace".to_string())
-    } else {
-        None
-    };
-    match problem {
-        Some(problem) => Err(CouponError::Invalid(format!("{field} {problem}"))),
-        None => Ok(value),
-    }
+/// Names and user ids follow the shared rules of [`BoundedText`].
+fn identifier(field: &'static str, value: String) -> Result<BoundedText, CouponError> {
+    BoundedText::parse(field, value).map_err(|e| CouponError::Invalid(e.to_string()))
 }
 
 /// A coupon as the API shows it.
@@ -124,7 +109,7 @@ pub enum CouponError {
 pub async fn create(db: &Db, name: &CouponName, amount: Amount) -> Result<Coupon, CouponError> {
     match store::insert(db, name, amount).await {
         Ok(()) => Ok(Coupon {
-            name: name.0.clone(),
+            name: name.as_str().to_string(),
             amount: amount.0,
             remaining_amount: amount.0,
             claimed_by: Vec::new(),
@@ -163,12 +148,6 @@ pub async fn claim(db: &Db, name: &CouponName, user: &UserId) -> Result<(), Coup
     };
     metrics::counter!("allot_coupon_claims_total", "outcome" => outcome).increment(1);
     result
-}
-
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    error
-        .as_database_error()
-        .is_some_and(|e| e.is_unique_violation())
 }
 
 #[cfg(test)]

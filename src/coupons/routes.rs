@@ -9,16 +9,40 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Amount, Coupon, CouponName, UserId};
-use crate::http::{ApiError, ApiJson, AppState};
+use super::{Amount, Coupon, CouponError, CouponName, UserId};
+use crate::{
+    db::Db,
+    http::{ApiError, ApiJson},
+};
 
-pub fn router() -> Router<AppState> {
+pub fn router(db: Db) -> Router {
     Router::new()
         .route("/api/coupons", post(create))
         // The static segment wins over `{name}`, so GET on it must still show
         // the coupon that happens to be named "claim".
         .route("/api/coupons/claim", post(claim).get(show_named_claim))
         .route("/api/coupons/{name}", get(show))
+        .with_state(db)
+}
+
+impl From<CouponError> for ApiError {
+    fn from(error: CouponError) -> Self {
+        let message = error.to_string();
+        match error {
+            CouponError::Invalid(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+            }
+            CouponError::AlreadyExists => {
+                Self::new(StatusCode::CONFLICT, "already_exists", message)
+            }
+            CouponError::NotFound => Self::new(StatusCode::NOT_FOUND, "not_found", message),
+            CouponError::AlreadyClaimed => {
+                Self::new(StatusCode::CONFLICT, "already_claimed", message)
+            }
+            CouponError::OutOfStock => Self::new(StatusCode::CONFLICT, "out_of_stock", message),
+            CouponError::Database(e) => e.into(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -28,12 +52,12 @@ struct CreateCoupon {
 }
 
 async fn create(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     ApiJson(body): ApiJson<CreateCoupon>,
 ) -> Result<(StatusCode, Json<Coupon>), ApiError> {
     let name = CouponName::parse(body.name)?;
     let amount = Amount::parse(body.amount)?;
-    let coupon = super::create(&state.db, &name, amount).await?;
+    let coupon = super::create(&db, &name, amount).await?;
     Ok((StatusCode::CREATED, Json(coupon)))
 }
 
@@ -51,12 +75,12 @@ struct Claimed {
 }
 
 async fn claim(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     ApiJson(body): ApiJson<ClaimCoupon>,
 ) -> Result<Json<Claimed>, ApiError> {
     let user = UserId::parse(body.user_id)?;
     let name = CouponName::parse(body.coupon_name).map_err(|e| rename_field(e, "coupon_name"))?;
-    super::claim(&state.db, &name, &user).await?;
+    super::claim(&db, &name, &user).await?;
     Ok(Json(Claimed {
         status: "claimed",
         coupon_name: name.as_str().to_string(),
@@ -65,24 +89,24 @@ async fn claim(
 }
 
 /// The claim body calls the coupon's name `coupon_name`; say so in errors.
-fn rename_field(error: super::CouponError, field: &str) -> super::CouponError {
+fn rename_field(error: CouponError, field: &str) -> CouponError {
     match error {
-        super::CouponError::Invalid(msg) => {
-            super::CouponError::Invalid(msg.replacen("name", field, 1))
+        CouponError::Invalid(msg) => {
+            CouponError::Invalid(msg.replacen("name", field, 1))
         }
         other => other,
     }
 }
 
 async fn show(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     Path(name): Path<String>,
 ) -> Result<Json<Coupon>, ApiError> {
     // A name that could never have been created cannot exist.
-    let name = CouponName::parse(name).map_err(|_| super::CouponError::NotFound)?;
-    Ok(Json(super::show(&state.db, &name).await?))
+    let name = CouponName::parse(name).map_err(|_| CouponError::NotFound)?;
+    Ok(Json(super::show(&db, &name).await?))
 }
 
-async fn show_named_claim(state: State<AppState>) -> Result<Json<Coupon>, ApiError> {
+async fn show_named_claim(state: State<Db>) -> Result<Json<Coupon>, ApiError> {
     show(state, Path("claim".to_string())).await
 }

@@ -1,87 +1,45 @@
-//! Coupon SQL for each backend, side by side.
+//! Coupon SQL: one text per statement with `?` placeholders through
+//! `on_db!`/`on_tx!`, and the one claim algorithm ([`claim_batch`]).
 //!
-//! The claim algorithm is written once ([`claim_batch`]); each backend
-//! supplies its four statements through [`ClaimTx`]. What differs:
-//! - PostgreSQL locks the coupon row with `FOR NO KEY UPDATE` (it does not
-//!   block the foreign-key checks of other tables the way `FOR UPDATE` does);
-//! - MySQL/MariaDB lock it with `FOR UPDATE` and run at READ COMMITTED (see
-//!   `db.rs`) so the claims check sees what the previous lock holder committed;
-//! - SQLite takes the database write lock at `BEGIN IMMEDIATE`, so a plain
-//!   select is already serialised.
+//! What differs by backend is only how the coupon row is locked
+//! ([`lock_coupon`]); everything else is the same text.
 
-use std::{collections::HashSet, future::Future};
-
-use sqlx::{MySql, Postgres, Sqlite, Transaction};
+use std::collections::HashSet;
 
 use super::{Amount, ClaimOutcome, Coupon, CouponName, UserId};
-use crate::db::Db;
+use crate::{
+    db::{Backend, Db, Tx},
+    on_db, on_tx,
+};
 
 pub(super) async fn insert(db: &Db, name: &CouponName, amount: Amount) -> Result<(), sqlx::Error> {
-    let (name, amount) = (name.as_str(), amount.0);
-    match db {
-        Db::Sqlite { writer, .. } => {
-            sqlx::query("insert into coupons (name, amount, remaining_amount) values (?, ?, ?)")
-                .bind(name)
-                .bind(amount)
-                .bind(amount)
-                .execute(writer)
-                .await?;
-        }
-        Db::Postgres(pool) => {
-            sqlx::query("insert into coupons (name, amount, remaining_amount) values ($1, $2, $2)")
-                .bind(name)
-                .bind(amount)
-                .execute(pool)
-                .await?;
-        }
-        Db::MySql(pool) => {
-            sqlx::query("insert into coupons (name, amount, remaining_amount) values (?, ?, ?)")
-                .bind(name)
-                .bind(amount)
-                .bind(amount)
-                .execute(pool)
-                .await?;
-        }
-    }
-    Ok(())
+    on_db!(db, write, |pool, sql| {
+        sqlx::query(sql(
+            "insert into coupons (name, amount, remaining_amount) values (?, ?, ?)",
+        ))
+        .bind(name.as_str())
+        .bind(amount.0)
+        .bind(amount.0)
+        .execute(pool)
+        .await
+        .map(drop)
+    })
 }
 
 /// One statement, so the coupon and its claims come from one snapshot and
 /// `remaining_amount + claimed_by.len() == amount` holds in every answer.
 pub(super) async fn find(db: &Db, name: &CouponName) -> Result<Option<Coupon>, sqlx::Error> {
     type Row = (i64, i64, Option<String>);
-    let rows: Vec<Row> = match db {
-        Db::Sqlite { reader, .. } => {
-            sqlx::query_as(
-                "select c.amount, c.remaining_amount, cl.user_id
-                   from coupons c left join coupon_claims cl on cl.coupon_name = c.name
-                  where c.name = ? order by cl.id",
-            )
-            .bind(name.as_str())
-            .fetch_all(reader)
-            .await?
-        }
-        Db::Postgres(pool) => {
-            sqlx::query_as(
-                "select c.amount, c.remaining_amount, cl.user_id
-                   from coupons c left join coupon_claims cl on cl.coupon_name = c.name
-                  where c.name = $1 order by cl.id",
-            )
-            .bind(name.as_str())
-            .fetch_all(pool)
-            .await?
-        }
-        Db::MySql(pool) => {
-            sqlx::query_as(
-                "select c.amount, c.remaining_amount, cl.user_id
-                   from coupons c left join coupon_claims cl on cl.coupon_name = c.name
-                  where c.name = ? order by cl.id",
-            )
-            .bind(name.as_str())
-            .fetch_all(pool)
-            .await?
-        }
-    };
+    let rows: Vec<Row> = on_db!(db, read, |pool, sql| {
+        sqlx::query_as(sql(
+            "select c.amount, c.remaining_amount, cl.user_id
+               from coupons c left join coupon_claims cl on cl.coupon_name = c.name
+              where c.name = ? order by cl.id",
+        ))
+        .bind(name.as_str())
+        .fetch_all(pool)
+        .await
+    })?;
     let Some(&(amount, remaining_amount, _)) = rows.first() else {
         return Ok(None);
     };
@@ -102,35 +60,21 @@ pub(super) async fn claim_batch(
     coupon: &CouponName,
     users: &[UserId],
 ) -> Result<Option<Vec<ClaimOutcome>>, sqlx::Error> {
-    match db {
-        Db::Sqlite { writer, .. } => {
-            run_claims(writer.begin_with(Db::SQLITE_BEGIN).await?, coupon, users).await
-        }
-        Db::Postgres(pool) => run_claims(pool.begin().await?, coupon, users).await,
-        Db::MySql(pool) => run_claims(pool.begin().await?, coupon, users).await,
-    }
-}
-
-async fn run_claims<T: ClaimTx>(
-    mut tx: T,
-    coupon: &CouponName,
-    users: &[UserId],
-) -> Result<Option<Vec<ClaimOutcome>>, sqlx::Error> {
     let coupon = coupon.as_str();
     // Dropping `tx` without commit rolls back, on every early return.
-    let Some(mut remaining) = tx.lock_remaining(coupon).await? else {
+    let mut tx = db.begin().await?;
+    let Some(mut remaining) = lock_coupon(&mut tx, coupon).await? else {
         return Ok(None);
     };
     let mut granted_now = HashSet::new();
     let mut outcomes = Vec::with_capacity(users.len());
     for user in users {
-        let outcome = if granted_now.contains(user) || tx.has_claimed(coupon, user.as_str()).await?
-        {
+        let outcome = if granted_now.contains(user) || has_claimed(&mut tx, coupon, user).await? {
             ClaimOutcome::AlreadyClaimed
         } else if remaining == 0 {
             ClaimOutcome::OutOfStock
         } else {
-            tx.insert_claim(coupon, user.as_str()).await?;
+            insert_claim(&mut tx, coupon, user).await?;
             granted_now.insert(user);
             remaining -= 1;
             ClaimOutcome::Granted
@@ -138,104 +82,67 @@ async fn run_claims<T: ClaimTx>(
         outcomes.push(outcome);
     }
     if !granted_now.is_empty() {
-        tx.take(coupon, granted_now.len() as i64).await?;
+        take(&mut tx, coupon, granted_now.len() as i64).await?;
         tx.commit().await?;
     }
     Ok(Some(outcomes))
 }
 
-/// The statements of a claim transaction. Futures are `Send` so the claim can
-/// run inside an HTTP handler.
-trait ClaimTx: Send {
-    /// Locks the coupon against other claimers; its remaining stock, or `None`.
-    fn lock_remaining(
-        &mut self,
-        coupon: &str,
-    ) -> impl Future<Output = Result<Option<i64>, sqlx::Error>> + Send;
-    fn has_claimed(
-        &mut self,
-        coupon: &str,
-        user: &str,
-    ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
-    fn insert_claim(
-        &mut self,
-        coupon: &str,
-        user: &str,
-    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
-    fn take(
-        &mut self,
-        coupon: &str,
-        units: i64,
-    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
-    fn commit(self) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
-}
-
-/// Implements [`ClaimTx`] for one backend from its four statements. Bind
-/// order is the same everywhere: lock (coupon), has_claimed (coupon, user),
-/// insert (coupon, user), take (units, coupon).
-macro_rules! claim_statements {
-    ($db:ty {
-        lock: $lock:literal,
-        has_claimed: $has_claimed:literal,
-        insert: $insert:literal,
-        take: $take:literal $(,)?
-    }) => {
-        impl ClaimTx for Transaction<'_, $db> {
-            async fn lock_remaining(&mut self, coupon: &str) -> Result<Option<i64>, sqlx::Error> {
-                sqlx::query_scalar($lock)
-                    .bind(coupon)
-                    .fetch_optional(&mut **self)
-                    .await
-            }
-            async fn has_claimed(&mut self, coupon: &str, user: &str) -> Result<bool, sqlx::Error> {
-                let claims: i64 = sqlx::query_scalar($has_claimed)
-                    .bind(coupon)
-                    .bind(user)
-                    .fetch_one(&mut **self)
-                    .await?;
-                Ok(claims > 0)
-            }
-            async fn insert_claim(&mut self, coupon: &str, user: &str) -> Result<(), sqlx::Error> {
-                sqlx::query($insert)
-                    .bind(coupon)
-                    .bind(user)
-                    .execute(&mut **self)
-                    .await
-                    .map(drop)
-            }
-            async fn take(&mut self, coupon: &str, units: i64) -> Result<(), sqlx::Error> {
-                sqlx::query($take)
-                    .bind(units)
-                    .bind(coupon)
-                    .execute(&mut **self)
-                    .await
-                    .map(drop)
-            }
-            async fn commit(self) -> Result<(), sqlx::Error> {
-                Transaction::commit(self).await
-            }
-        }
+/// Locks the coupon against other claimers; its remaining stock, or `None`.
+async fn lock_coupon(tx: &mut Tx, coupon: &str) -> Result<Option<i64>, sqlx::Error> {
+    let lock = match tx.backend() {
+        // BEGIN IMMEDIATE already holds the database write lock.
+        Backend::Sqlite => "",
+        // Unlike FOR UPDATE, does not block other tables' foreign-key checks.
+        Backend::Postgres => " for no key update",
+        // At READ COMMITTED (see `db`), so the claims check that follows sees
+        // what the previous lock holder committed.
+        Backend::MySql => " for update",
     };
+    let select = format!("select remaining_amount from coupons where name = ?{lock}");
+    on_tx!(tx, |conn, sql| {
+        sqlx::query_scalar(sql(select))
+            .bind(coupon)
+            .fetch_optional(conn)
+            .await
+    })
 }
 
-claim_statements!(Sqlite {
-    // BEGIN IMMEDIATE already holds the database write lock.
-    lock: "select remaining_amount from coupons where name = ?",
-    has_claimed: "select count(*) from coupon_claims where coupon_name = ? and user_id = ?",
-    insert: "insert into coupon_claims (coupon_name, user_id) values (?, ?)",
-    take: "update coupons set remaining_amount = remaining_amount - ? where name = ?",
-});
+async fn has_claimed(tx: &mut Tx, coupon: &str, user: &UserId) -> Result<bool, sqlx::Error> {
+    let claims: i64 = on_tx!(tx, |conn, sql| {
+        sqlx::query_scalar(sql(
+            "select count(*) from coupon_claims where coupon_name = ? and user_id = ?",
+        ))
+        .bind(coupon)
+        .bind(user.as_str())
+        .fetch_one(conn)
+        .await
+    })?;
+    Ok(claims > 0)
+}
 
-claim_statements!(Postgres {
-    lock: "select remaining_amount from coupons where name = $1 for no key update",
-    has_claimed: "select count(*) from coupon_claims where coupon_name = $1 and user_id = $2",
-    insert: "insert into coupon_claims (coupon_name, user_id) values ($1, $2)",
-    take: "update coupons set remaining_amount = remaining_amount - $1 where name = $2",
-});
+async fn insert_claim(tx: &mut Tx, coupon: &str, user: &UserId) -> Result<(), sqlx::Error> {
+    on_tx!(tx, |conn, sql| {
+        sqlx::query(sql(
+            "insert into coupon_claims (coupon_name, user_id) values (?, ?)",
+        ))
+        .bind(coupon)
+        .bind(user.as_str())
+        .execute(conn)
+        .await
+        .map(drop)
+    })
+}
 
-claim_statements!(MySql {
-    lock: "select remaining_amount from coupons where name = ? for update",
-    has_claimed: "select count(*) from coupon_claims where coupon_name = ? and user_id = ?",
-    insert: "insert into coupon_claims (coupon_name, user_id) values (?, ?)",
-    take: "update coupons set remaining_amount = remaining_amount - ? where name = ?",
-});
+async fn take(tx: &mut Tx, coupon: &str, units: i64) -> Result<(), sqlx::Error> {
+    on_tx!(tx, |conn, sql| {
+        sqlx::query(sql(
+            "update coupons set remaining_amount = remaining_amount - ? where name = ?",
+        ))
+        .bind(units)
+        .bind(coupon)
+        .execute(conn)
+        .await
+        .map(drop)
+    })
+}

@@ -1,5 +1,7 @@
-//! One mapping from what went wrong to what the client sees:
-//! `{"error": "<machine_code>", "message": "<human text>"}`.
+//! What the client sees when something went wrong:
+//! `{"error": "<machine_code>", "message": "<human text>"}`. Capabilities map
+//! their own errors to [`ApiError`] in their `routes.rs`; database failures
+//! map here, once.
 
 use axum::{
     Json,
@@ -8,8 +10,6 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::{Serialize, de::DeserializeOwned};
-
-use crate::coupons::CouponError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -27,8 +27,11 @@ impl ApiError {
         }
     }
 
-    /// A failure of ours or of the database: logged in full, shown vaguely.
-    pub fn from_database(error: sqlx::Error) -> Self {
+}
+
+/// A failure of ours or of the database: logged in full, shown vaguely.
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
         if crate::db::is_contention(&error) {
             tracing::warn!(error = %error, "database lock contention");
             return Self::new(
@@ -79,26 +82,6 @@ impl IntoResponse for ApiError {
             );
         }
         response
-    }
-}
-
-impl From<CouponError> for ApiError {
-    fn from(error: CouponError) -> Self {
-        let message = error.to_string();
-        match error {
-            CouponError::Invalid(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
-            }
-            CouponError::AlreadyExists => {
-                Self::new(StatusCode::CONFLICT, "already_exists", message)
-            }
-            CouponError::NotFound => Self::new(StatusCode::NOT_FOUND, "not_found", message),
-            CouponError::AlreadyClaimed => {
-                Self::new(StatusCode::CONFLICT, "already_claimed", message)
-            }
-            CouponError::OutOfStock => Self::new(StatusCode::CONFLICT, "out_of_stock", message),
-            CouponError::Database(e) => Self::from_database(e),
-        }
     }
 }
 

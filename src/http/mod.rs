@@ -1,15 +1,14 @@
-//! The HTTP server: binds its listener up front (port 0 in tests), serves the
-//! capability routers, and shuts down gracefully when told.
+//! HTTP plumbing every capability's routes share: the error body
+//! ([`ApiError`]), the JSON extractor ([`ApiJson`]), and the layers around
+//! the whole router (body limits, request metrics, panics, fallbacks).
+//!
+//! Owns no route and imports no capability; `app` merges the capabilities'
+//! routers and hands the result to [`with_plumbing`].
 
 mod error;
 
-use std::{
-    net::SocketAddr,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use axum::{
     Router,
     extract::{DefaultBodyLimit, MatchedPath, Request, State},
@@ -17,109 +16,14 @@ use axum::{
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::{ApiError, ApiJson, too_large};
 
-use crate::{config::Settings, db::Db, jobs::Worker, orders::Fulfilment};
-
-/// What every handler may use.
-#[derive(Clone)]
-pub struct AppState {
-    pub db: Db,
-    pub settings: Arc<Settings>,
-    pub fulfilment: Fulfilment,
-}
-
-pub struct Application {
-    listener: TcpListener,
-    state: AppState,
-    worker: Worker,
-    settings: Settings,
-}
-
-impl Application {
-    /// Connects to the database, applies migrations and binds the listener.
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db = Db::connect(&settings).await?;
-        db.migrate().await?;
-        let worker = Worker::new(db.clone(), &settings)?;
-        let listener = TcpListener::bind(&settings.listen)
-            .await
-            .with_context(|| format!("ALLOT_LISTEN: cannot listen on {}", settings.listen))?;
-        let fulfilment = Fulfilment::new(db.clone(), &settings);
-        Ok(Self {
-            listener,
-            state: AppState {
-                db,
-                settings: Arc::new(settings.clone()),
-                fulfilment,
-            },
-            worker,
-            settings,
-        })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
-    }
-
-    pub fn db(&self) -> &Db {
-        &self.state.db
-    }
-
-    /// Serves HTTP and runs the job worker until `shutdown` is cancelled,
-    /// then lets in-flight requests and jobs finish for up to
-    /// `ALLOT_SHUTDOWN_GRACE` before returning.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let addr = self.local_addr();
-        let db = self.state.db.clone();
-        let grace = self.settings.shutdown_grace;
-        let scheduler = tokio::spawn(crate::scheduler::run(
-            db.clone(),
-            self.settings.clone(),
-            self.state.fulfilment.clone(),
-            shutdown.clone(),
-        ));
-        let app = router(self.state, self.settings.max_body_bytes);
-        for warning in self.settings.warnings() {
-            tracing::warn!("{warning}");
-        }
-        tracing::info!(%addr, backend = db.backend().name(), "listening");
-
-        let worker = tokio::spawn(self.worker.run(shutdown.clone(), grace));
-        let upkeep = tokio::spawn(crate::ops::metrics_upkeep(shutdown.clone()));
-        let server = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let deadline = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(grace).await;
-        };
-        tokio::select! {
-            served = server => served.context("HTTP server failed")?,
-            () = deadline => tracing::warn!(?grace, "in-flight requests did not finish within the shutdown grace period"),
-        }
-        upkeep.abort();
-        scheduler.abort();
-        if let Err(error) = worker.await {
-            tracing::error!(%error, "worker task failed");
-        }
-        db.close().await;
-        tracing::info!("stopped");
-        Ok(())
-    }
-}
-
-fn router(state: AppState, max_body_bytes: usize) -> Router {
-    Router::new()
-        .merge(crate::coupons::router())
-        .merge(crate::intake::routes::router())
-        .merge(crate::orders::routes::router())
-        .merge(crate::ops::router())
+/// Wraps the merged routes: JSON 404/405, the body limit (413 before any
+/// handler reads), request metrics, and a 500 in our format for a panic.
+pub fn with_plumbing(routes: Router, max_body_bytes: usize) -> Router {
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -136,7 +40,6 @@ fn router(state: AppState, max_body_bytes: usize) -> Router {
             )
             .into_response()
         }))
-        .with_state(state)
 }
 
 async fn not_found() -> ApiError {

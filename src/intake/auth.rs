@@ -1,7 +1,11 @@
 //! Who may deliver orders: the shared webhook token (compared in constant
-//! time) and, for WooCommerce, the delivery signature.
+//! time), checked by the [`WebhookToken`] extractor, and, for WooCommerce,
+//! the delivery signature.
 
-use axum::http::HeaderMap;
+use axum::{
+    extract::{FromRef, FromRequestParts},
+    http::{HeaderMap, request::Parts},
+};
 use base64::Engine;
 use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
@@ -9,9 +13,35 @@ use subtle::ConstantTimeEq;
 
 use crate::{config::Secret, http::ApiError};
 
-/// The token check every intake route makes before anything else: 503 when
+/// `ALLOT_WEBHOOK_TOKEN`, as route state: `None` turns intake off.
+#[derive(Clone)]
+pub struct ExpectedToken(pub Option<Secret>);
+
+/// Extractor: the request carries the webhook token. Put it first in a
+/// handler's arguments, so that nothing else is read without it: 503 when
 /// no token is configured, 401 when the request's is missing or wrong.
-pub fn require_token(
+pub struct WebhookToken;
+
+impl<S> FromRequestParts<S> for WebhookToken
+where
+    ExpectedToken: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let expected = ExpectedToken::from_ref(state);
+        let query: Vec<(String, String)> = parts
+            .uri
+            .query()
+            .and_then(|q| serde_urlencoded::from_str(q).ok())
+            .unwrap_or_default();
+        require_token(expected.0.as_ref(), &query, &parts.headers)?;
+        Ok(Self)
+    }
+}
+
+fn require_token(
     expected: Option<&Secret>,
     query: &[(String, String)],
     headers: &HeaderMap,
@@ -37,7 +67,7 @@ pub fn require_token(
 
 /// The token from `?token=`, else `Authorization: Bearer …`, else
 /// `X-Allot-Token`.
-pub fn presented_token<'a>(
+fn presented_token<'a>(
     query: &'a [(String, String)],
     headers: &'a HeaderMap,
 ) -> Option<&'a str> {
@@ -57,7 +87,7 @@ pub fn presented_token<'a>(
 
 /// Compares digests rather than the strings, so that neither the content
 /// nor the length of the token leaks through timing.
-pub fn token_matches(expected: &Secret, presented: Option<&str>) -> bool {
+fn token_matches(expected: &Secret, presented: Option<&str>) -> bool {
     let Some(presented) = presented else {
         return false;
     };

@@ -1,7 +1,8 @@
-//! Order intake from shop webhooks: who may deliver ([`auth`]), turning each
-//! source's payload into typed orders ([`normalize`]) and the route
-//! ([`routes`]). What happens to an order then is [`crate::orders`].
+//! Order intake from shops: who may deliver ([`auth`]) and turning each
+//! source's payload into typed orders ([`normalize`]).
+//!
+//! Owns parsing and authentication only: no table, no route. What happens
+//! to an order, and the webhook route itself, is [`crate::orders`].
 
 pub mod auth;
 pub mod normalize;
-pub mod routes;

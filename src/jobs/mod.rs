@@ -1,32 +1,41 @@
 //! The outbox: durable jobs committed with the business change that needs
-//! them, delivered by workers with leases, retries, dead letters and alerts.
+//! them, run by workers with leases, retries and dead letters.
 //!
-//! - this file: what a job is, enqueueing, the retry policy;
-//! - `store`: the SQL, per backend where the dialects differ;
-//! - `worker`: leasing, running and recording jobs; the worker loop;
-//! - `alerts`: the dead-letter digest sent to the admin.
+//! Owns the `jobs` and `job_attempts` tables and nothing else. It is generic:
+//! it never looks inside a payload and imports no capability. A family of
+//! job kinds is a serde-tagged enum implementing [`Payload`], run by a
+//! [`Handler`] registered in [`Handlers`] by the composition root (`app`).
+//!
+//! - this file: what a job is and how it is enqueued;
+//! - `handler`: the [`Handler`] contract, [`JobError`], the registry;
+//! - `retry`: when a failed attempt runs again;
+//! - `store`: the SQL of leasing and recording attempts;
+//! - `admin`: listing, redriving and discarding jobs (CLI, statistics);
+//! - `worker`: the loop that leases, runs and records;
+//! - `wake`: PostgreSQL `LISTEN/NOTIFY`, so idle workers start at once.
 //!
 //! Times are Unix epoch milliseconds, passed in by the caller so that tests
 //! can move the clock without sleeping.
 
-pub mod alerts;
-pub(crate) mod store;
-pub mod worker;
+mod admin;
+mod handler;
+mod retry;
+mod store;
+mod wake;
+mod worker;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::Value;
 
-use serde::Serialize;
+use crate::{
+    clock::{as_optional_rfc3339, as_rfc3339, now_ms},
+    db::{Db, Tx},
+};
 
-use crate::db::{Db, Tx};
-
-pub use worker::{JobError, Worker, WorkerEvent};
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use admin::{Discarded, attempts, dead_between, discard, find, list, retry_dead};
+pub use handler::{BoxFuture, Handler, Handlers, JobError, Leased, NOOP_KIND, decode};
+pub use retry::{MAX_RETRY_AFTER, RetryPolicy};
+pub use worker::{Worker, WorkerEvent};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -54,11 +63,19 @@ impl JobState {
     }
 }
 
+/// A family of job kinds: a serde enum tagged
+/// `#[serde(tag = "kind", content = "payload")]`, whose tag is what the
+/// `kind` column stores and whose content is the `payload` column.
+pub trait Payload: Serialize + DeserializeOwned + Send + Sync {
+    /// Every tag of the enum: the kinds its handler runs.
+    const KINDS: &'static [&'static str];
+}
+
 /// A job to enqueue.
 #[derive(Debug, Clone)]
 pub struct NewJob {
     pub kind: String,
-    pub payload: serde_json::Value,
+    pub payload: Value,
     /// Enqueueing a job whose key exists already does nothing.
     pub dedupe_key: Option<String>,
     pub run_at: i64,
@@ -66,7 +83,7 @@ pub struct NewJob {
 }
 
 impl NewJob {
-    pub fn new(kind: &str, payload: serde_json::Value, max_attempts: i32) -> Self {
+    pub fn new(kind: &str, payload: Value, max_attempts: i32) -> Self {
         Self {
             kind: kind.to_string(),
             payload,
@@ -74,6 +91,18 @@ impl NewJob {
             run_at: 0,
             max_attempts,
         }
+    }
+
+    /// The job for one value of a [`Payload`] family.
+    pub fn of<P: Payload>(payload: &P, max_attempts: i32) -> Self {
+        let mut tagged = serde_json::to_value(payload).unwrap_or(Value::Null);
+        let kind = tagged["kind"].as_str().unwrap_or_default().to_string();
+        let payload = tagged
+            .get_mut("payload")
+            .map(Value::take)
+            .unwrap_or(Value::Null);
+        debug_assert!(P::KINDS.contains(&kind.as_str()), "{kind} not in KINDS");
+        Self::new(&kind, payload, max_attempts)
     }
 
     pub fn dedupe_key(mut self, key: impl Into<String>) -> Self {
@@ -85,6 +114,17 @@ impl NewJob {
         self.run_at = at;
         self
     }
+}
+
+/// A value as part of a dedupe key (a 255-character column): as is when
+/// short, else a hash of it, so that any SKU or name can scope a key.
+pub fn dedupe_part(value: &str) -> String {
+    use sha2::{Digest, Sha256};
+    if value.len() <= 96 {
+        return value.to_string();
+    }
+    let digest = Sha256::digest(value.as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Adds `job` to the outbox inside the caller's transaction: it commits with
@@ -129,125 +169,4 @@ pub struct Attempt {
     pub outcome: Option<String>,
     pub error: Option<String>,
     pub duration_ms: Option<i64>,
-}
-
-pub fn rfc3339(ms: i64) -> String {
-    // humantime formats years up to 9999 only (and panics beyond).
-    const YEAR_9999_END: i64 = 253_402_300_799_999;
-    let time = UNIX_EPOCH + Duration::from_millis(ms.clamp(0, YEAR_9999_END) as u64);
-    humantime::format_rfc3339_millis(time).to_string()
-}
-
-fn as_rfc3339<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&rfc3339(*ms))
-}
-
-fn as_optional_rfc3339<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
-    match ms {
-        Some(ms) => s.serialize_str(&rfc3339(*ms)),
-        None => s.serialize_none(),
-    }
-}
-
-pub async fn list(db: &Db, state: Option<JobState>, limit: i64) -> Result<Vec<Job>, sqlx::Error> {
-    store::list(db, state, limit).await
-}
-
-pub async fn find(db: &Db, id: i64) -> Result<Option<Job>, sqlx::Error> {
-    store::find(db, id).await
-}
-
-pub async fn attempts(db: &Db, job_id: i64) -> Result<Vec<Attempt>, sqlx::Error> {
-    store::attempts(db, job_id).await
-}
-
-/// Puts dead jobs back in the queue with a fresh budget of `max_attempts`:
-/// one job, or every dead job. Returns how many were requeued.
-pub async fn retry_dead(db: &Db, id: Option<i64>, max_attempts: i32) -> Result<u64, sqlx::Error> {
-    store::redrive(db, id, now_ms(), max_attempts).await
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum Discarded {
-    Yes,
-    NotFound,
-    /// A worker holds it right now; discarding would race the delivery.
-    Running,
-}
-
-pub async fn discard(db: &Db, id: i64) -> Result<Discarded, sqlx::Error> {
-    store::delete(db, id).await
-}
-
-/// How long to wait before attempt `attempts + 1`, after `attempts` failed.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    pub schedule: Vec<Duration>,
-}
-
-/// A provider's Retry-After is honoured up to this much.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(6 * 3600);
-
-impl RetryPolicy {
-    /// The delay after failed attempt number `attempt` (1-based), with ±20 %
-    /// jitter so that a burst of failures does not retry in lockstep, and
-    /// never shorter than a Retry-After the provider gave (capped).
-    pub fn delay(&self, attempt: i32, retry_after: Option<Duration>) -> Duration {
-        let index = (attempt.max(1) as usize - 1).min(self.schedule.len().saturating_sub(1));
-        let base = self
-            .schedule
-            .get(index)
-            .copied()
-            .unwrap_or(Duration::from_secs(10));
-        let jitter = rand::random_range(0.8..=1.2);
-        let delay = base.mul_f64(jitter);
-        match retry_after {
-            Some(after) => delay.max(after.min(MAX_RETRY_AFTER)),
-            None => delay,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_far_out_format_without_panicking() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert!(rfc3339(i64::MAX).starts_with("9999-12-31"));
-    }
-
-    fn policy() -> RetryPolicy {
-        RetryPolicy {
-            schedule: vec![
-                Duration::from_secs(10),
-                Duration::from_secs(60),
-                Duration::from_secs(300),
-            ],
-        }
-    }
-
-    #[test]
-    fn delays_follow_the_schedule_within_jitter() {
-        for (attempt, base) in [(1, 10.0), (2, 60.0), (3, 300.0), (9, 300.0)] {
-            for _ in 0..100 {
-                let delay = policy().delay(attempt, None).as_secs_f64();
-                assert!(
-                    (base * 0.8..=base * 1.2).contains(&delay),
-                    "attempt {attempt}: {delay}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn retry_after_is_honoured_within_bounds() {
-        let long = policy().delay(1, Some(Duration::from_secs(3600)));
-        assert_eq!(long, Duration::from_secs(3600));
-        let absurd = policy().delay(1, Some(Duration::from_secs(30 * 24 * 3600)));
-        assert_eq!(absurd, MAX_RETRY_AFTER);
-        let short = policy().delay(2, Some(Duration::from_secs(1)));
-        assert!(short >= Duration::from_secs(48), "{short:?}");
-    }
 }

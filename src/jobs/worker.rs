@@ -4,6 +4,8 @@
 //! [`Worker::run_once`] is one unit of work (lease a batch, run it, record
 //! it), which tests drive step by step with a clock of their choosing;
 //! [`Worker::run`] is the loop `allot serve` and `allot worker` run.
+//! What a job does is its [`super::Handler`]'s business; this file only
+//! knows kinds, leases and outcomes.
 
 use std::{
     collections::HashMap,
@@ -12,7 +14,6 @@ use std::{
 };
 
 use anyhow::Context;
-use serde::Deserialize;
 use tokio::{
     sync::{Notify, Semaphore},
     task::JoinSet,
@@ -21,38 +22,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{
-    RetryPolicy, alerts,
-    store::{self, Lease, LeasedJob, Outcome},
+    JobError, JobState, RetryPolicy,
+    handler::{Handlers, Leased},
+    store::{self, Lease, Outcome},
 };
 use crate::{
-    config::{JobSettings, MailSettings, Settings},
+    clock::{now_ms, rfc3339},
+    config::JobSettings,
     db::Db,
-    mail::{self, Email, Mailer, templates},
-    orders::notices,
 };
-
-pub const NOOP_KIND: &str = "noop";
-
-/// Why a job did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobError {
-    /// Theirs: try again on the retry schedule (no sooner than `retry_after`).
-    Retry {
-        error: String,
-        retry_after: Option<Duration>,
-    },
-    /// Ours, or final: dead letter at once.
-    Permanent(String),
-}
-
-impl JobError {
-    pub fn retry(error: impl Into<String>) -> Self {
-        Self::Retry {
-            error: error.into(),
-            retry_after: None,
-        }
-    }
-}
 
 /// What a finished attempt led to, for callers that watch (tests, logs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,32 +50,34 @@ struct Inner {
     db: Db,
     id: String,
     jobs: JobSettings,
-    mail: MailSettings,
-    mailer: Mailer,
+    /// Upper bound for one attempt; past it the attempt is a retry.
+    attempt_timeout: Duration,
+    handlers: Handlers,
     policy: RetryPolicy,
 }
 
 impl Worker {
-    pub fn new(db: Db, settings: &Settings) -> anyhow::Result<Self> {
-        let mailer = Mailer::from_settings(&settings.mail)?;
+    /// A worker that runs the kinds `handlers` knows; any other kind is
+    /// dead at once.
+    pub fn new(db: Db, jobs: &JobSettings, attempt_timeout: Duration, handlers: Handlers) -> Self {
         let host = hostname();
         let id = format!(
             "{host}:{}:{:04x}",
             std::process::id(),
             rand::random::<u16>()
         );
-        Ok(Self {
+        Self {
             inner: Arc::new(Inner {
                 db,
                 id,
-                jobs: settings.jobs.clone(),
-                mail: settings.mail.clone(),
-                mailer,
+                jobs: jobs.clone(),
+                attempt_timeout,
+                handlers,
                 policy: RetryPolicy {
-                    schedule: settings.jobs.retry_schedule.clone(),
+                    schedule: jobs.retry_schedule.clone(),
                 },
             }),
-        })
+        }
     }
 
     pub fn id(&self) -> &str {
@@ -123,17 +103,16 @@ impl Worker {
     }
 
     /// Runs until `shutdown`: then stops leasing, gives in-flight jobs
-    /// `grace` to finish, and releases the rest back to the queue.
+    /// `grace` to finish, and releases the rest back to the queue. The
+    /// PostgreSQL wake-up listener runs beside the loop and ends with it.
     pub async fn run(self, shutdown: CancellationToken, grace: Duration) {
-        let inner = self.inner;
         let wake = Arc::new(Notify::new());
-        if let Db::Postgres(pool) = &inner.db {
-            tokio::spawn(listen_for_jobs(
-                pool.clone(),
-                wake.clone(),
-                shutdown.clone(),
-            ));
-        }
+        let listen = super::wake::listen(self.inner.db.clone(), wake.clone(), shutdown.clone());
+        tokio::join!(listen, self.work(wake, shutdown, grace));
+    }
+
+    async fn work(self, wake: Arc<Notify>, shutdown: CancellationToken, grace: Duration) {
+        let inner = self.inner;
         let slots = Arc::new(Semaphore::new(inner.jobs.concurrency));
         let in_flight: Arc<Mutex<HashMap<i64, i32>>> = Arc::default();
         let mut tasks = JoinSet::new();
@@ -150,7 +129,7 @@ impl Worker {
             }
             if Instant::now() >= housekeeping_due {
                 housekeeping_due = Instant::now() + inner.jobs.poll_interval;
-                if let Err(error) = inner.expire_leases(super::now_ms()).await {
+                if let Err(error) = inner.expire_leases(now_ms()).await {
                     metrics::counter!("allot_worker_errors_total").increment(1);
                     tracing::error!(error = %format!("{error:#}"), "requeueing expired leases failed");
                 }
@@ -159,7 +138,7 @@ impl Worker {
             let free = slots.available_permits();
             let mut leased = 0;
             if free > 0 {
-                let now = super::now_ms();
+                let now = now_ms();
                 match inner.lease(free, now).await {
                     Ok(jobs) => {
                         leased = jobs.len();
@@ -202,6 +181,8 @@ impl Worker {
                 "worker stopping; waiting for in-flight jobs"
             );
         }
+        // Past the grace period the remaining sends are cut off (their
+        // leases are released below, so another worker takes them up).
         let deadline = tokio::time::sleep(grace);
         tokio::pin!(deadline);
         loop {
@@ -222,16 +203,8 @@ impl Worker {
     }
 }
 
-#[derive(Deserialize)]
-struct EmailPayload {
-    to: String,
-    template: String,
-    #[serde(default)]
-    context: serde_json::Value,
-}
-
 impl Inner {
-    async fn lease(&self, limit: usize, now: i64) -> anyhow::Result<Vec<LeasedJob>> {
+    async fn lease(&self, limit: usize, now: i64) -> anyhow::Result<Vec<Leased>> {
         let until = now + self.jobs.lease.as_millis() as i64;
         store::lease(&self.db, &self.id, limit as i64, now, until)
             .await
@@ -240,7 +213,7 @@ impl Inner {
 
     async fn expire_leases(&self, now: i64) -> anyhow::Result<()> {
         let (requeued, dead) =
-            store::expire_leases(&self.db, now, |kind| self.alert_for(kind, now))
+            store::expire_leases(&self.db, now, |kind| self.handlers.alert_for(kind, now))
                 .await
                 .context("requeueing expired leases")?;
         if requeued + dead > 0 {
@@ -250,23 +223,14 @@ impl Inner {
         Ok(())
     }
 
-    fn alert_for(&self, kind: &str, now: i64) -> Option<super::NewJob> {
-        alerts::digest_for(
-            kind,
-            now,
-            self.jobs.alert_interval,
-            self.jobs.max_attempts(),
-        )
-    }
-
     /// Runs one leased job and records its outcome. Never returns an error:
     /// whatever fails is recorded, logged and counted.
-    async fn process(&self, job: LeasedJob, leased_at: i64) -> Option<WorkerEvent> {
+    async fn process(&self, job: Leased, leased_at: i64) -> Option<WorkerEvent> {
         let span =
             tracing::info_span!("job", job_id = job.id, kind = %job.kind, attempt = job.attempt);
         async {
             let started = Instant::now();
-            let timeout = self.mail.send_timeout;
+            let timeout = self.attempt_timeout;
             let result = match tokio::time::timeout(timeout, self.execute(&job)).await {
                 Ok(result) => result,
                 Err(_) => Err(JobError::retry(format!("timed out after {timeout:?}"))),
@@ -280,86 +244,17 @@ impl Inner {
         .await
     }
 
-    async fn execute(&self, job: &LeasedJob) -> Result<(), JobError> {
-        match job.kind.as_str() {
-            mail::EMAIL_KIND => {
-                let payload: EmailPayload = serde_json::from_str(&job.payload)
-                    .map_err(|e| JobError::Permanent(format!("bad email payload: {e}")))?;
-                self.deliver(job, payload.to, &payload.template, payload.context)
-                    .await
-            }
-            kind if notices::KINDS.contains(&kind) => {
-                let letter = notices::prepare(
-                    &self.db,
-                    kind,
-                    &job.payload,
-                    self.mail.admin_email.as_deref(),
-                )
-                .await?;
-                match letter {
-                    Some(letter) => {
-                        self.deliver(job, letter.to, letter.template, letter.context)
-                            .await
-                    }
-                    None => Ok(()),
-                }
-            }
-            alerts::DIGEST_KIND => {
-                alerts::send_digest(
-                    &self.db,
-                    &self.mailer,
-                    &self.mail.from,
-                    self.mail.admin_email.as_deref(),
-                    &job.payload,
-                    self.message_id(job),
-                )
-                .await
-            }
-            NOOP_KIND => Ok(()),
-            other => Err(JobError::Permanent(format!(
-                "no worker knows job kind {other:?}"
+    async fn execute(&self, job: &Leased) -> Result<(), JobError> {
+        match self.handlers.get(&job.kind) {
+            Some(handler) => handler.run(job).await,
+            None => Err(JobError::Permanent(format!(
+                "no worker knows job kind {:?}",
+                job.kind
             ))),
         }
     }
 
-    /// Renders `template` and sends it to `to`.
-    async fn deliver(
-        &self,
-        job: &LeasedJob,
-        to: String,
-        template: &str,
-        mut context: serde_json::Value,
-    ) -> Result<(), JobError> {
-        // Read at send time, so a new logo applies to queued mail too.
-        if let Some(context) = context.as_object_mut() {
-            context
-                .entry("logo_url")
-                .or_insert_with(|| serde_json::json!(self.mail.logo_url));
-        }
-        let rendered = templates::render(template, &context)
-            .map_err(|e| JobError::Permanent(format!("rendering template {template:?}: {e}")))?;
-        let email = Email {
-            from: self.mail.from.clone(),
-            to,
-            subject: rendered.subject,
-            text: rendered.text,
-            html: rendered.html,
-            message_id: self.message_id(job),
-        };
-        self.mailer.send(&email).await.map_err(JobError::from)
-    }
-
-    /// Stable across retries of one job, unique across jobs and databases.
-    fn message_id(&self, job: &LeasedJob) -> String {
-        let domain = self
-            .mail
-            .from
-            .rsplit_once('@')
-            .map_or("localhost", |(_, d)| d.trim_end_matches('>'));
-        format!("allot.job-{}.{}@{domain}", job.id, job.created_at)
-    }
-
-    fn outcome(&self, job: &LeasedJob, result: Result<(), JobError>, now: i64) -> Outcome {
+    fn outcome(&self, job: &Leased, result: Result<(), JobError>, now: i64) -> Outcome {
         match result {
             Ok(()) => Outcome::Done,
             Err(JobError::Permanent(error)) => Outcome::Dead { error },
@@ -382,21 +277,16 @@ impl Inner {
 
     async fn record(
         &self,
-        job: &LeasedJob,
+        job: &Leased,
         outcome: Outcome,
         now: i64,
         elapsed: Duration,
     ) -> Option<WorkerEvent> {
         let alert = match &outcome {
-            Outcome::Dead { .. } => self.alert_for(&job.kind, now),
+            Outcome::Dead { .. } => self.handlers.alert_for(&job.kind, now),
             _ => None,
         };
-        let name = match &outcome {
-            Outcome::Done => "done",
-            Outcome::Retry { .. } => "retry",
-            Outcome::Dead { .. } => "dead",
-            Outcome::Released => "released",
-        };
+        let name = outcome.name();
         let kind = job.kind.clone();
         metrics::counter!("allot_job_attempts_total", "kind" => kind.clone(), "outcome" => name)
             .increment(1);
@@ -440,7 +330,7 @@ impl Inner {
                 Some(WorkerEvent::Done { job_id: job.id })
             }
             Outcome::Retry { at, error } => {
-                tracing::warn!(%error, retry_at = %super::rfc3339(at), "attempt failed; will retry");
+                tracing::warn!(%error, retry_at = %rfc3339(at), "attempt failed; will retry");
                 Some(WorkerEvent::Retry { job_id: job.id, at })
             }
             Outcome::Dead { error } => {
@@ -452,7 +342,7 @@ impl Inner {
     }
 
     async fn release(&self, job_id: i64, attempt: i32) {
-        let now = super::now_ms();
+        let now = now_ms();
         let lease = Lease {
             job_id,
             attempt,
@@ -467,9 +357,9 @@ impl Inner {
     }
 
     async fn publish_stats(&self) {
-        match store::stats(&self.db, super::now_ms()).await {
+        match super::admin::stats(&self.db, now_ms()).await {
             Ok((counts, oldest_due)) => {
-                for state in super::JobState::ALL {
+                for state in JobState::ALL {
                     let n = counts
                         .iter()
                         .find(|(s, _)| s == state.as_str())
@@ -477,7 +367,7 @@ impl Inner {
                     metrics::gauge!("allot_jobs", "state" => state.as_str()).set(n as f64);
                 }
                 let age =
-                    oldest_due.map_or(0.0, |due| (super::now_ms() - due).max(0) as f64 / 1000.0);
+                    oldest_due.map_or(0.0, |due| (now_ms() - due).max(0) as f64 / 1000.0);
                 metrics::gauge!("allot_job_oldest_due_age_seconds").set(age);
             }
             Err(error) => tracing::warn!(%error, "could not read job statistics"),
@@ -490,35 +380,6 @@ fn log_task_failure(finished: Result<(), tokio::task::JoinError>) {
     if let Err(error) = finished {
         metrics::counter!("allot_worker_errors_total").increment(1);
         tracing::error!(%error, "a job task panicked; its job runs again when the lease expires");
-    }
-}
-
-/// PostgreSQL wakes idle workers the moment a job commits; polling remains
-/// the fallback (and the only mechanism on the other backends).
-async fn listen_for_jobs(pool: sqlx::PgPool, wake: Arc<Notify>, shutdown: CancellationToken) {
-    let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
-        Ok(listener) => listener,
-        Err(error) => {
-            tracing::warn!(%error, "LISTEN unavailable; workers fall back to polling");
-            return;
-        }
-    };
-    if let Err(error) = listener.listen("allot_jobs").await {
-        tracing::warn!(%error, "LISTEN unavailable; workers fall back to polling");
-        return;
-    }
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            received = listener.recv() => match received {
-                Ok(_) => wake.notify_one(),
-                Err(error) => {
-                    // recv() reconnects on the next call; don't spin meanwhile.
-                    tracing::warn!(%error, "LISTEN connection lost; reconnecting");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            },
-        }
     }
 }
 

@@ -202,7 +202,7 @@ async fn flush(
             .copied()
             .filter(|k| !existing.contains(*k))
             .collect();
-        match store::insert_many(db, sku, &fresh, crate::jobs::now_ms()).await {
+        match store::insert_many(db, sku, &fresh, crate::clock::now_ms()).await {
             Ok(()) => {
                 for candidate in batch.iter() {
                     if !existing.contains(candidate.key.expose()) {
@@ -216,13 +216,7 @@ async fn flush(
                 batch.clear();
                 return Ok(());
             }
-            Err(e)
-                if round == 0
-                    && e.as_database_error()
-                        .is_some_and(|d| d.is_unique_violation()) =>
-            {
-                continue;
-            }
+            Err(e) if round == 0 && crate::db::is_unique_violation(&e) => continue,
             Err(e) => return Err(e).context("inserting keys"),
         }
     }

@@ -7,69 +7,47 @@
 //! - `import`: streaming a CSV or one-key-per-line file into the pool.
 //!
 //! License keys are secrets: nothing here logs or prints one.
+//!
+//! Owns the `license_keys` table: every query on it lives here. It must not
+//! import `orders` or the outbox; orders call in.
 
 pub mod import;
 mod store;
 
 use serde::Serialize;
 
-use crate::db::{Db, Tx};
-
-/// Keys, SKUs and order ids are stored in columns of 255 characters.
-const MAX_LEN: usize = 255;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field} {problem}")]
-pub struct Invalid {
-    field: &'static str,
-    problem: String,
-}
-
-/// Shared rules: 1..=255 characters, no control characters, no surrounding
-/// whitespace (MySQL's PAD SPACE collation would equate "a" and "a ").
-fn text(field: &'static str, value: &str) -> Result<String, Invalid> {
-    let chars = value.chars().count();
-    let problem = if chars == 0 {
-        "must not be empty".to_string()
-    } else if chars > MAX_LEN {
-        format!("must be at most {MAX_LEN} characters, got {chars}")
-    } else if value.chars().any(char::is_control) {
-        "must not contain control characters".to_string()
-    } else if value.trim() != value {
-        "must not start or end with whitespace".to_string()
-    } else {
-        return Ok(value.to_string());
-    };
-    Err(Invalid { field, problem })
-}
+use crate::{
+    db::{Db, Tx},
+    text::{BoundedText, Invalid},
+};
 
 /// A product SKU, the name of a pool.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Sku(String);
+pub struct Sku(BoundedText);
 
 impl Sku {
     pub fn parse(value: &str) -> Result<Self, Invalid> {
-        text("SKU", value).map(Self)
+        BoundedText::parse("SKU", value).map(Self)
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 }
 
 /// A license key. Its `Debug` hides the value, so it cannot reach a log by
 /// accident.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct LicenseKey(String);
+pub struct LicenseKey(BoundedText);
 
 impl LicenseKey {
     pub fn parse(value: &str) -> Result<Self, Invalid> {
-        text("license key", value).map(Self)
+        BoundedText::parse("license key", value).map(Self)
     }
 
     /// The key itself, for the buyer's email and nowhere else.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 }
 
@@ -119,6 +97,35 @@ pub async fn vend(
     now: i64,
 ) -> Result<Option<Vended>, sqlx::Error> {
     store::vend(tx, sku, to, now).await
+}
+
+/// Whether `sku` has a key left, seen from inside a transaction.
+pub async fn in_stock(tx: &mut Tx, sku: &Sku) -> Result<bool, sqlx::Error> {
+    store::in_stock(tx, sku).await
+}
+
+/// Whether `sku` has a key left: a cheap read before a write transaction.
+pub async fn has_available(db: &Db, sku: &Sku) -> Result<bool, sqlx::Error> {
+    store::has_available(db, sku).await
+}
+
+/// The id of the newest key ever imported for `sku` (0 if none): it names
+/// a sell-out, which lasts until a restock adds newer keys. Unlike the last
+/// key handed out, it is the same for every buyer racing into the empty
+/// pool (one of them may be vending the last key right now).
+pub async fn newest_key(tx: &mut Tx, sku: &Sku) -> Result<i64, sqlx::Error> {
+    store::newest_key(tx, sku).await
+}
+
+/// A key and its status, by id: what the buyer's email reads at send time.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub key: LicenseKey,
+    pub status: String,
+}
+
+pub async fn issued(db: &Db, id: i64) -> Result<Option<Issued>, sqlx::Error> {
+    store::issued(db, id).await
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -1,12 +1,14 @@
-//! Key bank SQL. The vend differs by backend and is written out; the rest is
-//! one text with `?` placeholders adapted by `on_tx!`/`on_db!`.
+//! Key bank SQL: one text with `?` placeholders through `on_tx!`/`on_db!`,
+//! row locks from `Backend`, batches through `QueryBuilder`; PostgreSQL
+//! binds a batch as one array instead.
 
-use sqlx::AssertSqlSafe;
+use sqlx::{Database, Encode, QueryBuilder, Type};
 
-use super::{Assignment, LicenseKey, Revoked, Sku, Stock, Vended};
+use super::{Assignment, Issued, LicenseKey, Revoked, Sku, Stock, Vended};
 use crate::{
     db::{Db, Tx},
     on_db, on_tx,
+    text::BoundedText,
 };
 
 pub(super) async fn stock(db: &Db) -> Result<Vec<Stock>, sqlx::Error> {
@@ -58,7 +60,7 @@ pub(super) async fn vend(
         if assigned == 1 {
             return Ok(Some(Vended {
                 id: picked.id,
-                key: LicenseKey(picked.license_key),
+                key: stored_key(picked.license_key)?,
             }));
         }
         tracing::warn!(
@@ -76,37 +78,86 @@ pub(super) async fn vend(
 /// (status, product_sku, id) makes this a range scan, without which
 /// MariaDB's SKIP LOCKED would lock every row it reads.
 async fn pick_oldest(tx: &mut Tx, sku: &Sku) -> Result<Option<Picked>, sqlx::Error> {
-    match tx {
-        Tx::Sqlite(tx) => {
-            sqlx::query_as(
-                "select id, license_key from license_keys
-                  where status = 'available' and product_sku = ? order by id limit 1",
-            )
+    let select = format!(
+        "select id, license_key from license_keys
+          where status = 'available' and product_sku = ? order by id limit 1{}",
+        tx.backend().for_update_skip_locked()
+    );
+    on_tx!(tx, |conn, sql| {
+        sqlx::query_as(sql(select))
             .bind(sku.as_str())
-            .fetch_optional(&mut **tx)
+            .fetch_optional(conn)
             .await
-        }
-        Tx::Postgres(tx) => {
-            sqlx::query_as(
-                "select id, license_key from license_keys
-                  where status = 'available' and product_sku = $1 order by id limit 1
-                  for update skip locked",
-            )
+    })
+}
+
+/// A key read back from the pool; the import checked it on the way in.
+fn stored_key(value: String) -> Result<LicenseKey, sqlx::Error> {
+    BoundedText::parse("license key", value)
+        .map(LicenseKey)
+        .map_err(|e| sqlx::Error::Decode(e.into()))
+}
+
+/// Whether `sku` has a key left (index `license_keys_vend`).
+const ANY_AVAILABLE: &str =
+    "select id from license_keys where status = 'available' and product_sku = ? limit 1";
+
+pub(super) async fn in_stock(tx: &mut Tx, sku: &Sku) -> Result<bool, sqlx::Error> {
+    let found: Option<i64> = on_tx!(tx, |conn, sql| {
+        sqlx::query_scalar(sql(ANY_AVAILABLE))
             .bind(sku.as_str())
-            .fetch_optional(&mut **tx)
+            .fetch_optional(conn)
             .await
-        }
-        Tx::MySql(tx) => {
-            sqlx::query_as(
-                "select id, license_key from license_keys
-                  where status = 'available' and product_sku = ? order by id limit 1
-                  for update skip locked",
-            )
+    })?;
+    Ok(found.is_some())
+}
+
+pub(super) async fn has_available(db: &Db, sku: &Sku) -> Result<bool, sqlx::Error> {
+    let found: Option<i64> = on_db!(db, read, |pool, sql| {
+        sqlx::query_scalar(sql(ANY_AVAILABLE))
             .bind(sku.as_str())
-            .fetch_optional(&mut **tx)
+            .fetch_optional(pool)
             .await
-        }
-    }
+    })?;
+    Ok(found.is_some())
+}
+
+/// Three index lookups on `license_keys_vend`, one per status, instead of
+/// a scan of the SKU.
+pub(super) async fn newest_key(tx: &mut Tx, sku: &Sku) -> Result<i64, sqlx::Error> {
+    let newest: Option<i64> = on_tx!(tx, |conn, sql| {
+        sqlx::query_scalar(sql(
+            "select max(newest) from (
+                 select max(id) as newest from license_keys where status = 'available' and product_sku = ?
+                 union all
+                 select max(id) from license_keys where status = 'assigned' and product_sku = ?
+                 union all
+                 select max(id) from license_keys where status = 'revoked' and product_sku = ?
+             ) as per_status",
+        ))
+        .bind(sku.as_str())
+        .bind(sku.as_str())
+        .bind(sku.as_str())
+        .fetch_one(conn)
+        .await
+    })?;
+    Ok(newest.unwrap_or(0))
+}
+
+pub(super) async fn issued(db: &Db, id: i64) -> Result<Option<Issued>, sqlx::Error> {
+    let row: Option<(String, String)> = on_db!(db, read, |pool, sql| {
+        sqlx::query_as(sql("select license_key, status from license_keys where id = ?"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+    })?;
+    row.map(|(key, status)| {
+        Ok(Issued {
+            key: stored_key(key)?,
+            status,
+        })
+    })
+    .transpose()
 }
 
 pub(super) async fn revoke(db: &Db, key: &LicenseKey) -> Result<Revoked, sqlx::Error> {
@@ -133,11 +184,6 @@ pub(super) async fn revoke(db: &Db, key: &LicenseKey) -> Result<Revoked, sqlx::E
     Ok(Revoked::Yes { was })
 }
 
-/// `?, ?, …` for `n` values (SQLite and MySQL; PostgreSQL binds arrays).
-fn placeholders(n: usize) -> String {
-    vec!["?"; n].join(", ")
-}
-
 /// Which of `keys` are in the pool already (under any SKU).
 pub(super) async fn existing(db: &Db, keys: &[&str]) -> Result<Vec<String>, sqlx::Error> {
     if keys.is_empty() {
@@ -153,16 +199,14 @@ pub(super) async fn existing(db: &Db, keys: &[&str]) -> Result<Vec<String>, sqlx
         .fetch_all(pool)
         .await;
     }
-    let sql = format!(
-        "select license_key from license_keys where license_key in ({})",
-        placeholders(keys.len())
-    );
     on_db!(db, read, |pool, _sql| {
-        let mut query = sqlx::query_scalar(AssertSqlSafe(sql.clone()));
+        let mut query = QueryBuilder::new("select license_key from license_keys where license_key in (");
+        let mut list = query.separated(", ");
         for key in keys {
-            query = query.bind(*key);
+            list.push_bind(key.to_string());
         }
-        query.fetch_all(pool).await
+        query.push(")");
+        query.build_query_scalar().fetch_all(pool).await
     })
 }
 
@@ -176,6 +220,7 @@ pub(super) async fn insert_many(
     if keys.is_empty() {
         return Ok(());
     }
+    // As one array on PostgreSQL, for the reason given in `existing`.
     if let Db::Postgres(pool) = db {
         return sqlx::query(
             "insert into license_keys (license_key, product_sku, imported_at)
@@ -188,16 +233,25 @@ pub(super) async fn insert_many(
         .await
         .map(drop);
     }
-    let rows = vec![format!("({})", placeholders(3)); keys.len()];
-    let sql = format!(
-        "insert into license_keys (license_key, product_sku, imported_at) values {}",
-        rows.join(", ")
-    );
     on_db!(db, write, |pool, _sql| {
-        let mut query = sqlx::query(AssertSqlSafe(sql.clone()));
-        for key in keys {
-            query = query.bind(*key).bind(sku.as_str()).bind(now);
-        }
-        query.execute(pool).await.map(drop)
+        insert_rows(sku, keys, now).build().execute(pool).await.map(drop)
     })
+}
+
+/// `insert … values (?, ?, ?), …` for any backend that takes a value list.
+fn insert_rows<DB>(sku: &Sku, keys: &[&str], now: i64) -> QueryBuilder<DB>
+where
+    DB: Database,
+    DB::Arguments: Default,
+    String: for<'q> Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    let mut query =
+        QueryBuilder::new("insert into license_keys (license_key, product_sku, imported_at) ");
+    query.push_values(keys, |mut row, key| {
+        row.push_bind(key.to_string())
+            .push_bind(sku.as_str().to_string())
+            .push_bind(now);
+    });
+    query
 }

@@ -1,6 +1,11 @@
 //! Email: one [`Mailer`] over four transports, templates, and the split
 //! between "their" failures (retry later) and permanent ones (dead at once).
 //!
+//! Owns how a message leaves allot. It knows the outbox's handler contract
+//! (a family of job kinds that become letters is run by a [`Mailroom`]) but
+//! no capability: what a letter says is its family's business.
+//!
+//! - `letter`: the one path from a job to a sent email (compose, render, send);
 //! - `file`: one `.eml` per message, the default, for development and audits;
 //! - `smtp`: lettre, pooled connections, STARTTLS or implicit TLS;
 //! - `providers`: the Postmark and SendGrid HTTP APIs.
@@ -9,6 +14,7 @@
 //! from its job, so retries of one job carry the same id.
 
 mod file;
+mod letter;
 mod providers;
 mod smtp;
 pub mod templates;
@@ -19,24 +25,7 @@ use lettre::message::{Mailbox, Message, MultiPart};
 
 use crate::config::{MailSettings, MailTransport};
 
-/// The job kind that sends one templated email.
-pub const EMAIL_KIND: &str = "email";
-
-/// A job that renders template `template` with `context` and mails it to
-/// `to`; enqueue it with [`crate::jobs::enqueue`] in the transaction of the
-/// change it announces.
-pub fn email_job(
-    to: &str,
-    template: &str,
-    context: serde_json::Value,
-    max_attempts: i32,
-) -> crate::jobs::NewJob {
-    crate::jobs::NewJob::new(
-        EMAIL_KIND,
-        serde_json::json!({"to": to, "template": template, "context": context}),
-        max_attempts,
-    )
-}
+pub use letter::{Compose, Letter, Mailroom, Postman};
 
 /// A rendered message, ready for any transport.
 #[derive(Debug, Clone)]
@@ -98,15 +87,6 @@ impl Mailer {
         })
     }
 
-    pub fn transport_name(&self) -> &'static str {
-        match self {
-            Mailer::File(_) => "file",
-            Mailer::Smtp(_) => "smtp",
-            Mailer::Postmark(_) => "postmark",
-            Mailer::SendGrid(_) => "sendgrid",
-        }
-    }
-
     pub async fn send(&self, email: &Email) -> Result<(), SendError> {
         match self {
             Mailer::File(mailer) => mailer.send(&mime_message(email)?, &email.message_id).await,
@@ -134,12 +114,7 @@ fn mime_message(email: &Email) -> Result<Message, SendError> {
         .map_err(|e| SendError::Permanent(format!("cannot build the message: {e}")))
 }
 
-/// Checks an address the way delivery will, for early, clear errors.
-pub fn parse_address(value: &str) -> Result<(), SendError> {
-    parse_mailbox("recipient", value).map(drop)
-}
-
-pub(crate) fn parse_mailbox(role: &str, value: &str) -> Result<Mailbox, SendError> {
+fn parse_mailbox(role: &str, value: &str) -> Result<Mailbox, SendError> {
     value
         .trim()
         .parse()

@@ -1,59 +1,67 @@
-//! What the buyer and the admin are emailed, and when.
+//! What the buyer and the admin are emailed about orders, and when.
 //!
-//! Each notice is an outbox job, enqueued in the transaction that made it
-//! necessary, and turned into a letter only when a worker runs it: the key
-//! email reads the key from the pool at send time, so no key is ever copied
-//! into a job payload or a log.
+//! Each notice is an outbox job of the [`Notice`] family, enqueued in the
+//! transaction that made it necessary, and turned into a letter only when a
+//! worker runs it: the key email reads the key from the pool at send time,
+//! so no key is ever copied into a job payload or a log.
 //!
 //! Admin alerts come at once for the first case and batched after that:
 //! - out of stock: one urgent email per sell-out of a SKU (named by the
 //!   newest key imported, so concurrent buyers cannot each trigger one),
 //!   then one digest per alert window while orders keep waiting;
-//! - needs attention: one urgent email per alert window, then a digest;
-//! - low stock: one email per SKU per run of the check.
+//! - needs attention: one urgent email per alert window, then a digest.
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::store;
 use crate::{
-    db::{Db, Tx},
-    jobs::{self, JobError, NewJob, alerts::window, rfc3339},
-    keys::Sku,
+    clock::{rfc3339, window},
+    db::Tx,
+    jobs::{self, JobError, NewJob, Payload},
+    keys::{self, Sku},
+    mail::{Compose, Letter},
+    notices::{Context, admin_letter_to},
 };
 
-pub const KEY_EMAIL_KIND: &str = "key_email";
-pub const OUT_OF_STOCK_KIND: &str = "out_of_stock_alert";
-pub const ATTENTION_KIND: &str = "needs_attention_alert";
-pub const LOW_STOCK_KIND: &str = "low_stock_alert";
-
-/// Job kinds this module turns into letters.
-pub const KINDS: &[&str] = &[
-    KEY_EMAIL_KIND,
-    OUT_OF_STOCK_KIND,
-    ATTENTION_KIND,
-    LOW_STOCK_KIND,
-];
-
-/// A message to render and send.
-#[derive(Debug)]
-pub struct Letter {
-    pub to: String,
-    pub template: &'static str,
-    pub context: Value,
+/// The job kinds of this family; the tag is the `kind` column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "payload")]
+pub enum Notice {
+    /// The buyer's license key (order row id; the key is read at send time).
+    #[serde(rename = "key_email")]
+    KeyEmail { order: i64 },
+    /// Orders wait for `sku`: urgent for one order, or a window's digest.
+    #[serde(rename = "out_of_stock_alert")]
+    OutOfStock {
+        sku: String,
+        #[serde(flatten)]
+        scope: Scope,
+    },
+    /// Orders set aside: urgent for one order, or a window's digest.
+    #[serde(rename = "needs_attention_alert")]
+    NeedsAttention(Scope),
 }
 
-/// SKUs go into dedupe keys (at most 255 characters); long ones are hashed.
-fn scope(sku: &Sku) -> String {
-    let sku = sku.as_str();
-    if sku.len() <= 96 {
-        return sku.to_string();
-    }
-    let digest = Sha256::digest(sku.as_bytes());
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+/// What an alert covers: one order (urgent), or a window (digest).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Scope {
+    Order { order: i64 },
+    Window { from: i64, to: i64 },
+}
+
+impl Payload for Notice {
+    const KINDS: &'static [&'static str] =
+        &["key_email", "out_of_stock_alert", "needs_attention_alert"];
+}
+
+/// The buyer's key email for order `order`, which got key `key_id`.
+pub(super) fn key_email(order: i64, key_id: i64, max_attempts: i32) -> NewJob {
+    NewJob::of(&Notice::KeyEmail { order }, max_attempts)
+        .dedupe_key(format!("key_email:{order}:{key_id}"))
 }
 
 /// Urgent for the first order of a sell-out, a digest per window after.
@@ -66,24 +74,20 @@ pub(super) async fn out_of_stock(
     interval: Duration,
     max_attempts: i32,
 ) -> Result<(), sqlx::Error> {
-    let scope = scope(sku);
-    let urgent = NewJob::new(
-        OUT_OF_STOCK_KIND,
-        json!({"sku": sku.as_str(), "order": order}),
-        max_attempts,
-    )
-    .dedupe_key(format!("{OUT_OF_STOCK_KIND}:{scope}:{sell_out}"));
+    let scope = jobs::dedupe_part(sku.as_str());
+    let alert = |scope| Notice::OutOfStock {
+        sku: sku.as_str().to_string(),
+        scope,
+    };
+    let urgent = NewJob::of(&alert(Scope::Order { order }), max_attempts)
+        .dedupe_key(format!("out_of_stock_alert:{scope}:{sell_out}"));
     if jobs::enqueue(tx, &urgent, now).await?.is_some() {
         return Ok(());
     }
-    let (start, end) = window(now, interval);
-    let digest = NewJob::new(
-        OUT_OF_STOCK_KIND,
-        json!({"sku": sku.as_str(), "from": start, "to": end}),
-        max_attempts,
-    )
-    .dedupe_key(format!("{OUT_OF_STOCK_KIND}:{scope}:{sell_out}:{start}"))
-    .run_at(end);
+    let (from, to) = window(now, interval);
+    let digest = NewJob::of(&alert(Scope::Window { from, to }), max_attempts)
+        .dedupe_key(format!("out_of_stock_alert:{scope}:{sell_out}:{from}"))
+        .run_at(to);
     jobs::enqueue(tx, &digest, now).await.map(drop)
 }
 
@@ -95,164 +99,132 @@ pub(super) async fn needs_attention(
     interval: Duration,
     max_attempts: i32,
 ) -> Result<(), sqlx::Error> {
-    let (start, end) = window(now, interval);
-    let urgent = NewJob::new(ATTENTION_KIND, json!({"order": order}), max_attempts)
-        .dedupe_key(format!("{ATTENTION_KIND}:{start}"));
+    let (from, to) = window(now, interval);
+    let urgent = NewJob::of(&Notice::NeedsAttention(Scope::Order { order }), max_attempts)
+        .dedupe_key(format!("needs_attention_alert:{from}"));
     if jobs::enqueue(tx, &urgent, now).await?.is_some() {
         return Ok(());
     }
-    let digest = NewJob::new(
-        ATTENTION_KIND,
-        json!({"from": start, "to": end}),
-        max_attempts,
-    )
-    .dedupe_key(format!("{ATTENTION_KIND}:{start}:digest"))
-    .run_at(end);
+    let digest = NewJob::of(&Notice::NeedsAttention(Scope::Window { from, to }), max_attempts)
+        .dedupe_key(format!("needs_attention_alert:{from}:digest"))
+        .run_at(to);
     jobs::enqueue(tx, &digest, now).await.map(drop)
 }
 
-/// One low-stock email for `sku` for the check that ran at `run_at`.
-pub(crate) fn low_stock(
-    sku: &Sku,
-    available: i64,
-    threshold: i64,
-    run_at: i64,
-    max_attempts: i32,
-) -> NewJob {
-    NewJob::new(
-        LOW_STOCK_KIND,
-        json!({"sku": sku.as_str(), "available": available, "threshold": threshold}),
-        max_attempts,
-    )
-    .dedupe_key(format!("{LOW_STOCK_KIND}:{}:{run_at}", scope(sku)))
+fn read(error: sqlx::Error) -> JobError {
+    JobError::retry(format!("reading the database: {error}"))
 }
 
-#[derive(Deserialize)]
-struct Payload {
-    sku: Option<String>,
-    order: Option<i64>,
-    from: Option<i64>,
-    to: Option<i64>,
-    available: Option<i64>,
-    threshold: Option<i64>,
-}
+impl Compose for Notice {
+    type Context = Context;
 
-/// The letter for a job of one of [`KINDS`]; `None` when there is nothing
-/// to say any more (the orders were served meanwhile) or nobody to tell.
-pub async fn prepare(
-    db: &Db,
-    kind: &str,
-    payload: &str,
-    admin: Option<&str>,
-) -> Result<Option<Letter>, JobError> {
-    let payload: Payload = serde_json::from_str(payload)
-        .map_err(|e| JobError::Permanent(format!("bad {kind} payload: {e}")))?;
-    let read = |e: sqlx::Error| JobError::retry(format!("reading the database: {e}"));
-    if kind == KEY_EMAIL_KIND {
-        let order = payload
-            .order
-            .ok_or_else(|| JobError::Permanent("key email without an order".into()))?;
-        let letter = store::key_letter(db, order)
-            .await
-            .map_err(read)?
-            .ok_or_else(|| JobError::Permanent(format!("order {order} has no key assigned")))?;
-        if letter.status == "revoked" {
-            return Err(JobError::Permanent(format!(
-                "the key of order {} was revoked before its email was sent",
-                letter.order_id
-            )));
+    /// `None` when there is nothing to say any more (the orders were served
+    /// meanwhile) or nobody to tell.
+    async fn compose(self, cx: &Context) -> Result<Option<Letter>, JobError> {
+        match self {
+            Notice::KeyEmail { order } => key_letter(cx, order).await.map(Some),
+            Notice::OutOfStock { sku, scope } => out_of_stock_letter(cx, sku, scope).await,
+            Notice::NeedsAttention(scope) => attention_letter(cx, scope).await,
         }
-        let to = letter
-            .email
-            .ok_or_else(|| JobError::Permanent(format!("order {order} has no email")))?;
-        return Ok(Some(Letter {
-            to,
-            template: "license_key",
-            context: json!({
-                "key": letter.license_key,
-                "order_id": letter.order_id,
-                "product": letter.product_sku.unwrap_or_default(),
-            }),
-        }));
     }
-    let Some(admin) = admin else {
-        tracing::warn!(
-            kind,
-            "an admin alert is due and ALLOT_ADMIN_EMAIL is not set; nobody is emailed"
-        );
-        return Ok(None);
+}
+
+async fn key_letter(cx: &Context, order: i64) -> Result<Letter, JobError> {
+    let missing = || JobError::Permanent(format!("order {order} has no key assigned"));
+    let letter = store::key_letter(&cx.db, order)
+        .await
+        .map_err(read)?
+        .ok_or_else(missing)?;
+    let key_id = letter.license_key_id.ok_or_else(missing)?;
+    let issued = keys::issued(&cx.db, key_id)
+        .await
+        .map_err(read)?
+        .ok_or_else(missing)?;
+    if issued.status == "revoked" {
+        return Err(JobError::Permanent(format!(
+            "the key of order {} was revoked before its email was sent",
+            letter.order_id
+        )));
+    }
+    let to = letter
+        .email
+        .ok_or_else(|| JobError::Permanent(format!("order {order} has no email")))?;
+    Ok(Letter {
+        to,
+        template: "license_key".into(),
+        context: json!({
+            "key": issued.key.expose(),
+            "order_id": letter.order_id,
+            "product": letter.product_sku.unwrap_or_default(),
+        }),
+    })
+}
+
+async fn out_of_stock_letter(
+    cx: &Context,
+    sku: String,
+    scope: Scope,
+) -> Result<Option<Letter>, JobError> {
+    if cx.admin.is_none() {
+        return Ok(admin_letter_to(None, "out_of_stock", Value::Null));
+    }
+    let (from, to, urgent) = match scope {
+        Scope::Order { .. } => (None, None, true),
+        Scope::Window { from, to } => (Some(from), Some(to), false),
     };
-    let letter = |template, context| {
-        Ok(Some(Letter {
-            to: admin.to_string(),
-            template,
-            context,
-        }))
-    };
-    match kind {
-        OUT_OF_STOCK_KIND => {
-            let sku = payload.sku.unwrap_or_default();
-            let (from, to) = (payload.from.unwrap_or(0), payload.to.unwrap_or(i64::MAX));
-            let window = |ms: Option<i64>| ms.map(rfc3339).unwrap_or_default();
-            let (waiting, oldest, new_in_window) = store::waiting_summary(db, &sku, from, to)
-                .await
-                .map_err(read)?;
-            if waiting == 0 {
-                return Ok(None); // restocked meanwhile
-            }
-            letter(
-                "out_of_stock",
-                json!({
-                    "sku": sku,
-                    "urgent": payload.order.is_some(),
-                    "waiting": waiting,
-                    "waiting_since": oldest.map(rfc3339).unwrap_or_default(),
-                    "new_in_window": new_in_window,
-                    "window_start": window(payload.from),
-                    "window_end": window(payload.to),
-                }),
-            )
-        }
-        ATTENTION_KIND => {
-            let orders = store::set_aside_orders(
-                db,
-                payload.order,
-                payload.from.unwrap_or(0),
-                payload.to.unwrap_or(0),
-            )
+    let (waiting, oldest, new_in_window) =
+        store::waiting_summary(&cx.db, &sku, from.unwrap_or(0), to.unwrap_or(i64::MAX))
             .await
             .map_err(read)?;
-            if orders.is_empty() {
-                return Ok(None); // taken up again and served meanwhile
-            }
-            let orders: Vec<Value> = orders
-                .iter()
-                .map(|o| {
-                    json!({
-                        "source": o.source,
-                        "order_id": o.order_id,
-                        "problem": o.problem.as_deref().unwrap_or("-"),
-                        "received_at": rfc3339(o.updated_at),
-                    })
-                })
-                .collect();
-            letter(
-                "needs_attention",
-                json!({"orders": orders, "urgent": payload.order.is_some()}),
-            )
-        }
-        LOW_STOCK_KIND => letter(
-            "low_stock",
-            json!({
-                "sku": payload.sku.unwrap_or_default(),
-                "available": payload.available.unwrap_or(0),
-                "threshold": payload.threshold.unwrap_or(0),
-            }),
-        ),
-        other => Err(JobError::Permanent(format!(
-            "no notice for job kind {other:?}"
-        ))),
+    if waiting == 0 {
+        return Ok(None); // restocked meanwhile
     }
+    let window = |ms: Option<i64>| ms.map(rfc3339).unwrap_or_default();
+    Ok(admin_letter_to(
+        cx.admin.as_ref(),
+        "out_of_stock",
+        json!({
+            "sku": sku,
+            "urgent": urgent,
+            "waiting": waiting,
+            "waiting_since": oldest.map(rfc3339).unwrap_or_default(),
+            "new_in_window": new_in_window,
+            "window_start": window(from),
+            "window_end": window(to),
+        }),
+    ))
+}
+
+async fn attention_letter(cx: &Context, scope: Scope) -> Result<Option<Letter>, JobError> {
+    if cx.admin.is_none() {
+        return Ok(admin_letter_to(None, "needs_attention", Value::Null));
+    }
+    let (order, from, to) = match scope {
+        Scope::Order { order } => (Some(order), 0, 0),
+        Scope::Window { from, to } => (None, from, to),
+    };
+    let orders = store::set_aside_orders(&cx.db, order, from, to)
+        .await
+        .map_err(read)?;
+    if orders.is_empty() {
+        return Ok(None); // taken up again and served meanwhile
+    }
+    let orders: Vec<Value> = orders
+        .iter()
+        .map(|o| {
+            json!({
+                "source": o.source,
+                "order_id": o.order_id,
+                "problem": o.problem.as_deref().unwrap_or("-"),
+                "received_at": rfc3339(o.updated_at),
+            })
+        })
+        .collect();
+    Ok(admin_letter_to(
+        cx.admin.as_ref(),
+        "needs_attention",
+        json!({"orders": orders, "urgent": order.is_some()}),
+    ))
 }
 
 #[cfg(test)]
@@ -260,16 +232,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn long_skus_are_hashed_in_dedupe_keys() {
-        let long = Sku::parse(&"x".repeat(255)).unwrap();
-        let job = low_stock(&long, 1, 10, 1_700_000_000_000, 3);
-        assert!(job.dedupe_key.unwrap().len() < 100);
-        let short = Sku::parse("course-101").unwrap();
-        assert!(
-            low_stock(&short, 1, 10, 5, 3)
-                .dedupe_key
-                .unwrap()
-                .contains("course-101")
+    fn payloads_keep_the_stored_shape() {
+        let job = key_email(7, 3, 4);
+        assert_eq!((job.kind.as_str(), job.payload.clone()), ("key_email", json!({"order": 7})));
+        assert_eq!(job.dedupe_key.as_deref(), Some("key_email:7:3"));
+        let urgent = Notice::OutOfStock {
+            sku: "c".into(),
+            scope: Scope::Order { order: 1 },
+        };
+        assert_eq!(NewJob::of(&urgent, 1).payload, json!({"sku": "c", "order": 1}));
+        let digest = Notice::NeedsAttention(Scope::Window { from: 1, to: 2 });
+        assert_eq!(NewJob::of(&digest, 1).payload, json!({"from": 1, "to": 2}));
+    }
+
+    #[test]
+    fn stored_payloads_decode() {
+        let job = |kind: &str, payload: Value| jobs::Leased {
+            id: 1,
+            kind: kind.into(),
+            payload: payload.to_string(),
+            attempt: 1,
+            max_attempts: 1,
+            created_at: 0,
+        };
+        let window = jobs::decode::<Notice>(&job(
+            "out_of_stock_alert",
+            json!({"sku": "c", "from": 1, "to": 2}),
+        ))
+        .unwrap();
+        assert_eq!(
+            window,
+            Notice::OutOfStock {
+                sku: "c".into(),
+                scope: Scope::Window { from: 1, to: 2 }
+            }
         );
+        let urgent =
+            jobs::decode::<Notice>(&job("needs_attention_alert", json!({"order": 5}))).unwrap();
+        assert_eq!(urgent, Notice::NeedsAttention(Scope::Order { order: 5 }));
+        assert!(jobs::decode::<Notice>(&job("key_email", json!({}))).is_err());
     }
 }

@@ -1,35 +1,140 @@
-//! `GET /v1/orders/{source}/{order_id}`: an order's true state and history,
-//! including whether the buyer's email went out. Orders hold buyers'
-//! addresses, so the webhook token is required here too.
+//! The order routes:
+//! - `POST /v1/webhooks/{source}?token=…[&sku=…]`: shop webhooks in;
+//! - `GET /v1/orders/{source}/{order_id}`: an order's true state and
+//!   history. Orders hold buyers' addresses, so the token is required here
+//!   too.
+//!
+//! Intake checks run cheapest and most certain first: the token (nothing is
+//! read or stored without it), the source, the body size, WooCommerce's
+//! setup ping and signature. After that the answer is 200 whatever the
+//! payload or the stock: only a failure of ours (the database) is a 5xx,
+//! which the shop retries.
 
 use axum::{
     Json, Router,
-    extract::{Path, Query, State},
+    body::Body,
+    extract::{FromRef, Path, Query, State},
     http::{HeaderMap, StatusCode},
-    routing::get,
+    routing::{get, post},
 };
+use serde_json::{Value, json};
 
-use super::OrderView;
+use super::{Fulfilment, OrderView, Receipt};
 use crate::{
-    http::{ApiError, AppState},
-    intake::{auth, normalize::Source},
+    clock::now_ms,
+    config::{Secret, Settings},
+    db::Db,
+    http::{ApiError, too_large},
+    intake::{
+        auth::{self, ExpectedToken, WebhookToken},
+        normalize::Source,
+    },
+    keys::Sku,
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/orders/{source}/{order_id}", get(show))
+#[derive(Clone)]
+struct OrdersState {
+    db: Db,
+    fulfilment: Fulfilment,
+    token: ExpectedToken,
+    woocommerce_secret: Option<Secret>,
+    max_body_bytes: usize,
+}
+
+impl FromRef<OrdersState> for ExpectedToken {
+    fn from_ref(state: &OrdersState) -> Self {
+        state.token.clone()
+    }
+}
+
+pub fn router(db: Db, fulfilment: Fulfilment, settings: &Settings) -> Router {
+    let state = OrdersState {
+        db,
+        fulfilment,
+        token: ExpectedToken(settings.intake.webhook_token.clone()),
+        woocommerce_secret: settings.intake.woocommerce_secret.clone(),
+        max_body_bytes: settings.max_body_bytes,
+    };
+    Router::new()
+        .route("/v1/webhooks/{source}", post(receive))
+        .route("/v1/orders/{source}/{order_id}", get(show))
+        .with_state(state)
+}
+
+/// The answer: a [`Receipt`], or `{"status": "ping"}`.
+enum Answer {
+    Receipt(Receipt),
+    Ping,
+}
+
+impl axum::response::IntoResponse for Answer {
+    fn into_response(self) -> axum::response::Response {
+        let body: Value = match self {
+            Answer::Receipt(receipt) => json!(receipt),
+            Answer::Ping => json!({"status": "ping"}),
+        };
+        (StatusCode::OK, Json(body)).into_response()
+    }
+}
+
+async fn receive(
+    _: WebhookToken,
+    State(state): State<OrdersState>,
+    Path(source): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Answer, ApiError> {
+    let source = Source::parse(&source).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_source",
+            format!("unknown source {source:?}: use amelia, bookly, woocommerce or generic"),
+        )
+    })?;
+    let sku = match query.iter().find(|(name, _)| name == "sku") {
+        None => None,
+        Some((_, sku)) => Some(Sku::parse(sku).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_sku",
+                format!("?sku=: {e}"),
+            )
+        })?),
+    };
+    // Bodies without a declared length are cut off here; declared ones
+    // over the limit were refused before the handler ran.
+    let body = axum::body::to_bytes(body, state.max_body_bytes)
+        .await
+        .map_err(|_| too_large())?;
+    if source == Source::WooCommerce {
+        if auth::is_woocommerce_ping(&body) {
+            tracing::info!("WooCommerce webhook ping answered");
+            return Ok(Answer::Ping);
+        }
+        if let Some(secret) = &state.woocommerce_secret
+            && !auth::woocommerce_signature_valid(secret, &headers, &body)
+        {
+            metrics::counter!("allot_webhook_rejected_total", "reason" => "signature").increment(1);
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "bad_signature",
+                "X-WC-Webhook-Signature does not match the body and ALLOT_WOOCOMMERCE_SECRET",
+            ));
+        }
+    }
+    let receipt = state
+        .fulfilment
+        .receive(source, &body, sku.as_ref(), now_ms())
+        .await?;
+    Ok(Answer::Receipt(receipt))
 }
 
 async fn show(
-    State(state): State<AppState>,
+    _: WebhookToken,
+    State(state): State<OrdersState>,
     Path((source, order_id)): Path<(String, String)>,
-    Query(query): Query<Vec<(String, String)>>,
-    headers: HeaderMap,
 ) -> Result<Json<OrderView>, ApiError> {
-    auth::require_token(
-        state.settings.intake.webhook_token.as_ref(),
-        &query,
-        &headers,
-    )?;
     let not_found = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -39,8 +144,7 @@ async fn show(
     };
     let parsed = Source::parse(&source).ok_or_else(not_found)?;
     super::find(&state.db, parsed, &order_id)
-        .await
-        .map_err(ApiError::from_database)?
+        .await?
         .map(Json)
         .ok_or_else(not_found)
 }

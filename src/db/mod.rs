@@ -1,19 +1,27 @@
-//! Connection pools and migrations for the three backends.
+//! Connection pools, transactions and migrations for the three backends.
 //!
-//! Each capability keeps its own SQL per backend next to its logic (see
-//! `coupons::store`); this module only knows how to connect, migrate and ping.
+//! Owns how allot reaches its database and the idiom every capability
+//! writes its SQL in ([`sql`]). It owns no table: each capability keeps its
+//! queries next to its logic (`coupons::store`, `keys::store`, …). It must
+//! not import any capability.
 
-use std::{borrow::Cow, str::FromStr, time::Duration};
+mod settings;
+mod sql;
+
+use std::{str::FromStr, time::Duration};
 
 use anyhow::Context;
 use sqlx::{
-    AssertSqlSafe, Executor, MySql, MySqlPool, PgPool, Postgres, Sqlite, SqlitePool, Transaction,
+    Executor, MySql, MySqlPool, PgPool, Postgres, Sqlite, SqlitePool, Transaction,
     mysql::MySqlPoolOptions,
     postgres::PgPoolOptions,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
-use crate::config::Settings;
+pub use settings::DatabaseSettings;
+pub use sql::{
+    is_contention, is_unique_violation, retry_on_contention, sql_as_is, sql_for_postgres,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -47,8 +55,8 @@ impl Backend {
 pub enum Db {
     /// SQLite allows one writer at a time. Writes go through a one-connection
     /// pool so that writers in this process queue on the pool instead of
-    /// spinning on SQLITE_BUSY; `BEGIN IMMEDIATE` (see [`Db::SQLITE_BEGIN`])
-    /// still serialises writers from other processes on the same file.
+    /// spinning on SQLITE_BUSY; `BEGIN IMMEDIATE` (see [`Db::begin`]) still
+    /// serialises writers from other processes on the same file.
     Sqlite {
         writer: SqlitePool,
         reader: SqlitePool,
@@ -60,13 +68,13 @@ pub enum Db {
 impl Db {
     /// Takes the write lock at `BEGIN`, so a transaction that reads then writes
     /// can never fail half-way with SQLITE_BUSY on lock upgrade.
-    pub const SQLITE_BEGIN: &'static str = "BEGIN IMMEDIATE";
+    const SQLITE_BEGIN: &'static str = "BEGIN IMMEDIATE";
 
-    pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
-        let url = settings.database_url.as_str();
+    pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        let url = settings.url.as_str();
         let backend = Backend::from_url(url).context("ALLOT_DATABASE_URL: unsupported scheme")?;
-        let max = settings.database_max_connections;
-        let acquire = settings.database_acquire_timeout;
+        let max = settings.max_connections;
+        let acquire = settings.acquire_timeout;
         let db = match backend {
             Backend::Sqlite => connect_sqlite(url, max, acquire).await?,
             Backend::Postgres => Db::Postgres(
@@ -99,6 +107,13 @@ impl Db {
         Ok(db)
     }
 
+    /// Connects and applies the migrations: what every command does first.
+    pub async fn open(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        let db = Self::connect(settings).await?;
+        db.migrate().await?;
+        Ok(db)
+    }
+
     pub fn backend(&self) -> Backend {
         match self {
             Db::Sqlite { .. } => Backend::Sqlite,
@@ -121,11 +136,7 @@ impl Db {
     /// database was dropped is not ready.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         const PING: &str = "select 1 from _sqlx_migrations limit 1";
-        match self {
-            Db::Sqlite { reader, .. } => reader.execute(PING).await.map(drop),
-            Db::Postgres(pool) => pool.execute(PING).await.map(drop),
-            Db::MySql(pool) => pool.execute(PING).await.map(drop),
-        }
+        crate::on_db!(self, read, |pool, _sql| pool.execute(PING).await.map(drop))
     }
 
     /// Starts a write transaction (SQLite: on the writer, `BEGIN IMMEDIATE`).
@@ -197,103 +208,5 @@ impl Tx {
             Tx::Postgres(tx) => tx.commit().await,
             Tx::MySql(tx) => tx.commit().await,
         }
-    }
-}
-
-/// Runs `$body` on whichever backend `$tx` is, with `$conn` the connection
-/// and `$sql` adapting a `?`-placeholder statement to the backend. For
-/// statements that are the same SQL everywhere but for placeholders; where
-/// the dialects really differ, match on [`Tx`] and write each one out.
-#[macro_export]
-macro_rules! on_tx {
-    ($tx:expr, |$conn:ident, $sql:ident| $body:expr) => {
-        match $tx {
-            $crate::db::Tx::Sqlite(tx) => {
-                let ($conn, $sql) = (&mut **tx, $crate::db::sql_as_is);
-                $body
-            }
-            $crate::db::Tx::Postgres(tx) => {
-                let ($conn, $sql) = (&mut **tx, $crate::db::sql_for_postgres);
-                $body
-            }
-            $crate::db::Tx::MySql(tx) => {
-                let ($conn, $sql) = (&mut **tx, $crate::db::sql_as_is);
-                $body
-            }
-        }
-    };
-}
-
-/// Like [`on_tx!`] for a single statement on a pool. `read` uses SQLite's
-/// reader pool, `write` its single writer; the servers have one pool.
-#[macro_export]
-macro_rules! on_db {
-    ($db:expr, $mode:ident, |$pool:ident, $sql:ident| $body:expr) => {
-        match $db {
-            $crate::db::Db::Sqlite { writer: _writer, reader: _reader } => {
-                let ($pool, $sql) = ($crate::on_db!(@pick $mode, _writer, _reader), $crate::db::sql_as_is);
-                $body
-            }
-            $crate::db::Db::Postgres(pool) => {
-                let ($pool, $sql) = (pool, $crate::db::sql_for_postgres);
-                $body
-            }
-            $crate::db::Db::MySql(pool) => {
-                let ($pool, $sql) = (pool, $crate::db::sql_as_is);
-                $body
-            }
-        }
-    };
-    (@pick write, $writer:ident, $reader:ident) => { $writer };
-    (@pick read, $writer:ident, $reader:ident) => { $reader };
-}
-
-pub fn sql_as_is(sql: &'static str) -> AssertSqlSafe<Cow<'static, str>> {
-    AssertSqlSafe(Cow::Borrowed(sql))
-}
-
-/// `?` placeholders become `$1`, `$2`, …. Statements passed here never
-/// contain a literal question mark.
-pub fn sql_for_postgres(sql: &'static str) -> AssertSqlSafe<Cow<'static, str>> {
-    let mut out = String::with_capacity(sql.len() + 8);
-    let mut n = 0;
-    for c in sql.chars() {
-        if c == '?' {
-            n += 1;
-            out.push('$');
-            out.push_str(&n.to_string());
-        } else {
-            out.push(c);
-        }
-    }
-    AssertSqlSafe(Cow::Owned(out))
-}
-
-/// Lock waits that gave up; the transaction rolled back, so a retry is safe.
-pub fn is_contention(error: &sqlx::Error) -> bool {
-    let Some(db_error) = error.as_database_error() else {
-        return false;
-    };
-    // MySQL/MariaDB: lock wait timeout and deadlock, by error number (the
-    // SQLSTATE of a lock wait timeout is the generic HY000).
-    if let Some(mysql) = db_error.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
-        return matches!(mysql.number(), 1205 | 1213);
-    }
-    // SQLite: SQLITE_BUSY and its extended codes; PostgreSQL: serialization
-    // failure, deadlock, lock not available.
-    db_error.code().is_some_and(|code| {
-        matches!(
-            code.as_ref(),
-            "5" | "261" | "517" | "40001" | "40P01" | "55P03"
-        )
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn postgres_placeholders_are_numbered() {
-        let sql = super::sql_for_postgres("update t set a = ? where b = ? and c = ?");
-        assert_eq!(sql.0, "update t set a = $1 where b = $2 and c = $3");
     }
 }

@@ -1,0 +1,174 @@
+//! The composition root: settings → database → routes → workers and timed
+//! work, started together and stopped together.
+//!
+//! Owns the wiring and nothing else: which routers make the API, which
+//! handlers run which job kinds, which background tasks a process runs, and
+//! the order they stop in. Everything may be imported here; nothing imports
+//! this module but the CLI (and tests, through [`Application`]).
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    config::Settings,
+    coupons,
+    db::Db,
+    http,
+    jobs::{Handlers, Worker},
+    mail::{Mailroom, Postman},
+    notices::{self, Notice},
+    ops, orders,
+    orders::Fulfilment,
+    scheduler,
+};
+
+/// `allot serve`: the HTTP API, a job worker and the timed work in one
+/// process. Build it (binds the listener, port 0 in tests), then run it.
+pub struct Application {
+    listener: TcpListener,
+    db: Db,
+    settings: Settings,
+    fulfilment: Fulfilment,
+    worker: Worker,
+}
+
+impl Application {
+    /// Connects to the database, applies migrations and binds the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let db = Db::open(&settings.database).await?;
+        let worker = worker(db.clone(), &settings)?;
+        let listener = TcpListener::bind(&settings.listen)
+            .await
+            .with_context(|| format!("ALLOT_LISTEN: cannot listen on {}", settings.listen))?;
+        let fulfilment = Fulfilment::new(db.clone(), &settings);
+        Ok(Self {
+            listener,
+            db,
+            settings,
+            fulfilment,
+            worker,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Serves HTTP and runs the worker and the timed work until `shutdown`
+    /// is cancelled, then lets in-flight requests and jobs finish for up to
+    /// `ALLOT_SHUTDOWN_GRACE`, waits for every task, and closes the pool.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            db,
+            settings,
+            fulfilment,
+            worker,
+        } = self;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        let grace = settings.shutdown_grace;
+        for warning in settings.warnings() {
+            tracing::warn!("{warning}");
+        }
+        let tasks = TaskTracker::new();
+        tasks.spawn(scheduler::run(
+            db.clone(),
+            settings.clone(),
+            fulfilment.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(ops::metrics_upkeep(shutdown.clone()));
+        tasks.spawn(worker.run(shutdown.clone(), grace));
+
+        let app = router(db.clone(), fulfilment, &settings);
+        tracing::info!(%addr, backend = db.backend().name(), "listening");
+        let served = serve(listener, app, &shutdown, grace).await;
+        // A server that failed stops the rest too.
+        shutdown.cancel();
+        tasks.close();
+        tasks.wait().await;
+        db.close().await;
+        tracing::info!("stopped");
+        served
+    }
+}
+
+/// Serves until `shutdown`, then gives in-flight requests `grace`.
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: &CancellationToken,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        served = server => served.context("HTTP server failed")?,
+        () = deadline => tracing::warn!(?grace, "in-flight requests did not finish within the shutdown grace period"),
+    }
+    Ok(())
+}
+
+/// Every capability's routes, wrapped in the HTTP plumbing.
+fn router(db: Db, fulfilment: Fulfilment, settings: &Settings) -> Router {
+    let routes = Router::new()
+        .merge(coupons::router(db.clone()))
+        .merge(orders::routes::router(db.clone(), fulfilment, settings))
+        .merge(ops::router(db));
+    http::with_plumbing(routes, settings.max_body_bytes)
+}
+
+/// Which handler runs which job kind, and the admin's digest when one dies.
+pub fn handlers(db: &Db, settings: &Settings) -> anyhow::Result<Handlers> {
+    let postman = Arc::new(Postman::new(&settings.mail)?);
+    let context = || notices::Context {
+        db: db.clone(),
+        admin: settings.mail.admin_email.clone(),
+    };
+    let (interval, max_attempts) = (settings.jobs.alert_interval, settings.jobs.max_attempts());
+    Ok(Handlers::new()
+        .add(Mailroom::<Notice>::new(postman.clone(), context()))
+        .add(Mailroom::<orders::notices::Notice>::new(postman, context()))
+        .alert_dead_with(move |kind, now| notices::digest_for(kind, now, interval, max_attempts)))
+}
+
+/// A job worker with every handler, as `serve` and `allot worker` run it
+/// (tests drive its `run_once`).
+pub fn worker(db: Db, settings: &Settings) -> anyhow::Result<Worker> {
+    let handlers = handlers(&db, settings)?;
+    // One attempt is bounded by the send timeout: every job kind today
+    // sends one message.
+    Ok(Worker::new(
+        db,
+        &settings.jobs,
+        settings.mail.send_timeout,
+        handlers,
+    ))
+}
+
+/// `allot worker`: job workers only, until `shutdown`.
+pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let db = Db::open(&settings.database).await?;
+    for warning in settings.warnings() {
+        tracing::warn!("{warning}");
+    }
+    worker(db.clone(), &settings)?
+        .run(shutdown, settings.shutdown_grace)
+        .await;
+    db.close().await;
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! The command line: `allot serve`, `allot worker`, `allot migrate`, and
+//! the operator commands (`coupons`, `keys`, `jobs`, `mail`), one file each.
+//! Every command exits non-zero with a one-line reason on failure.
+
+mod coupons;
+mod jobs;
+mod keys;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Application, app, config::Settings, db::Db, telemetry};
+use coupons::CouponsCommand;
+use jobs::{JobsCommand, MailCommand};
+use keys::KeysCommand;
+
+#[derive(Parser)]
+#[command(name = "allot", version, about = "Flash-sale fulfilment backend")]
+struct Cli {
+    /// Settings file (default: ./allot.toml if present).
+    #[arg(long, env = "ALLOT_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API until SIGINT or SIGTERM.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Create and inspect flash-sale coupons.
+    #[command(subcommand)]
+    Coupons(CouponsCommand),
+    /// Manage the license key pools.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Inspect and redrive outbox jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Email tools.
+    #[command(subcommand)]
+    Mail(MailCommand),
+    /// Run job workers only (no HTTP) until SIGINT or SIGTERM.
+    Worker,
+}
+
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    telemetry::init(settings.log_format);
+    match run(cli.command, settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => {
+            Application::build(settings)
+                .await?
+                .run_until_stopped(stop_on_signal())
+                .await
+        }
+        Command::Worker => app::run_worker(settings, stop_on_signal()).await,
+        Command::Migrate => {
+            let db = Db::open(&settings.database).await?;
+            println!("migrations applied ({})", db.backend().name());
+            db.close().await;
+            Ok(())
+        }
+        Command::Coupons(command) => with_db(&settings, async |db| coupons::run(command, db).await).await,
+        Command::Keys(command) => {
+            with_db(&settings, async |db| keys::run(command, db, &settings).await).await
+        }
+        Command::Jobs(command) => {
+            with_db(&settings, async |db| jobs::run(command, db, &settings).await).await
+        }
+        Command::Mail(MailCommand::Test { address }) => {
+            with_db(&settings, async |db| jobs::mail_test(db, &settings, &address).await).await
+        }
+    }
+}
+
+/// Connects, applies migrations, runs `command`, closes the pool.
+async fn with_db<T>(
+    settings: &Settings,
+    command: impl AsyncFnOnce(&Db) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let db = Db::open(&settings.database).await?;
+    let result = command(&db).await;
+    db.close().await;
+    result
+}
+
+/// A token cancelled by SIGINT or SIGTERM.
+fn stop_on_signal() -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    shutdown
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM; only SIGINT stops the server");
+                let _ = interrupt.await;
+                shutdown.cancel();
+                return;
+            }
+        };
+    tokio::select! {
+        _ = interrupt => tracing::info!("SIGINT received, shutting down"),
+        _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
+    }
+    shutdown.cancel();
+}
+
+
+pub(super) fn one_line(text: &str, max: usize) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max {
+        flat
+    } else {
+        format!("{}…", flat.chars().take(max - 1).collect::<String>())
+    }
+}
+

@@ -1,0 +1,26 @@
+//! Where the database is and how many connections to keep: the part of the
+//! settings [`super::Db::connect`] needs, parsed by `config` from
+//! `ALLOT_DATABASE_*`.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// `sqlite://…`, `postgres://…`, `mysql://…` (or `mariadb://…`).
+    pub url: String,
+    /// Pool size (SQLite: readers; it always has one writer).
+    pub max_connections: u32,
+    /// How long a request waits for a pooled connection before failing.
+    pub acquire_timeout: Duration,
+}
+
+impl DatabaseSettings {
+    /// The defaults for `url`.
+    pub fn for_url(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}

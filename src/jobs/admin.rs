@@ -1,0 +1,166 @@
+//! What operators do with jobs (`allot jobs …`, statistics): list, show,
+//! redrive the dead, discard. Every statement is one text with `?`
+//! placeholders through `on_db!`.
+
+use super::{Attempt, Job, JobState};
+use crate::{clock::now_ms, db::Db, on_db};
+
+/// `select` of the columns of [`Job`] `from jobs`, followed by `$rest`.
+macro_rules! select_jobs {
+    ($rest:literal) => {
+        concat!(
+            "select id, kind, state, attempts, max_attempts, last_error, run_at, dedupe_key, created_at, finished_at from jobs ",
+            $rest
+        )
+    };
+}
+
+/// Jobs, newest first; of one state, or all.
+pub async fn list(
+    db: &Db,
+    state: Option<JobState>,
+    limit: i64,
+) -> Result<Vec<Job>, sqlx::Error> {
+    match state {
+        Some(state) => on_db!(db, read, |pool, sql| {
+            sqlx::query_as(sql(select_jobs!(
+                "where state = ? order by id desc limit ?"
+            )))
+            .bind(state.as_str())
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+        }),
+        None => on_db!(db, read, |pool, sql| {
+            sqlx::query_as(sql(select_jobs!("order by id desc limit ?")))
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+        }),
+    }
+}
+
+pub async fn find(db: &Db, id: i64) -> Result<Option<Job>, sqlx::Error> {
+    on_db!(db, read, |pool, sql| {
+        sqlx::query_as(sql(select_jobs!("where id = ?")))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+    })
+}
+
+/// Dead jobs that died in `[from, to)`, oldest first.
+pub async fn dead_between(db: &Db, from: i64, to: i64) -> Result<Vec<Job>, sqlx::Error> {
+    on_db!(db, read, |pool, sql| {
+        sqlx::query_as(sql(select_jobs!(
+            "where state = 'dead' and finished_at >= ? and finished_at < ? order by finished_at, id"
+        )))
+        .bind(from)
+        .bind(to)
+        .fetch_all(pool)
+        .await
+    })
+}
+
+/// Every attempt of a job, in order.
+pub async fn attempts(db: &Db, job_id: i64) -> Result<Vec<Attempt>, sqlx::Error> {
+    on_db!(db, read, |pool, sql| {
+        sqlx::query_as(sql(
+            "select attempt, worker, started_at, outcome, error, duration_ms
+               from job_attempts where job_id = ? order by id",
+        ))
+        .bind(job_id)
+        .fetch_all(pool)
+        .await
+    })
+}
+
+/// Puts dead jobs back in the queue with a fresh budget of `max_attempts`:
+/// one job, or every dead job. Their attempt history stays in
+/// `job_attempts`; the new run counts from 1 again. Returns how many were
+/// requeued.
+pub async fn retry_dead(db: &Db, id: Option<i64>, max_attempts: i32) -> Result<u64, sqlx::Error> {
+    let now = now_ms();
+    let done = match id {
+        Some(id) => on_db!(db, write, |pool, sql| {
+            sqlx::query(sql(
+                "update jobs set state = 'queued', attempts = 0, max_attempts = ?, run_at = ?,
+                        finished_at = null, updated_at = ?
+                  where state = 'dead' and id = ?",
+            ))
+            .bind(max_attempts)
+            .bind(now)
+            .bind(now)
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        })?,
+        None => on_db!(db, write, |pool, sql| {
+            sqlx::query(sql(
+                "update jobs set state = 'queued', attempts = 0, max_attempts = ?, run_at = ?,
+                        finished_at = null, updated_at = ?
+                  where state = 'dead'",
+            ))
+            .bind(max_attempts)
+            .bind(now)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        })?,
+    };
+    super::wake::notify(db).await?;
+    Ok(done)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Discarded {
+    Yes,
+    NotFound,
+    /// A worker holds it right now; discarding would race the delivery.
+    Running,
+}
+
+/// Deletes a job that is not running.
+pub async fn discard(db: &Db, id: i64) -> Result<Discarded, sqlx::Error> {
+    let Some(job) = find(db, id).await? else {
+        return Ok(Discarded::NotFound);
+    };
+    if job.state == JobState::Running.as_str() {
+        return Ok(Discarded::Running);
+    }
+    let deleted = on_db!(db, write, |pool, sql| {
+        sqlx::query(sql("delete from jobs where id = ? and state <> 'running'"))
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+    })?;
+    Ok(if deleted == 1 {
+        Discarded::Yes
+    } else {
+        Discarded::Running
+    })
+}
+
+/// Jobs per state, and when the longest-waiting due job became due.
+pub(super) async fn stats(
+    db: &Db,
+    now: i64,
+) -> Result<(Vec<(String, i64)>, Option<i64>), sqlx::Error> {
+    let counts: Vec<(String, i64)> = on_db!(db, read, |pool, sql| {
+        sqlx::query_as(sql("select state, count(*) from jobs group by state"))
+            .fetch_all(pool)
+            .await
+    })?;
+    let oldest: Option<i64> = on_db!(db, read, |pool, sql| {
+        sqlx::query_scalar(sql(
+            "select min(run_at) from jobs where state = 'queued' and run_at <= ?",
+        ))
+        .bind(now)
+        .fetch_one(pool)
+        .await
+    })?;
+    Ok((counts, oldest))
+}

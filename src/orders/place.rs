@@ -1,0 +1,296 @@
+//! Placing one order: one transaction holds the order row (which makes a
+//! repeat a duplicate), the key and the buyer's email job, so they commit
+//! together or not at all. Orders that cannot be served yet wait for stock;
+//! payloads that cannot be used are set aside with their raw body.
+
+use super::{Fulfilment, Placed, Status, body_reference, notices, store};
+use crate::{
+    db::{Tx, retry_on_contention},
+    intake::normalize::{Order, Source},
+    jobs,
+    keys::{self, Assignment, Sku},
+    text::MAX_CHARS,
+};
+
+impl Fulfilment {
+    pub(super) async fn place(
+        &self,
+        source: Source,
+        order: &Order,
+        url_sku: Option<&Sku>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<Placed, sqlx::Error> {
+        if let Some(hold) = &order.hold {
+            tracing::info!(source = source.as_str(), order_id = %order.order_id, %hold, "order not fulfilled: not paid");
+            return Ok(Placed {
+                order_id: order.order_id.clone(),
+                status: Status::Ignored,
+                detail: Some(format!("{hold}; a key is sent once it is paid")),
+            });
+        }
+        if order.order_id.chars().count() > MAX_CHARS {
+            let problem = format!("the order id is longer than {MAX_CHARS} characters");
+            return self
+                .set_aside(
+                    source,
+                    &body_reference(body),
+                    Some(order),
+                    body,
+                    &problem,
+                    now,
+                )
+                .await;
+        }
+        let sku = self.sku_for(order, url_sku);
+        retry_on_contention(|| self.place_once(source, order, &sku, body, now)).await
+    }
+
+    /// The SKU from the URL, else the payload, else the service mapping.
+    fn sku_for(&self, order: &Order, url_sku: Option<&Sku>) -> Result<Sku, String> {
+        if let Some(sku) = url_sku {
+            return Ok(sku.clone());
+        }
+        if let Some(sku) = &order.sku {
+            return Sku::parse(sku).map_err(|e| format!("the payload's SKU is unusable: {e}"));
+        }
+        if let Some(service) = &order.service_id {
+            return match self.service_skus.get(service) {
+                Some(sku) => Sku::parse(sku).map_err(|e| e.to_string()),
+                None => Err(format!(
+                    "no SKU: the payload names none and service {service} is not in ALLOT_SERVICE_SKUS; add &sku=… to the webhook URL or map the service"
+                )),
+            };
+        }
+        Err("no SKU: the payload names none; add &sku=… to the webhook URL".into())
+    }
+
+    /// One order, one transaction: the order row (which makes a repeat a
+    /// duplicate), the key and the buyer's email job commit together.
+    async fn place_once(
+        &self,
+        source: Source,
+        order: &Order,
+        sku: &Result<Sku, String>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<Placed, sqlx::Error> {
+        let placed = |status: Status, detail: Option<String>| Placed {
+            order_id: order.order_id.clone(),
+            status,
+            detail,
+        };
+        let mut tx = self.db.begin().await?;
+        let Some(id) = claim(&mut tx, source, &order.order_id, now).await? else {
+            metrics::counter!("allot_orders_total", "source" => source.as_str(), "status" => "duplicate").increment(1);
+            return Ok(placed(Status::Duplicate, None));
+        };
+        let details = store::Details {
+            email: Some(order.email.as_str()),
+            product_sku: sku.as_ref().ok().map(Sku::as_str),
+            coupon_code: order.coupon_code.as_deref(),
+        };
+        let sku = match sku {
+            Ok(sku) => sku,
+            Err(problem) => {
+                self.attention(&mut tx, id, &details, body, problem, now)
+                    .await?;
+                tx.commit().await?;
+                return Ok(placed(Status::NeedsAttention, Some(problem.clone())));
+            }
+        };
+        store::describe(&mut tx, id, &details, now).await?;
+        let received = format!("received from {}", source.as_str());
+        let status = if store::waiting_ahead(&mut tx, sku).await? {
+            // Orders already wait for this SKU: queue behind them, so that
+            // a restock serves the oldest first. Alert only if the pool is
+            // really empty (keys may have just arrived).
+            let empty = !keys::in_stock(&mut tx, sku).await?;
+            let detail = format!(
+                "{received}; queued behind earlier orders waiting for {}",
+                sku.as_str()
+            );
+            self.wait_for_stock(&mut tx, id, sku, &detail, empty, now)
+                .await?;
+            Status::AwaitingStock
+        } else if self
+            .fulfil(
+                &mut tx,
+                id,
+                &order.order_id,
+                sku,
+                order.email.as_str(),
+                order.coupon_code.as_deref(),
+                &received,
+                now,
+            )
+            .await?
+        {
+            Status::Fulfilled
+        } else {
+            let detail = format!(
+                "{received}; {} is out of stock, waiting for keys",
+                sku.as_str()
+            );
+            self.wait_for_stock(&mut tx, id, sku, &detail, true, now)
+                .await?;
+            Status::AwaitingStock
+        };
+        tx.commit().await?;
+        metrics::counter!("allot_orders_total", "source" => source.as_str(), "status" => status.as_str()).increment(1);
+        Ok(placed(status, None))
+    }
+
+    /// Keeps order `id` until keys arrive; `alert`: tell the admin (once per
+    /// sell-out, then in the window's digest).
+    async fn wait_for_stock(
+        &self,
+        tx: &mut Tx,
+        id: i64,
+        sku: &Sku,
+        detail: &str,
+        alert: bool,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        store::wait(tx, id, now).await?;
+        store::event(tx, id, now, "awaiting_stock", detail).await?;
+        if alert {
+            let sell_out = keys::newest_key(tx, sku).await?;
+            notices::out_of_stock(
+                tx,
+                sku,
+                id,
+                sell_out,
+                now,
+                self.alert_interval,
+                self.max_attempts,
+            )
+            .await?;
+        }
+        metrics::counter!("allot_orders_awaiting_stock_total").increment(1);
+        Ok(())
+    }
+
+    /// Vends a key to order `id` and queues its email. `false`: no key left.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn fulfil(
+        &self,
+        tx: &mut Tx,
+        id: i64,
+        order_id: &str,
+        sku: &Sku,
+        email: &str,
+        coupon_code: Option<&str>,
+        how: &str,
+        now: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let assignment = Assignment {
+            email,
+            order_id,
+            coupon_code,
+        };
+        let Some(vended) = keys::vend(tx, sku, &assignment, now).await? else {
+            return Ok(false);
+        };
+        let job = notices::key_email(id, vended.id, self.max_attempts);
+        let job_id = jobs::enqueue(tx, &job, now).await?;
+        store::fulfilled(tx, id, vended.id, job_id, now).await?;
+        store::event(
+            tx,
+            id,
+            now,
+            "fulfilled",
+            &format!(
+                "{how}; key #{} of {} assigned, email to the buyer queued (job {})",
+                vended.id,
+                sku.as_str(),
+                job_id.map_or_else(|| "-".into(), |j| j.to_string())
+            ),
+        )
+        .await?;
+        metrics::counter!("allot_keys_vended_total").increment(1);
+        Ok(true)
+    }
+
+    /// Keeps what could not be used, with the reason, and alerts the admin.
+    pub(super) async fn set_aside(
+        &self,
+        source: Source,
+        reference: &str,
+        order: Option<&Order>,
+        body: &[u8],
+        problem: &str,
+        now: i64,
+    ) -> Result<Placed, sqlx::Error> {
+        let order_id = reference.to_string();
+        retry_on_contention(|| async {
+            let mut tx = self.db.begin().await?;
+            // A repeat of a body already set aside is recorded again (the
+            // admin may be waiting for it) under the same reference.
+            let id = match claim(&mut tx, source, &order_id, now).await? {
+                Some(id) => id,
+                None => {
+                    tx.commit().await?;
+                    return Ok(Placed {
+                        order_id: order_id.clone(),
+                        status: Status::Duplicate,
+                        detail: None,
+                    });
+                }
+            };
+            let details = store::Details {
+                email: order.map(|o| o.email.as_str()),
+                product_sku: order.and_then(|o| o.sku.as_deref()),
+                coupon_code: order.and_then(|o| o.coupon_code.as_deref()),
+            };
+            self.attention(&mut tx, id, &details, body, problem, now)
+                .await?;
+            tx.commit().await?;
+            Ok(Placed {
+                order_id: order_id.clone(),
+                status: Status::NeedsAttention,
+                detail: Some(problem.to_string()),
+            })
+        })
+        .await
+    }
+
+    async fn attention(
+        &self,
+        tx: &mut Tx,
+        id: i64,
+        details: &store::Details<'_>,
+        body: &[u8],
+        problem: &str,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        store::describe(tx, id, details, now).await?;
+        store::set_aside(tx, id, body, problem, now).await?;
+        store::event(tx, id, now, "needs_attention", problem).await?;
+        notices::needs_attention(tx, id, now, self.alert_interval, self.max_attempts).await?;
+        metrics::counter!("allot_orders_needing_attention_total").increment(1);
+        tracing::warn!(order = id, %problem, "an order needs attention; its body is kept");
+        Ok(())
+    }
+}
+
+/// Inserts the order row, or finds it. `None`: the order was received
+/// before (fulfilled or waiting) and this delivery is a duplicate. An order
+/// that needed attention is taken up again: the shop may have fixed it.
+async fn claim(
+    tx: &mut Tx,
+    source: Source,
+    order_id: &str,
+    now: i64,
+) -> Result<Option<i64>, sqlx::Error> {
+    match store::insert(tx, source.as_str(), order_id, now).await? {
+        store::Claimed::New(id) => Ok(Some(id)),
+        store::Claimed::Existing { id, state } if state == "needs_attention" => {
+            // Lock it and look again: a concurrent delivery may be taking it
+            // up right now.
+            let state = store::lock_state(tx, id).await?;
+            Ok((state == "needs_attention").then_some(id))
+        }
+        store::Claimed::Existing { .. } => Ok(None),
+    }
+}

@@ -1,0 +1,132 @@
+//! An order as `GET /v1/orders/{source}/{order_id}` shows it: its true
+//! state, its history, and whether the buyer's email went out. Never the key.
+
+use serde::Serialize;
+
+use crate::{clock::rfc3339, db::Db, intake::normalize::Source, on_db};
+
+/// An order as `GET /v1/orders/{source}/{order_id}` shows it. Never the key.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderView {
+    pub source: String,
+    pub order_id: String,
+    pub state: String,
+    pub email: Option<String>,
+    pub product_sku: Option<String>,
+    pub coupon_code: Option<String>,
+    pub problem: Option<String>,
+    /// The body as received, for orders that need attention.
+    pub raw_body: Option<String>,
+    pub received_at: String,
+    pub updated_at: String,
+    /// The buyer's key email, once queued.
+    pub email_delivery: Option<Delivery>,
+    pub history: Vec<Event>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    pub job_id: i64,
+    pub state: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub at: String,
+    pub state: String,
+    pub detail: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct ViewRow {
+    id: i64,
+    source: String,
+    order_id: String,
+    state: String,
+    email: Option<String>,
+    product_sku: Option<String>,
+    coupon_code: Option<String>,
+    problem: Option<String>,
+    raw_body: Option<Vec<u8>>,
+    created_at: i64,
+    updated_at: i64,
+    job_id: Option<i64>,
+    job_state: Option<String>,
+    job_attempts: Option<i32>,
+    job_error: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    at: i64,
+    state: String,
+    detail: String,
+}
+
+/// The order `order_id` from `source`, with its history.
+pub async fn find(
+    db: &Db,
+    source: Source,
+    order_id: &str,
+) -> Result<Option<OrderView>, sqlx::Error> {
+    let source = source.as_str();
+    let row: Option<ViewRow> = on_db!(db, read, |pool, sql| {
+        sqlx::query_as(sql(
+            "select o.id, o.source, o.order_id, o.state, o.email, o.product_sku, o.coupon_code,
+                    o.problem, o.raw_body, o.created_at, o.updated_at,
+                    j.id as job_id, j.state as job_state, j.attempts as job_attempts,
+                    j.last_error as job_error
+               from orders o left join jobs j on j.id = o.email_job_id
+              where o.source = ? and o.order_id = ?",
+        ))
+        .bind(source)
+        .bind(order_id)
+        .fetch_optional(pool)
+        .await
+    })?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let events: Vec<EventRow> = on_db!(db, read, |pool, sql| {
+        sqlx::query_as(sql(
+            "select at, state, detail from order_events where order_ref = ? order by id",
+        ))
+        .bind(row.id)
+        .fetch_all(pool)
+        .await
+    })?;
+    let email_delivery = match (row.job_id, row.job_state) {
+        (Some(job_id), Some(state)) => Some(Delivery {
+            job_id,
+            state,
+            attempts: row.job_attempts.unwrap_or(0),
+            last_error: row.job_error,
+        }),
+        _ => None,
+    };
+    Ok(Some(OrderView {
+        source: row.source,
+        order_id: row.order_id,
+        state: row.state,
+        email: row.email,
+        product_sku: row.product_sku,
+        coupon_code: row.coupon_code,
+        problem: row.problem,
+        raw_body: row
+            .raw_body
+            .map(|body| String::from_utf8_lossy(&body).into_owned()),
+        received_at: rfc3339(row.created_at),
+        updated_at: rfc3339(row.updated_at),
+        email_delivery,
+        history: events
+            .into_iter()
+            .map(|e| Event {
+                at: rfc3339(e.at),
+                state: e.state,
+                detail: e.detail,
+            })
+            .collect(),
+    }))
+}

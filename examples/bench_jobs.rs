@@ -7,9 +7,11 @@
 use std::time::Instant;
 
 use allot::{
+    app,
+    clock::now_ms,
     config::Settings,
     db::Db,
-    jobs::{self, NewJob, Worker, worker::NOOP_KIND},
+    jobs::{self, NOOP_KIND, NewJob},
 };
 
 #[tokio::main]
@@ -23,17 +25,13 @@ async fn main() -> anyhow::Result<()> {
     let workers: usize = args.get(3).map_or(Ok(4), |a| a.parse())?;
     let concurrency: usize = args.get(4).map_or(Ok(32), |a| a.parse())?;
 
-    let mut settings = Settings {
-        database_url: url.clone(),
-        database_max_connections: (workers as u32 * 2).max(4),
-        ..Settings::default()
-    };
+    let mut settings = Settings::for_database(url.clone());
+    settings.database.max_connections = (workers as u32 * 2).max(4);
     settings.jobs.concurrency = concurrency;
-    let db = Db::connect(&settings).await?;
-    db.migrate().await?;
+    let db = Db::open(&settings.database).await?;
 
     let started = Instant::now();
-    let now = jobs::now_ms();
+    let now = now_ms();
     for chunk in (0..total).collect::<Vec<_>>().chunks(500) {
         let mut tx = db.begin().await?;
         for _ in chunk {
@@ -51,11 +49,11 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..workers {
-        let worker = Worker::new(db.clone(), &settings)?;
+        let worker = app::worker(db.clone(), &settings)?;
         tasks.spawn(async move {
             let mut done = 0usize;
             loop {
-                let events = worker.run_once(jobs::now_ms()).await?;
+                let events = worker.run_once(now_ms()).await?;
                 if events.is_empty() {
                     return anyhow::Ok(done);
                 }

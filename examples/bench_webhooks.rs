@@ -24,18 +24,16 @@ async fn main() -> anyhow::Result<()> {
 
     let mail_dir = tempfile::tempdir()?;
     let mut settings = Settings {
-        database_url: url.clone(),
         listen: "127.0.0.1:0".into(),
-        database_max_connections: 20,
-        ..Settings::default()
+        ..Settings::for_database(url.clone())
     };
+    settings.database.max_connections = 20;
     settings.intake.webhook_token = Some("bench-token".to_string().into());
     settings.mail.transport = allot::config::MailTransport::File {
         dir: mail_dir.path().to_path_buf(),
     };
 
-    let db = Db::connect(&settings).await?;
-    db.migrate().await?;
+    let db = Db::open(&settings.database).await?;
     let file = tempfile::NamedTempFile::new()?;
     let lines: Vec<String> = (0..orders).map(|i| format!("BENCH-{i:08}")).collect();
     std::fs::write(file.path(), lines.join("\n"))?;

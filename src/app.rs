@@ -141,8 +141,8 @@ pub fn handlers(db: &Db, settings: &Settings) -> anyhow::Result<Handlers> {
     };
     let (interval, max_attempts) = (settings.jobs.alert_interval, settings.jobs.max_attempts());
     Ok(Handlers::new()
-        .add(Mailroom::<Notice>::new(postman.clone(), context()))
-        .add(Mailroom::<orders::notices::Notice>::new(postman, context()))
+        .with(Mailroom::<Notice>::new(postman.clone(), context()))
+        .with(Mailroom::<orders::notices::Notice>::new(postman, context()))
         .alert_dead_with(move |kind, now| notices::digest_for(kind, now, interval, max_attempts)))
 }
 

@@ -13,12 +13,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    clock::now_ms,
-    config::Settings,
-    db::Db,
-    jobs, keys,
-    notices::low_stock_job,
-    orders::Fulfilment,
+    clock::now_ms, config::Settings, db::Db, jobs, keys, notices::low_stock_job, orders::Fulfilment,
 };
 
 /// Enqueues a low-stock email for each SKU with fewer than `threshold`

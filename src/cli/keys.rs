@@ -130,4 +130,3 @@ pub(super) async fn run(command: KeysCommand, db: &Db, settings: &Settings) -> a
     }
     Ok(())
 }
-

@@ -82,15 +82,26 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             db.close().await;
             Ok(())
         }
-        Command::Coupons(command) => with_db(&settings, async |db| coupons::run(command, db).await).await,
+        Command::Coupons(command) => {
+            with_db(&settings, async |db| coupons::run(command, db).await).await
+        }
         Command::Keys(command) => {
-            with_db(&settings, async |db| keys::run(command, db, &settings).await).await
+            with_db(&settings, async |db| {
+                keys::run(command, db, &settings).await
+            })
+            .await
         }
         Command::Jobs(command) => {
-            with_db(&settings, async |db| jobs::run(command, db, &settings).await).await
+            with_db(&settings, async |db| {
+                jobs::run(command, db, &settings).await
+            })
+            .await
         }
         Command::Mail(MailCommand::Test { address }) => {
-            with_db(&settings, async |db| jobs::mail_test(db, &settings, &address).await).await
+            with_db(&settings, async |db| {
+                jobs::mail_test(db, &settings, &address).await
+            })
+            .await
         }
     }
 }
@@ -132,7 +143,6 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-
 pub(super) fn one_line(text: &str, max: usize) -> String {
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() <= max {
@@ -141,4 +151,3 @@ pub(super) fn one_line(text: &str, max: usize) -> String {
         format!("{}…", flat.chars().take(max - 1).collect::<String>())
     }
 }
-

@@ -236,4 +236,3 @@ fn describe_figment_error(error: figment::Error) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
-

@@ -91,17 +91,12 @@ async fn claim(
 /// The claim body calls the coupon's name `coupon_name`; say so in errors.
 fn rename_field(error: CouponError, field: &str) -> CouponError {
     match error {
-        CouponError::Invalid(msg) => {
-            CouponError::Invalid(msg.replacen("name", field, 1))
-        }
+        CouponError::Invalid(msg) => CouponError::Invalid(msg.replacen("name", field, 1)),
         other => other,
     }
 }
 
-async fn show(
-    State(db): State<Db>,
-    Path(name): Path<String>,
-) -> Result<Json<Coupon>, ApiError> {
+async fn show(State(db): State<Db>, Path(name): Path<String>) -> Result<Json<Coupon>, ApiError> {
     // A name that could never have been created cannot exist.
     let name = CouponName::parse(name).map_err(|_| CouponError::NotFound)?;
     Ok(Json(super::show(&db, &name).await?))

@@ -31,11 +31,9 @@ pub(super) async fn insert(db: &Db, name: &CouponName, amount: Amount) -> Result
 pub(super) async fn find(db: &Db, name: &CouponName) -> Result<Option<Coupon>, sqlx::Error> {
     type Row = (i64, i64, Option<String>);
     let rows: Vec<Row> = on_db!(db, read, |pool, sql| {
-        sqlx::query_as(sql(
-            "select c.amount, c.remaining_amount, cl.user_id
+        sqlx::query_as(sql("select c.amount, c.remaining_amount, cl.user_id
                from coupons c left join coupon_claims cl on cl.coupon_name = c.name
-              where c.name = ? order by cl.id",
-        ))
+              where c.name = ? order by cl.id"))
         .bind(name.as_str())
         .fetch_all(pool)
         .await

@@ -26,7 +26,6 @@ impl ApiError {
             message: message.into(),
         }
     }
-
 }
 
 /// A failure of ours or of the database: logged in full, shown vaguely.

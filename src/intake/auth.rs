@@ -67,10 +67,7 @@ fn require_token(
 
 /// The token from `?token=`, else `Authorization: Bearer …`, else
 /// `X-Allot-Token`.
-fn presented_token<'a>(
-    query: &'a [(String, String)],
-    headers: &'a HeaderMap,
-) -> Option<&'a str> {
+fn presented_token<'a>(query: &'a [(String, String)], headers: &'a HeaderMap) -> Option<&'a str> {
     query
         .iter()
         .find(|(name, _)| name == "token")

@@ -16,11 +16,7 @@ macro_rules! select_jobs {
 }
 
 /// Jobs, newest first; of one state, or all.
-pub async fn list(
-    db: &Db,
-    state: Option<JobState>,
-    limit: i64,
-) -> Result<Vec<Job>, sqlx::Error> {
+pub async fn list(db: &Db, state: Option<JobState>, limit: i64) -> Result<Vec<Job>, sqlx::Error> {
     match state {
         Some(state) => on_db!(db, read, |pool, sql| {
             sqlx::query_as(sql(select_jobs!(

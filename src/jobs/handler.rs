@@ -102,12 +102,12 @@ impl Handlers {
             by_kind: HashMap::new(),
             dead_letter_alert: None,
         };
-        handlers.add(Noop)
+        handlers.with(Noop)
     }
 
     /// Registers `handler` for its kinds. Two handlers for one kind is a
     /// wiring mistake, found at start-up.
-    pub fn add(mut self, handler: impl Handler + 'static) -> Self {
+    pub fn with(mut self, handler: impl Handler + 'static) -> Self {
         let handler: Arc<dyn Handler> = Arc::new(handler);
         for kind in handler.kinds() {
             let before = self.by_kind.insert(kind, handler.clone());

@@ -5,7 +5,11 @@
 use super::{NewJob, handler::Leased};
 use crate::{db::Tx, insert_unless_exists, on_tx};
 
-pub(super) async fn insert(tx: &mut Tx, job: &NewJob, now: i64) -> Result<Option<i64>, sqlx::Error> {
+pub(super) async fn insert(
+    tx: &mut Tx,
+    job: &NewJob,
+    now: i64,
+) -> Result<Option<i64>, sqlx::Error> {
     let payload = job.payload.to_string();
     let run_at = if job.run_at > 0 { job.run_at } else { now };
     let id = insert_unless_exists!(
@@ -303,4 +307,3 @@ pub(super) async fn expire_leases(
     tx.commit().await?;
     Ok((requeued, dead))
 }
-

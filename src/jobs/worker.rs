@@ -366,8 +366,7 @@ impl Inner {
                         .map_or(0, |(_, n)| *n);
                     metrics::gauge!("allot_jobs", "state" => state.as_str()).set(n as f64);
                 }
-                let age =
-                    oldest_due.map_or(0.0, |due| (now_ms() - due).max(0) as f64 / 1000.0);
+                let age = oldest_due.map_or(0.0, |due| (now_ms() - due).max(0) as f64 / 1000.0);
                 metrics::gauge!("allot_job_oldest_due_age_seconds").set(age);
             }
             Err(error) => tracing::warn!(%error, "could not read job statistics"),

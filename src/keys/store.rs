@@ -146,10 +146,12 @@ pub(super) async fn newest_key(tx: &mut Tx, sku: &Sku) -> Result<i64, sqlx::Erro
 
 pub(super) async fn issued(db: &Db, id: i64) -> Result<Option<Issued>, sqlx::Error> {
     let row: Option<(String, String)> = on_db!(db, read, |pool, sql| {
-        sqlx::query_as(sql("select license_key, status from license_keys where id = ?"))
-            .bind(id)
-            .fetch_optional(pool)
-            .await
+        sqlx::query_as(sql(
+            "select license_key, status from license_keys where id = ?",
+        ))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
     })?;
     row.map(|(key, status)| {
         Ok(Issued {
@@ -200,7 +202,8 @@ pub(super) async fn existing(db: &Db, keys: &[&str]) -> Result<Vec<String>, sqlx
         .await;
     }
     on_db!(db, read, |pool, _sql| {
-        let mut query = QueryBuilder::new("select license_key from license_keys where license_key in (");
+        let mut query =
+            QueryBuilder::new("select license_key from license_keys where license_key in (");
         let mut list = query.separated(", ");
         for key in keys {
             list.push_bind(key.to_string());
@@ -234,7 +237,11 @@ pub(super) async fn insert_many(
         .map(drop);
     }
     on_db!(db, write, |pool, _sql| {
-        insert_rows(sku, keys, now).build().execute(pool).await.map(drop)
+        insert_rows(sku, keys, now)
+            .build()
+            .execute(pool)
+            .await
+            .map(drop)
     })
 }
 

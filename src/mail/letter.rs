@@ -67,9 +67,8 @@ impl Postman {
                 .entry("logo_url")
                 .or_insert_with(|| serde_json::json!(self.logo_url));
         }
-        let rendered = templates::render(&template, &context).map_err(|e| {
-            SendError::Permanent(format!("rendering template {template:?}: {e}"))
-        })?;
+        let rendered = templates::render(&template, &context)
+            .map_err(|e| SendError::Permanent(format!("rendering template {template:?}: {e}")))?;
         let email = Email {
             from: self.from.as_str().to_string(),
             to,
@@ -121,7 +120,10 @@ impl<P: Compose> Handler for Mailroom<P> {
                 return Ok(());
             };
             let message_id = self.postman.message_id(job);
-            self.postman.send(letter, message_id).await.map_err(into_job_error)
+            self.postman
+                .send(letter, message_id)
+                .await
+                .map_err(into_job_error)
         })
     }
 }

@@ -100,14 +100,20 @@ pub(super) async fn needs_attention(
     max_attempts: i32,
 ) -> Result<(), sqlx::Error> {
     let (from, to) = window(now, interval);
-    let urgent = NewJob::of(&Notice::NeedsAttention(Scope::Order { order }), max_attempts)
-        .dedupe_key(format!("needs_attention_alert:{from}"));
+    let urgent = NewJob::of(
+        &Notice::NeedsAttention(Scope::Order { order }),
+        max_attempts,
+    )
+    .dedupe_key(format!("needs_attention_alert:{from}"));
     if jobs::enqueue(tx, &urgent, now).await?.is_some() {
         return Ok(());
     }
-    let digest = NewJob::of(&Notice::NeedsAttention(Scope::Window { from, to }), max_attempts)
-        .dedupe_key(format!("needs_attention_alert:{from}:digest"))
-        .run_at(to);
+    let digest = NewJob::of(
+        &Notice::NeedsAttention(Scope::Window { from, to }),
+        max_attempts,
+    )
+    .dedupe_key(format!("needs_attention_alert:{from}:digest"))
+    .run_at(to);
     jobs::enqueue(tx, &digest, now).await.map(drop)
 }
 
@@ -234,13 +240,19 @@ mod tests {
     #[test]
     fn payloads_keep_the_stored_shape() {
         let job = key_email(7, 3, 4);
-        assert_eq!((job.kind.as_str(), job.payload.clone()), ("key_email", json!({"order": 7})));
+        assert_eq!(
+            (job.kind.as_str(), job.payload.clone()),
+            ("key_email", json!({"order": 7}))
+        );
         assert_eq!(job.dedupe_key.as_deref(), Some("key_email:7:3"));
         let urgent = Notice::OutOfStock {
             sku: "c".into(),
             scope: Scope::Order { order: 1 },
         };
-        assert_eq!(NewJob::of(&urgent, 1).payload, json!({"sku": "c", "order": 1}));
+        assert_eq!(
+            NewJob::of(&urgent, 1).payload,
+            json!({"sku": "c", "order": 1})
+        );
         let digest = Notice::NeedsAttention(Scope::Window { from: 1, to: 2 });
         assert_eq!(NewJob::of(&digest, 1).payload, json!({"from": 1, "to": 2}));
     }

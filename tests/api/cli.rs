@@ -167,7 +167,7 @@ async fn dead_letters_are_listed_explained_and_redriven_from_the_command_line(ba
     let run = |args: &[&str]| {
         allot_command(dir.path())
             .args(args)
-            .env("ALLOT_DATABASE_URL", &world.settings.database_url)
+            .env("ALLOT_DATABASE_URL", &world.settings.database.url)
             .output()
             .unwrap()
     };
@@ -211,7 +211,7 @@ async fn dead_letters_are_listed_explained_and_redriven_from_the_command_line(ba
         .await;
     world
         .worker()
-        .run_once(allot::jobs::now_ms())
+        .run_once(allot::clock::now_ms())
         .await
         .unwrap();
     let out = run(&["jobs", "list", "--state", "dead"]);

@@ -32,7 +32,7 @@ async fn a_queued_email_is_delivered_once(backend: Backend) {
         )
         .await;
     let worker = world.worker();
-    let now = jobs::now_ms();
+    let now = allot::clock::now_ms();
     assert_eq!(
         worker.run_once(now).await.unwrap(),
         vec![WorkerEvent::Done { job_id: id }]
@@ -74,7 +74,7 @@ async fn a_dedupe_key_enqueued_concurrently_makes_one_job(backend: Backend) {
         let db = db.clone();
         async move {
             let job =
-                allot::mail::email_job("buyer@example.com", "test", json!({"address": "x"}), 3)
+                allot::notices::email_job("buyer@example.com", "test", json!({"address": "x"}), 3)
                     .dedupe_key("order-42:confirmation");
             jobs::enqueue_now(&db, &job).await.unwrap()
         }
@@ -88,14 +88,16 @@ async fn a_dedupe_key_enqueued_concurrently_makes_one_job(backend: Backend) {
 async fn a_job_rolled_back_with_its_transaction_never_runs(backend: Backend) {
     let world = World::new(backend, |_| {}).await;
     let mut tx = world.db.begin().await.unwrap();
-    let job = allot::mail::email_job("buyer@example.com", "test", json!({"address": "x"}), 3);
-    jobs::enqueue(&mut tx, &job, jobs::now_ms()).await.unwrap();
+    let job = allot::notices::email_job("buyer@example.com", "test", json!({"address": "x"}), 3);
+    jobs::enqueue(&mut tx, &job, allot::clock::now_ms())
+        .await
+        .unwrap();
     drop(tx); // the business change failed: nothing of it may remain
     assert!(jobs::list(&world.db, None, 10).await.unwrap().is_empty());
     assert!(
         world
             .worker()
-            .run_once(jobs::now_ms())
+            .run_once(allot::clock::now_ms())
             .await
             .unwrap()
             .is_empty()
@@ -116,7 +118,7 @@ async fn transient_failures_follow_the_retry_schedule_then_the_job_dies(backend:
         .queue_email("buyer@example.com", "test", json!({"address": "x"}))
         .await;
     let worker = world.worker();
-    let mut now = jobs::now_ms();
+    let mut now = allot::clock::now_ms();
     for base_secs in [10, 60, 300] {
         let events = worker.run_once(now).await.unwrap();
         let [WorkerEvent::Retry { job_id, at }] = events[..] else {
@@ -175,7 +177,7 @@ async fn jobs_our_code_cannot_handle_die_at_once_and_the_admin_gets_one_digest(b
         );
     }
     let worker = world.worker();
-    let now = jobs::now_ms();
+    let now = allot::clock::now_ms();
     let events = worker.run_once(now).await.unwrap();
     assert_eq!(events.len(), 5);
     assert!(
@@ -229,7 +231,11 @@ async fn the_key_email_carries_the_configured_logo(backend: Backend) {
     let id = world
         .queue_email("buyer@example.com", "license_key", context)
         .await;
-    let events = world.worker().run_once(jobs::now_ms()).await.unwrap();
+    let events = world
+        .worker()
+        .run_once(allot::clock::now_ms())
+        .await
+        .unwrap();
     assert_eq!(events, vec![WorkerEvent::Done { job_id: id }]);
     // Undo quoted-printable soft line breaks to read the HTML part.
     let mail = world

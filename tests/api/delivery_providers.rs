@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use allot::{
     config::{MailTransport, Secret},
-    jobs::{self, WorkerEvent},
+    jobs::WorkerEvent,
 };
 use serde_json::json;
 use wiremock::{
@@ -32,7 +32,7 @@ enum Provider {
 async fn world(backend: Backend, provider: Provider, server: &MockServer) -> World {
     let base_url = server.uri();
     World::new(backend, move |s| {
-        s.mail.from = "Shop <shop@example.com>".into();
+        s.mail.from = allot::text::EmailAddress::parse_mailbox("Shop <shop@example.com>").unwrap();
         s.mail.transport = match provider {
             Provider::Postmark => MailTransport::Postmark {
                 token: Secret::from("pm-token".to_string()),
@@ -68,7 +68,11 @@ async fn postmark_accepts_the_message_in_its_api_shape(backend: Backend) {
     let id = world
         .queue_email("buyer@example.com", "test", json!({"address": "x"}))
         .await;
-    let events = world.worker().run_once(jobs::now_ms()).await.unwrap();
+    let events = world
+        .worker()
+        .run_once(allot::clock::now_ms())
+        .await
+        .unwrap();
     assert_eq!(events, vec![WorkerEvent::Done { job_id: id }]);
     let request = &server.received_requests().await.unwrap()[0];
     let body: serde_json::Value = request.body_json().unwrap();
@@ -100,7 +104,11 @@ async fn sendgrid_accepts_the_message_in_its_api_shape(backend: Backend) {
     let id = world
         .queue_email("buyer@example.com", "test", json!({"address": "x"}))
         .await;
-    let events = world.worker().run_once(jobs::now_ms()).await.unwrap();
+    let events = world
+        .worker()
+        .run_once(allot::clock::now_ms())
+        .await
+        .unwrap();
     assert_eq!(events, vec![WorkerEvent::Done { job_id: id }]);
     let body: serde_json::Value = server.received_requests().await.unwrap()[0]
         .body_json()
@@ -144,7 +152,7 @@ async fn provider_answers_are_sorted_into_retry_and_dead(backend: Backend) {
             let id = world
                 .queue_email("buyer@example.com", "test", json!({"address": "x"}))
                 .await;
-            let now = jobs::now_ms();
+            let now = allot::clock::now_ms();
             let events = world.worker().run_once(now).await.unwrap();
             let job = world.job(id).await;
             let error = job.last_error.clone().unwrap_or_default();

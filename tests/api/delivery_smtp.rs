@@ -41,7 +41,7 @@ async fn mail_waits_while_the_smtp_server_is_down_and_arrives_once_when_it_is_up
         );
     }
     let worker = world.worker();
-    let now = jobs::now_ms();
+    let now = allot::clock::now_ms();
     let events = worker.run_once(now).await.unwrap();
     assert_eq!(events.len(), 3);
     assert!(
@@ -86,7 +86,11 @@ async fn smtp_550_is_dead_at_once_and_the_error_is_kept(backend: Backend) {
     let id = world
         .queue_email("reject-me@example.com", "test", json!({"address": "x"}))
         .await;
-    let events = world.worker().run_once(jobs::now_ms()).await.unwrap();
+    let events = world
+        .worker()
+        .run_once(allot::clock::now_ms())
+        .await
+        .unwrap();
     assert_eq!(events, vec![WorkerEvent::Dead { job_id: id }]);
     let job = world.job(id).await;
     assert_eq!((job.state.as_str(), job.attempts), ("dead", 1));
@@ -104,7 +108,7 @@ async fn dead_mail_is_redriven_and_delivered(backend: Backend) {
         .await;
     let worker = world.worker();
     // Exhaust the schedule while the server is down.
-    let mut now = jobs::now_ms();
+    let mut now = allot::clock::now_ms();
     loop {
         match worker.run_once(now).await.unwrap()[..] {
             [WorkerEvent::Retry { at, .. }] => now = at,
@@ -123,7 +127,10 @@ async fn dead_mail_is_redriven_and_delivered(backend: Backend) {
     assert_eq!(requeued, 1);
     // (The digest about the death may run in the same step; it finds no
     // dead job any more and sends nothing.)
-    let events = worker.run_once(jobs::now_ms().max(now)).await.unwrap();
+    let events = worker
+        .run_once(allot::clock::now_ms().max(now))
+        .await
+        .unwrap();
     assert!(
         events.contains(&WorkerEvent::Done { job_id: id }),
         "{events:?}"

@@ -19,7 +19,7 @@ on_every_backend!(
 fn allot(world: &World, dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let out = allot_command(dir)
         .args(args)
-        .env("ALLOT_DATABASE_URL", &world.settings.database_url)
+        .env("ALLOT_DATABASE_URL", &world.settings.database.url)
         .output()
         .unwrap();
     (
@@ -137,7 +137,7 @@ async fn vend_one(world: &World, sku: &str, order: &str) -> Option<String> {
         &mut tx,
         &Sku::parse(sku).unwrap(),
         &to,
-        allot::jobs::now_ms(),
+        allot::clock::now_ms(),
     )
     .await
     .unwrap();

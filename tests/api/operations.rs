@@ -109,12 +109,10 @@ async fn readiness_fails_when_the_mysql_database_is_gone() {
 }
 
 async fn queue_test_mail(app: &TestApp) -> (allot::db::Db, i64) {
-    let settings = allot::config::Settings {
-        database_url: app.db.url.clone(),
-        ..Default::default()
-    };
-    let db = allot::db::Db::connect(&settings).await.unwrap();
-    let job = allot::mail::email_job(
+    let db = allot::db::Db::connect(&allot::db::DatabaseSettings::for_url(app.db.url.clone()))
+        .await
+        .unwrap();
+    let job = allot::notices::email_job(
         "buyer@example.com",
         "test",
         serde_json::json!({"address": "x"}),

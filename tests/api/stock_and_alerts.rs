@@ -24,7 +24,7 @@ const MINUTE: i64 = 60_000;
 
 /// A time at the start of an alert window (the World's window is 60 s).
 fn window_start() -> i64 {
-    let now = allot::jobs::now_ms();
+    let now = allot::clock::now_ms();
     now - now % MINUTE
 }
 
@@ -51,7 +51,7 @@ fn import(world: &World, dir: &std::path::Path, sku: &str, keys: &[&str]) -> Str
     std::fs::write(&file, keys.join("\n")).unwrap();
     let out = allot_command(dir)
         .args(["keys", "import", file.to_str().unwrap(), "--sku", sku])
-        .env("ALLOT_DATABASE_URL", &world.settings.database_url)
+        .env("ALLOT_DATABASE_URL", &world.settings.database.url)
         .output()
         .unwrap();
     assert!(
@@ -79,7 +79,7 @@ async fn a_restock_fulfils_waiting_orders_oldest_first(backend: Backend) {
     let world = World::new(backend, |_| {}).await;
     let dir = tempfile::tempdir().unwrap();
     let fulfilment = Fulfilment::new(world.db.clone(), &world.settings);
-    let t = allot::jobs::now_ms();
+    let t = allot::clock::now_ms();
     let ids = ["w-0", "w-1", "w-2", "w-3", "w-4"];
     for (i, id) in ids.iter().enumerate() {
         assert_eq!(
@@ -117,7 +117,7 @@ async fn a_restock_fulfils_waiting_orders_oldest_first(backend: Backend) {
     // Oldest order, oldest key; each buyer is emailed theirs.
     let worker = world.worker();
     while !worker
-        .run_once(allot::jobs::now_ms())
+        .run_once(allot::clock::now_ms())
         .await
         .unwrap()
         .is_empty()

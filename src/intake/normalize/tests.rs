@@ -111,8 +111,7 @@ fn generic_prefers_an_explicit_order_id() {
 fn what_is_missing_is_said() {
     let err = normalize(Source::Generic, br#"{"order_id": 1}"#).unwrap_err();
     assert_eq!(err.0, vec!["no customer email found"]);
-    let err =
-        normalize(Source::Generic, br#"{"email": "not an address", "foo": 1}"#).unwrap_err();
+    let err = normalize(Source::Generic, br#"{"email": "not an address", "foo": 1}"#).unwrap_err();
     assert!(err.0.contains(&"no order id found".to_string()), "{err}");
     assert!(
         err.0.iter().any(|p| p.contains("not a valid address")),

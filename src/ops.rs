@@ -53,7 +53,7 @@ async fn render_metrics() -> impl IntoResponse {
 /// The process-wide Prometheus recorder, installed on first use. The
 /// `metrics` macros write to one global recorder, so every `Application` in
 /// a process (several in tests) shares it.
-pub fn metrics_handle() -> &'static PrometheusHandle {
+fn metrics_handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let latency_buckets = [

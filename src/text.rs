@@ -45,10 +45,6 @@ impl BoundedText {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    pub fn into_string(self) -> String {
-        self.0
-    }
 }
 
 /// An email address as delivery will accept it. Buyers' addresses are bare

@@ -77,35 +77,21 @@ pub async fn attempts(db: &Db, job_id: i64) -> Result<Vec<Attempt>, sqlx::Error>
 /// requeued.
 pub async fn retry_dead(db: &Db, id: Option<i64>, max_attempts: i32) -> Result<u64, sqlx::Error> {
     let now = now_ms();
-    let done = match id {
-        Some(id) => on_db!(db, write, |pool, sql| {
-            sqlx::query(sql(
-                "update jobs set state = 'queued', attempts = 0, max_attempts = ?, run_at = ?,
-                        finished_at = null, updated_at = ?
-                  where state = 'dead' and id = ?",
-            ))
-            .bind(max_attempts)
-            .bind(now)
-            .bind(now)
-            .bind(id)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected())
-        })?,
-        None => on_db!(db, write, |pool, sql| {
-            sqlx::query(sql(
-                "update jobs set state = 'queued', attempts = 0, max_attempts = ?, run_at = ?,
-                        finished_at = null, updated_at = ?
-                  where state = 'dead'",
-            ))
-            .bind(max_attempts)
-            .bind(now)
-            .bind(now)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected())
-        })?,
-    };
+    let done = on_db!(db, write, |pool, sql| {
+        sqlx::query(sql(
+            "update jobs set state = 'queued', attempts = 0, max_attempts = ?, run_at = ?,
+                    finished_at = null, updated_at = ?
+              where state = 'dead' and (? is null or id = ?)",
+        ))
+        .bind(max_attempts)
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .bind(id)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected())
+    })?;
     super::wake::notify(db).await?;
     Ok(done)
 }

@@ -49,7 +49,7 @@ pub enum Notice {
     DeadLetterDigest { from: i64, to: i64 },
 }
 
-pub const DIGEST_KIND: &str = "dead_letter_digest";
+const DIGEST_KIND: &str = "dead_letter_digest";
 
 impl Payload for Notice {
     const KINDS: &'static [&'static str] = &["email", "low_stock_alert", DIGEST_KIND];

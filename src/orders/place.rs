@@ -9,7 +9,7 @@ use crate::{
     intake::normalize::{Order, Source},
     jobs,
     keys::{self, Assignment, Sku},
-    text::MAX_CHARS,
+    text::BoundedText,
 };
 
 impl Fulfilment {
@@ -29,8 +29,8 @@ impl Fulfilment {
                 detail: Some(format!("{hold}; a key is sent once it is paid")),
             });
         }
-        if order.order_id.chars().count() > MAX_CHARS {
-            let problem = format!("the order id is longer than {MAX_CHARS} characters");
+        if let Err(unusable) = BoundedText::parse("order id", order.order_id.as_str()) {
+            let problem = format!("the {unusable}");
             return self
                 .set_aside(
                     source,

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::{clock::rfc3339, db::Db, intake::normalize::Source, on_db};
+use crate::{clock::rfc3339, db::Db, intake::normalize::Source, jobs, on_db};
 
 /// An order as `GET /v1/orders/{source}/{order_id}` shows it. Never the key.
 #[derive(Debug, Clone, Serialize)]
@@ -52,10 +52,7 @@ struct ViewRow {
     raw_body: Option<Vec<u8>>,
     created_at: i64,
     updated_at: i64,
-    job_id: Option<i64>,
-    job_state: Option<String>,
-    job_attempts: Option<i32>,
-    job_error: Option<String>,
+    email_job_id: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -74,12 +71,9 @@ pub async fn find(
     let source = source.as_str();
     let row: Option<ViewRow> = on_db!(db, read, |pool, sql| {
         sqlx::query_as(sql(
-            "select o.id, o.source, o.order_id, o.state, o.email, o.product_sku, o.coupon_code,
-                    o.problem, o.raw_body, o.created_at, o.updated_at,
-                    j.id as job_id, j.state as job_state, j.attempts as job_attempts,
-                    j.last_error as job_error
-               from orders o left join jobs j on j.id = o.email_job_id
-              where o.source = ? and o.order_id = ?",
+            "select id, source, order_id, state, email, product_sku, coupon_code,
+                    problem, raw_body, created_at, updated_at, email_job_id
+               from orders where source = ? and order_id = ?",
         ))
         .bind(source)
         .bind(order_id)
@@ -97,14 +91,15 @@ pub async fn find(
         .fetch_all(pool)
         .await
     })?;
-    let email_delivery = match (row.job_id, row.job_state) {
-        (Some(job_id), Some(state)) => Some(Delivery {
+    // The outbox owns the job; a discarded one leaves no delivery to show.
+    let email_delivery = match row.email_job_id {
+        Some(job_id) => jobs::find(db, job_id).await?.map(|job| Delivery {
             job_id,
-            state,
-            attempts: row.job_attempts.unwrap_or(0),
-            last_error: row.job_error,
+            state: job.state,
+            attempts: job.attempts,
+            last_error: job.last_error,
         }),
-        _ => None,
+        None => None,
     };
     Ok(Some(OrderView {
         source: row.source,

@@ -8,6 +8,7 @@
 
 mod helpers;
 
+mod architecture;
 mod cli;
 mod coupon_contract;
 mod coupon_races;

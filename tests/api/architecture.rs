@@ -1,0 +1,171 @@
+//! The house keeps its shape: top-level modules of `src/` depend one way,
+//! the outbox knows no capability, and the HTTP plumbing imports none.
+//! Read from the source text, as a newcomer would: every `crate::` path
+//! outside unit tests counts.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+};
+
+/// Top-level module → the top-level modules it names.
+fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let modules: BTreeSet<String> = std::fs::read_dir(&src)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter_map(|p| {
+            let name = p.file_stem()?.to_str()?.to_string();
+            (p.is_dir() || p.extension().is_some_and(|e| e == "rs")).then_some(name)
+        })
+        .filter(|name| name != "lib" && name != "main")
+        .collect();
+    let mut graph = BTreeMap::new();
+    for module in &modules {
+        let mut uses = BTreeSet::new();
+        for file in rust_files(&src, module) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for name in crate_paths(code) {
+                if modules.contains(&name) && &name != module {
+                    uses.insert(name);
+                }
+            }
+        }
+        graph.insert(module.clone(), uses);
+    }
+    graph
+}
+
+fn rust_files(src: &Path, module: &str) -> Vec<std::path::PathBuf> {
+    let file = src.join(format!("{module}.rs"));
+    if file.exists() {
+        return vec![file];
+    }
+    let mut files = Vec::new();
+    let mut dirs = vec![src.join(module)];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap().filter_map(Result::ok) {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+/// The first segment after every `crate::`, and every name at the top of a
+/// `crate::{…}` group.
+fn crate_paths(code: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for (at, _) in code.match_indices("crate::") {
+        let rest = &code[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let mut depth = 0;
+            let mut current = String::new();
+            let mut expecting_name = true;
+            for c in group.chars() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => expecting_name = true,
+                    c if depth == 0 && expecting_name && (c.is_alphanumeric() || c == '_') => {
+                        current.push(c)
+                    }
+                    _ if !current.is_empty() => {
+                        names.push(std::mem::take(&mut current));
+                        expecting_name = false;
+                    }
+                    _ => {}
+                }
+            }
+            if !current.is_empty() {
+                names.push(current);
+            }
+        } else {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// A cycle in `graph`, if there is one.
+fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(start) = path.iter().position(|n| n == node) {
+            let mut cycle = path[start..].to_vec();
+            cycle.push(node.to_string());
+            return Some(cycle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_string());
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(next, graph, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(node.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph
+        .keys()
+        .find_map(|node| visit(node, graph, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn modules_depend_one_way() {
+    let graph = module_graph();
+    assert!(
+        graph.contains_key("orders") && graph.contains_key("jobs"),
+        "{graph:?}"
+    );
+    if let Some(cycle) = find_cycle(&graph) {
+        panic!("import cycle: {}", cycle.join(" -> "));
+    }
+}
+
+#[test]
+fn plumbing_and_the_outbox_know_no_capability() {
+    let graph = module_graph();
+    let capabilities = [
+        "coupons",
+        "keys",
+        "intake",
+        "orders",
+        "notices",
+        "mail",
+        "scheduler",
+    ];
+    for plumbing in ["http", "db", "config", "clock", "text", "jobs"] {
+        let knows: Vec<_> = graph[plumbing]
+            .iter()
+            .filter(|m| capabilities.contains(&m.as_str()))
+            .collect();
+        assert!(knows.is_empty(), "{plumbing} imports {knows:?}");
+    }
+    assert!(graph["db"].is_empty(), "db imports {:?}", graph["db"]);
+}
+
+#[test]
+fn the_reader_finds_group_imports() {
+    let names = crate_paths("use crate::{a::b, c::{d, e}, f};\nlet x = crate::g::h();");
+    assert_eq!(names, ["a", "c", "f", "g"]);
+}

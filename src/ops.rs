@@ -1,6 +1,8 @@
 //! Operations endpoints: `/healthz` (the process answers), `/readyz` (the
 //! database answers), `/metrics` (Prometheus text format), and the
-//! process-wide metrics recorder they read.
+//! process-wide metrics recorder they read. Owns no table and imports no
+//! capability: readiness asks `db` only, so mail being down never makes
+//! the service "not ready".
 
 use std::{sync::OnceLock, time::Duration};
 

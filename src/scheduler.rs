@@ -6,6 +6,9 @@
 //! - the restock sweep, every worker poll interval: orders waiting for a SKU
 //!   that has keys again are fulfilled, oldest first, whoever added the keys
 //!   (`allot keys import` does it at once; this catches the rest).
+//!
+//! Owns when things run, not what they do: the work itself belongs to
+//! `keys`, `notices` and `orders`. No table of its own.
 
 use std::time::Duration;
 

@@ -3,14 +3,16 @@
 //!
 //! - this file: the domain (parsed names, outcomes, errors) and the operations
 //!   the HTTP routes and the CLI share;
-//! - `store`: the SQL for each backend, side by side, and the one claim algorithm;
+//! - `store`: its SQL (one text for every backend but the row lock) and the
+//!   one claim algorithm;
 //! - `routes`: the HTTP contract.
 //!
 //! Atomicity never depends on this process: the coupon row lock (or SQLite's
 //! single writer) orders all claims on a coupon, on every backend and across
 //! any number of `allot serve` processes.
 //!
-//! Owns the `coupons` and `coupon_claims` tables. Imports plumbing only.
+//! Owns the `coupons` and `coupon_claims` tables; imports plumbing only, and
+//! nothing imports it but `app` and `cli`.
 
 mod routes;
 mod store;

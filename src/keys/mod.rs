@@ -117,11 +117,15 @@ pub async fn newest_key(tx: &mut Tx, sku: &Sku) -> Result<i64, sqlx::Error> {
     store::newest_key(tx, sku).await
 }
 
-/// A key and its status, by id: what the buyer's email reads at send time.
+/// A key, its status and whom it went to, by id: what the buyer's email
+/// reads at send time.
 #[derive(Debug, Clone)]
 pub struct Issued {
     pub key: LicenseKey,
     pub status: String,
+    pub product_sku: String,
+    pub assigned_to_email: Option<String>,
+    pub assigned_order_id: Option<String>,
 }
 
 pub async fn issued(db: &Db, id: i64) -> Result<Option<Issued>, sqlx::Error> {

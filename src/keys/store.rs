@@ -145,18 +145,30 @@ pub(super) async fn newest_key(tx: &mut Tx, sku: &Sku) -> Result<i64, sqlx::Erro
 }
 
 pub(super) async fn issued(db: &Db, id: i64) -> Result<Option<Issued>, sqlx::Error> {
-    let row: Option<(String, String)> = on_db!(db, read, |pool, sql| {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        license_key: String,
+        status: String,
+        product_sku: String,
+        assigned_to_email: Option<String>,
+        assigned_order_id: Option<String>,
+    }
+    let row: Option<Row> = on_db!(db, read, |pool, sql| {
         sqlx::query_as(sql(
-            "select license_key, status from license_keys where id = ?",
+            "select license_key, status, product_sku, assigned_to_email, assigned_order_id
+               from license_keys where id = ?",
         ))
         .bind(id)
         .fetch_optional(pool)
         .await
     })?;
-    row.map(|(key, status)| {
+    row.map(|row| {
         Ok(Issued {
-            key: stored_key(key)?,
-            status,
+            key: stored_key(row.license_key)?,
+            status: row.status,
+            product_sku: row.product_sku,
+            assigned_to_email: row.assigned_to_email,
+            assigned_order_id: row.assigned_order_id,
         })
     })
     .transpose()

@@ -30,9 +30,15 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "payload")]
 pub enum Notice {
-    /// The buyer's license key (order row id; the key is read at send time).
+    /// The buyer's license key: the order's row id and the key's (the key
+    /// itself is read at send time). Jobs queued by earlier versions name
+    /// the order only.
     #[serde(rename = "key_email")]
-    KeyEmail { order: i64 },
+    KeyEmail {
+        order: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<i64>,
+    },
     /// Orders wait for `sku`: urgent for one order, or a window's digest.
     #[serde(rename = "out_of_stock_alert")]
     OutOfStock {
@@ -60,8 +66,11 @@ impl Payload for Notice {
 
 /// The buyer's key email for order `order`, which got key `key_id`.
 pub(super) fn key_email(order: i64, key_id: i64, max_attempts: i32) -> NewJob {
-    NewJob::of(&Notice::KeyEmail { order }, max_attempts)
-        .dedupe_key(format!("key_email:{order}:{key_id}"))
+    let notice = Notice::KeyEmail {
+        order,
+        key: Some(key_id),
+    };
+    NewJob::of(&notice, max_attempts).dedupe_key(format!("key_email:{order}:{key_id}"))
 }
 
 /// Urgent for the first order of a sell-out, a digest per window after.
@@ -128,40 +137,44 @@ impl Compose for Notice {
     /// meanwhile) or nobody to tell.
     async fn compose(self, cx: &Context) -> Result<Option<Letter>, JobError> {
         match self {
-            Notice::KeyEmail { order } => key_letter(cx, order).await.map(Some),
+            Notice::KeyEmail { order, key } => key_letter(cx, order, key).await.map(Some),
             Notice::OutOfStock { sku, scope } => out_of_stock_letter(cx, sku, scope).await,
             Notice::NeedsAttention(scope) => attention_letter(cx, scope).await,
         }
     }
 }
 
-async fn key_letter(cx: &Context, order: i64) -> Result<Letter, JobError> {
+/// One read of the key's row: the key, its status, and the buyer and order
+/// it was assigned to in the order's transaction.
+async fn key_letter(cx: &Context, order: i64, key: Option<i64>) -> Result<Letter, JobError> {
     let missing = || JobError::Permanent(format!("order {order} has no key assigned"));
-    let letter = store::key_letter(&cx.db, order)
-        .await
-        .map_err(read)?
-        .ok_or_else(missing)?;
-    let key_id = letter.license_key_id.ok_or_else(missing)?;
+    let key_id = match key {
+        Some(key) => key,
+        None => store::key_of(&cx.db, order)
+            .await
+            .map_err(read)?
+            .ok_or_else(missing)?,
+    };
     let issued = keys::issued(&cx.db, key_id)
         .await
         .map_err(read)?
         .ok_or_else(missing)?;
+    let order_id = issued.assigned_order_id.unwrap_or_default();
     if issued.status == "revoked" {
         return Err(JobError::Permanent(format!(
-            "the key of order {} was revoked before its email was sent",
-            letter.order_id
+            "the key of order {order_id} was revoked before its email was sent"
         )));
     }
-    let to = letter
-        .email
+    let to = issued
+        .assigned_to_email
         .ok_or_else(|| JobError::Permanent(format!("order {order} has no email")))?;
     Ok(Letter {
         to,
         template: "license_key".into(),
         context: json!({
             "key": issued.key.expose(),
-            "order_id": letter.order_id,
-            "product": letter.product_sku.unwrap_or_default(),
+            "order_id": order_id,
+            "product": issued.product_sku,
         }),
     })
 }
@@ -240,10 +253,8 @@ mod tests {
     #[test]
     fn payloads_keep_the_stored_shape() {
         let job = key_email(7, 3, 4);
-        assert_eq!(
-            (job.kind.as_str(), job.payload.clone()),
-            ("key_email", json!({"order": 7}))
-        );
+        assert_eq!(job.kind, "key_email");
+        assert_eq!(job.payload, json!({"order": 7, "key": 3}));
         assert_eq!(job.dedupe_key.as_deref(), Some("key_email:7:3"));
         let urgent = Notice::OutOfStock {
             sku: "c".into(),
@@ -282,6 +293,14 @@ mod tests {
         let urgent =
             jobs::decode::<Notice>(&job("needs_attention_alert", json!({"order": 5}))).unwrap();
         assert_eq!(urgent, Notice::NeedsAttention(Scope::Order { order: 5 }));
+        let earlier = jobs::decode::<Notice>(&job("key_email", json!({"order": 7}))).unwrap();
+        assert_eq!(
+            earlier,
+            Notice::KeyEmail {
+                order: 7,
+                key: None
+            }
+        );
         assert!(jobs::decode::<Notice>(&job("key_email", json!({}))).is_err());
     }
 }

@@ -287,23 +287,14 @@ pub(super) async fn set_aside_orders(
     })
 }
 
-/// What the key email needs from the order; the key itself is the key
-/// bank's to read.
-#[derive(sqlx::FromRow)]
-pub(super) struct KeyLetter {
-    pub email: Option<String>,
-    pub order_id: String,
-    pub product_sku: Option<String>,
-    pub license_key_id: Option<i64>,
-}
-
-pub(super) async fn key_letter(db: &Db, id: i64) -> Result<Option<KeyLetter>, sqlx::Error> {
-    on_db!(db, read, |pool, sql| {
-        sqlx::query_as(sql(
-            "select email, order_id, product_sku, license_key_id from orders where id = ?",
-        ))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
-    })
+/// The key assigned to order `id`: for key emails queued before their
+/// payload named the key.
+pub(super) async fn key_of(db: &Db, id: i64) -> Result<Option<i64>, sqlx::Error> {
+    let key: Option<Option<i64>> = on_db!(db, read, |pool, sql| {
+        sqlx::query_scalar(sql("select license_key_id from orders where id = ?"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+    })?;
+    Ok(key.flatten())
 }

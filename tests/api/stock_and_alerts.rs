@@ -18,6 +18,7 @@ on_every_backend!(
     the_low_stock_check_alerts_once_per_sku_per_run,
     serve_runs_the_low_stock_cron_and_the_restock_sweep,
     no_license_key_ever_reaches_a_log,
+    a_key_email_queued_by_an_earlier_version_is_still_sent,
 );
 
 const MINUTE: i64 = 60_000;
@@ -349,4 +350,48 @@ async fn no_license_key_ever_reaches_a_log(backend: Backend) {
 
 fn allot_mails(dir: &std::path::Path) -> Vec<String> {
     crate::helpers::read_eml_files(dir)
+}
+
+/// Key emails queued before their payload named the key (`{"order": id}`
+/// only) survive an upgrade: the worker finds the key through the order.
+async fn a_key_email_queued_by_an_earlier_version_is_still_sent(backend: Backend) {
+    use allot::jobs::{self, JobState, NewJob, WorkerEvent};
+
+    let world = World::new(backend, |_| {}).await;
+    seed_keys(&world.db, "course-1", &["K-EARLIER".to_string()]).await;
+    let fulfilment = Fulfilment::new(world.db.clone(), &world.settings);
+    let now = allot::clock::now_ms();
+    assert_eq!(
+        order(&fulfilment, "e-1", "course-1", now).await,
+        "fulfilled"
+    );
+
+    // Swap today's job for one in the earlier shape.
+    let queued = jobs::list(&world.db, Some(JobState::Queued), 10)
+        .await
+        .unwrap();
+    let [today] = &queued[..] else {
+        panic!("one key email expected: {queued:?}")
+    };
+    let dedupe = today.dedupe_key.as_deref().unwrap();
+    let order_row: i64 = dedupe.split(':').nth(1).unwrap().parse().unwrap();
+    assert_eq!(
+        jobs::discard(&world.db, today.id).await.unwrap(),
+        jobs::Discarded::Yes
+    );
+    let earlier = NewJob::new("key_email", json!({"order": order_row}), 3);
+    let id = jobs::enqueue_now(&world.db, &earlier)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let events = world
+        .worker()
+        .run_once(allot::clock::now_ms())
+        .await
+        .unwrap();
+    assert_eq!(events, vec![WorkerEvent::Done { job_id: id }]);
+    let mails = world.mails();
+    assert_eq!(mails.len(), 1);
+    assert!(mails[0].contains("K-EARLIER") && mails[0].contains("e-1@example.com"));
 }

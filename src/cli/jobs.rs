@@ -136,13 +136,8 @@ pub(super) async fn run(command: JobsCommand, db: &Db, settings: &Settings) -> a
 
 /// Queues a test email through the normal delivery path.
 pub(super) async fn mail_test(db: &Db, settings: &Settings, address: &str) -> anyhow::Result<()> {
-    let address = EmailAddress::parse_mailbox(address).map_err(|e| {
-        anyhow::anyhow!(
-            "invalid recipient address {:?}: {}",
-            address.trim(),
-            e.problem
-        )
-    })?;
+    let address = EmailAddress::parse_mailbox(address)
+        .map_err(|e| anyhow::anyhow!("invalid recipient address: {}", e.problem))?;
     let job = notices::email_job(
         address.as_str(),
         "test",

@@ -155,10 +155,9 @@ impl Settings {
 impl Settings {
     /// The defaults, on the database at `url` (tests, benchmarks).
     pub fn for_database(url: impl Into<String>) -> Self {
-        Self {
-            database: DatabaseSettings::for_url(url),
-            ..Self::default()
-        }
+        let mut settings = Self::default();
+        settings.database.url = url.into();
+        settings
     }
 }
 

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+/// Built by `config` (defaults, file, environment); tests take
+/// `Settings::for_database(url).database`.
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
     /// `sqlite://…`, `postgres://…`, `mysql://…` (or `mariadb://…`).
@@ -12,15 +14,4 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     /// How long a request waits for a pooled connection before failing.
     pub acquire_timeout: Duration,
-}
-
-impl DatabaseSettings {
-    /// The defaults for `url`.
-    pub fn for_url(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            max_connections: 10,
-            acquire_timeout: Duration::from_secs(5),
-        }
-    }
 }

@@ -100,9 +100,11 @@ async fn a_sigkilled_server_loses_no_queued_or_in_flight_mail(backend: Backend) 
     queue_test_mails(dir.path(), &test_db.url, 3..5);
 
     let second = start(dir.path(), &test_db.url, &env);
-    let db = allot::db::Db::connect(&allot::db::DatabaseSettings::for_url(test_db.url.clone()))
-        .await
-        .unwrap();
+    let db = allot::db::Db::connect(
+        &allot::config::Settings::for_database(test_db.url.clone()).database,
+    )
+    .await
+    .unwrap();
     eventually("every job done", async || {
         let done = jobs::list(&db, Some(JobState::Done), 100).await.unwrap();
         done.iter().filter(|j| j.kind == "email").count() == 5
@@ -163,9 +165,11 @@ async fn sigterm_releases_stuck_deliveries_back_to_the_queue(backend: Backend) {
         "{log:?}"
     );
 
-    let db = allot::db::Db::connect(&allot::db::DatabaseSettings::for_url(test_db.url.clone()))
-        .await
-        .unwrap();
+    let db = allot::db::Db::connect(
+        &allot::config::Settings::for_database(test_db.url.clone()).database,
+    )
+    .await
+    .unwrap();
     let queued = jobs::list(&db, Some(JobState::Queued), 10).await.unwrap();
     assert_eq!(queued.len(), 2, "{queued:?}");
     assert!(

@@ -109,9 +109,10 @@ async fn readiness_fails_when_the_mysql_database_is_gone() {
 }
 
 async fn queue_test_mail(app: &TestApp) -> (allot::db::Db, i64) {
-    let db = allot::db::Db::connect(&allot::db::DatabaseSettings::for_url(app.db.url.clone()))
-        .await
-        .unwrap();
+    let db =
+        allot::db::Db::connect(&allot::config::Settings::for_database(app.db.url.clone()).database)
+            .await
+            .unwrap();
     let job = allot::notices::email_job(
         "buyer@example.com",
         "test",

@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use allot::{Application, config::Settings, db::DatabaseSettings};
+use allot::{Application, config::Settings};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -145,8 +145,10 @@ impl TestApp {
 
     /// A second connection to the app's database, to seed and inspect.
     pub async fn connect(&self) -> allot::db::Db {
-        let settings = DatabaseSettings::for_url(self.db.url.clone());
-        allot::db::Db::connect(&settings).await.expect("connect")
+        let settings = Settings::for_database(self.db.url.clone());
+        allot::db::Db::connect(&settings.database)
+            .await
+            .expect("connect")
     }
 }
 

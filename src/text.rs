@@ -1,5 +1,7 @@
 //! Text that comes from outside and ends up in a bounded column or an email
-//! header: parsed once at the edge into a type that carries the proof.
+//! header: parsed once at the edge into a type that carries the proof. This
+//! is allot's one input boundary: no string from a request, a webhook or a
+//! file reaches SQL without passing through here.
 //!
 //! Owns the shared rules ([`BoundedText`]) that coupon names, user ids,
 //! SKUs, license keys and order ids obey, and [`EmailAddress`]. It knows no
@@ -17,14 +19,17 @@ pub struct Invalid {
     pub problem: String,
 }
 
-/// 1..=255 characters, no control characters (PostgreSQL refuses NUL in
-/// text), no leading or trailing whitespace (MySQL's PAD SPACE collations
-/// would equate "a" and "a ").
+/// 1..=255 characters; no control characters (PostgreSQL refuses NUL in
+/// text), no invisible or bidirectional format characters (U+200B, U+202E…:
+/// two names that look alike must be alike), no line separators; no leading
+/// or trailing whitespace (MySQL's PAD SPACE collations would equate "a" and
+/// "a ").
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BoundedText(String);
 
 impl BoundedText {
-    /// Checks `value`; `field` names it in the error.
+    /// Checks `value` exactly as given (license keys: what the vendor issued
+    /// is what the buyer gets); `field` names it in the error.
     pub fn parse(field: &'static str, value: impl Into<String>) -> Result<Self, Invalid> {
         let value = value.into();
         let chars = value.chars().count();
@@ -34,6 +39,11 @@ impl BoundedText {
             format!("must be at most {MAX_CHARS} characters, got {chars}")
         } else if value.chars().any(char::is_control) {
             "must not contain control characters".to_string()
+        } else if let Some(c) = value.chars().find(|c| is_invisible(*c)) {
+            format!(
+                "must not contain invisible or direction-changing characters (U+{:04X})",
+                c as u32
+            )
         } else if value.trim() != value {
             "must not start or end with whitespace".to_string()
         } else {
@@ -42,10 +52,34 @@ impl BoundedText {
         Err(Invalid { field, problem })
     }
 
+    /// A name people type and compare (coupon names, user ids, SKUs, order
+    /// ids): normalised to NFC first, so that "é" typed as one character or
+    /// as "e" and a combining accent is one name; then [`Self::parse`].
+    pub fn identifier(field: &'static str, value: &str) -> Result<Self, Invalid> {
+        use unicode_normalization::UnicodeNormalization;
+        Self::parse(field, value.nfc().collect::<String>())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
+
+/// Format characters (zero-width spaces and joiners, bidirectional marks and
+/// overrides, the BOM…) and line or paragraph separators: invisible, or
+/// changing how the text around them is shown.
+fn is_invisible(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    matches!(
+        c.general_category(),
+        GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+    )
+}
+
+/// Columns for email addresses hold 320 characters (64 + @ + 255).
+const MAX_EMAIL_CHARS: usize = 320;
 
 /// An email address as delivery will accept it. Buyers' addresses are bare
 /// (`ana@example.com`); addresses from settings may carry a display name
@@ -54,16 +88,34 @@ impl BoundedText {
 pub struct EmailAddress(String);
 
 impl EmailAddress {
-    /// A bare address, trimmed.
+    /// A bare address, trimmed, its domain lower-cased (domains are
+    /// case-insensitive; the local part is not, by RFC 5321, so it is kept
+    /// as given).
     pub fn parse(value: &str) -> Result<Self, Invalid> {
         let value = value.trim();
+        let invalid = |problem: String| Invalid {
+            field: "email",
+            problem,
+        };
+        let chars = value.chars().count();
+        if chars > MAX_EMAIL_CHARS {
+            return Err(invalid(format!(
+                "must be at most {MAX_EMAIL_CHARS} characters, got {chars}"
+            )));
+        }
+        if value.chars().any(|c| c.is_control() || is_invisible(c)) {
+            return Err(invalid(format!(
+                "{value:?} contains control or invisible characters"
+            )));
+        }
+        let value = match value.rsplit_once('@') {
+            Some((local, domain)) => format!("{local}@{}", domain.to_lowercase()),
+            None => value.to_string(),
+        };
         value
             .parse::<lettre::Address>()
-            .map(|_| Self(value.to_string()))
-            .map_err(|e| Invalid {
-                field: "email",
-                problem: format!("{value:?} is not a valid address ({e})"),
-            })
+            .map(|_| Self(value.clone()))
+            .map_err(|e| invalid(format!("{value:?} is not a valid address ({e})")))
     }
 
     /// An address or `Name <address>`, trimmed.
@@ -112,6 +164,39 @@ mod tests {
         assert_eq!(err.to_string(), "SKU must not be empty");
         assert!(BoundedText::parse("SKU", " a").is_err());
         assert!(BoundedText::parse("SKU", "a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn invisible_and_direction_changing_characters_are_refused() {
+        for sneaky in [
+            "PROMO\u{200B}",
+            "PRO\u{202E}MO",
+            "\u{FEFF}PROMO",
+            "A\u{2028}B",
+        ] {
+            assert!(BoundedText::parse("name", sneaky).is_err(), "{sneaky:?}");
+        }
+        assert!(BoundedText::parse("name", "PROMO SUPER 🎉").is_ok());
+    }
+
+    #[test]
+    fn identifiers_are_compared_in_nfc() {
+        let composed = BoundedText::identifier("name", "caf\u{e9}").unwrap();
+        let decomposed = BoundedText::identifier("name", "cafe\u{301}").unwrap();
+        assert_eq!(composed, decomposed);
+        // Keys stay exactly as issued.
+        assert_ne!(
+            BoundedText::parse("license key", "cafe\u{301}").unwrap(),
+            composed
+        );
+    }
+
+    #[test]
+    fn only_the_domain_of_an_address_is_lower_cased() {
+        let address = EmailAddress::parse(" Ana.Silva@Example.COM ").unwrap();
+        assert_eq!(address.as_str(), "Ana.Silva@example.com");
+        assert!(EmailAddress::parse("a\u{0}b@example.com").is_err());
+        assert!(EmailAddress::parse(&format!("{}@example.com", "a".repeat(320))).is_err());
     }
 
     #[test]

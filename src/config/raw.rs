@@ -239,7 +239,7 @@ impl RawSettings {
             let parsed = pair
                 .split_once('=')
                 .map(|(id, sku)| (id.trim(), sku.trim()))
-                .filter(|(id, sku)| !id.is_empty() && BoundedText::parse("SKU", *sku).is_ok());
+                .filter(|(id, sku)| !id.is_empty() && BoundedText::identifier("SKU", sku).is_ok());
             let Some((id, sku)) = parsed else {
                 return Err(invalid(
                     "ALLOT_SERVICE_SKUS",

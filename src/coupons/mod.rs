@@ -69,9 +69,10 @@ impl Amount {
     }
 }
 
-/// Names and user ids follow the shared rules of [`BoundedText`].
+/// Names and user ids follow the shared rules of [`BoundedText`], compared
+/// in NFC.
 fn identifier(field: &'static str, value: String) -> Result<BoundedText, CouponError> {
-    BoundedText::parse(field, value).map_err(|e| CouponError::Invalid(e.to_string()))
+    BoundedText::identifier(field, &value).map_err(|e| CouponError::Invalid(e.to_string()))
 }
 
 /// A coupon as the API shows it.

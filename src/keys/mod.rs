@@ -27,7 +27,7 @@ pub struct Sku(BoundedText);
 
 impl Sku {
     pub fn parse(value: &str) -> Result<Self, Invalid> {
-        BoundedText::parse("SKU", value).map(Self)
+        BoundedText::identifier("SKU", value).map(Self)
     }
 
     pub fn as_str(&self) -> &str {

@@ -3,13 +3,12 @@
 //! together or not at all. Orders that cannot be served yet wait for stock;
 //! payloads that cannot be used are set aside with their raw body.
 
-use super::{Fulfilment, Placed, Status, body_reference, notices, store};
+use super::{Fulfilment, Placed, Status, notices, store};
 use crate::{
     db::{Tx, retry_on_contention},
     intake::normalize::{Order, Source},
     jobs,
     keys::{self, Assignment, Sku},
-    text::BoundedText,
 };
 
 impl Fulfilment {
@@ -28,19 +27,6 @@ impl Fulfilment {
                 status: Status::Ignored,
                 detail: Some(format!("{hold}; a key is sent once it is paid")),
             });
-        }
-        if let Err(unusable) = BoundedText::parse("order id", order.order_id.as_str()) {
-            let problem = format!("the {unusable}");
-            return self
-                .set_aside(
-                    source,
-                    &body_reference(body),
-                    Some(order),
-                    body,
-                    &problem,
-                    now,
-                )
-                .await;
         }
         let sku = self.sku_for(order, url_sku);
         retry_on_contention(|| self.place_once(source, order, &sku, body, now)).await

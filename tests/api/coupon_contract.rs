@@ -21,6 +21,7 @@ on_every_backend!(
     show_lists_claimers_in_claim_order,
     a_coupon_named_claim_can_be_shown,
     unknown_routes_and_methods_answer_json,
+    names_that_look_alike_are_one_name,
 );
 
 async fn creating_a_coupon_answers_201_with_the_coupon(backend: Backend) {
@@ -332,4 +333,43 @@ async fn unknown_routes_and_methods_answer_json(backend: Backend) {
         (status, body["error"].as_str()),
         (405, Some("method_not_allowed"))
     );
+}
+
+/// Invisible and direction-changing characters are refused; a name typed
+/// with a combining accent is the same coupon as the precomposed one (NFC),
+/// and so is the user who claims it.
+async fn names_that_look_alike_are_one_name(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for sneaky in [
+        "PROMO\u{200B}",
+        "PRO\u{202E}MO",
+        "\u{FEFF}PROMO",
+        "PRO\u{2060}MO",
+    ] {
+        let (status, body) = status_and_json(app.create_coupon(sneaky, 5).await).await;
+        assert_eq!(status, 400, "{sneaky:?}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("invisible"),
+            "{body}"
+        );
+        let (status, _) = status_and_json(app.claim(sneaky, "PROMO").await).await;
+        assert_eq!(status, 400, "user id {sneaky:?}");
+    }
+    assert_eq!(app.create_coupon("CAF\u{c9}", 5).await.status(), 201);
+    let (status, body) = status_and_json(app.create_coupon("CAFE\u{301}", 5).await).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("already_exists")),
+        "{body}"
+    );
+    assert_eq!(app.claim("Jos\u{e9}", "CAFE\u{301}").await.status(), 200);
+    let (status, body) = status_and_json(app.claim("Jose\u{301}", "CAF\u{c9}").await).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("already_claimed")),
+        "{body}"
+    );
+    let (_, coupon) = status_and_json(app.coupon("CAFE\u{301}").await).await;
+    assert_eq!(coupon["name"], "CAF\u{c9}");
+    assert_eq!(coupon["claimed_by"], json!(["Jos\u{e9}"]));
 }

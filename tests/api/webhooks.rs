@@ -21,6 +21,7 @@ on_every_backend!(
     an_order_without_a_sku_is_taken_up_again_when_redelivered,
     unpaid_orders_wait_for_payment,
     several_bookings_make_several_orders,
+    fields_no_column_can_hold_are_set_aside_not_failed,
 );
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -100,7 +101,7 @@ async fn every_source_and_shape_becomes_an_emailed_key(backend: Backend) {
             .to_string()
             .into_bytes(),
             "2001",
-            "zoe@example.org",
+            "Zoe@example.org",
             Some("ZOE5"),
         ),
         // A Bookly bridge: flat, coupon in a custom field found by its label.
@@ -111,7 +112,7 @@ async fn every_source_and_shape_becomes_an_emailed_key(backend: Backend) {
             .to_string()
             .into_bytes(),
             "88",
-            "bob@example.com",
+            "Bob@example.com",
             Some("BOB-20"),
         ),
         // Generic: the customer JSON-encoded inside a string, SKU in the payload.
@@ -133,7 +134,7 @@ async fn every_source_and_shape_becomes_an_emailed_key(backend: Backend) {
             .to_string()
             .into_bytes(),
             "4751",
-            "dan@example.com",
+            "DAN@example.com",
             Some("META"),
         ),
     ];
@@ -579,4 +580,59 @@ async fn several_bookings_make_several_orders(backend: Backend) {
             .collect::<Vec<_>>(),
         [("a@example.com", "11"), ("b@example.com", "12")]
     );
+}
+
+/// NUL (PostgreSQL refuses it in text), values longer than their column
+/// (MariaDB refuses them), invisible and bidirectional characters: each is
+/// a 200 `needs_attention` with the reason and the body kept, never a 5xx,
+/// and no key leaves the pool for it.
+async fn fields_no_column_can_hold_are_set_aside_not_failed(backend: Backend) {
+    let app = TestApp::shop(backend, |_| {}).await;
+    let db = app.connect().await;
+    seed_keys(&db, "course-101", &keys_for("course-101", 3)).await;
+    let long = "C".repeat(300);
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            json!({"order_id": "A\u{0}B", "email": "a@example.com"}),
+            "order id",
+        ),
+        (
+            json!({"order_id": "N-2", "email": "b@example.com", "coupon_code": "SPRING\u{0}"}),
+            "coupon code",
+        ),
+        (
+            json!({"order_id": "N-3", "email": "c@example.com", "coupon_code": long}),
+            "coupon code",
+        ),
+        (
+            json!({"order_id": "N-4", "email": "d\u{0}@example.com"}),
+            "customer email",
+        ),
+        (
+            json!({"order_id": "N-5\u{202E}", "email": "e@example.com"}),
+            "order id",
+        ),
+        (
+            json!({"order_id": "N-6", "email": "f@example.com", "sku": "course\u{200B}101"}),
+            "SKU",
+        ),
+        (
+            json!({"order_id": "x".repeat(256), "email": "g@example.com"}),
+            "order id",
+        ),
+    ];
+    for (body, field) in &cases {
+        let body = body.to_string();
+        let (status, answer) = app.webhook("generic?sku=course-101", body.clone()).await;
+        assert_eq!(status, 200, "{body}: {answer}");
+        assert_eq!(answer["status"], "needs_attention", "{body}: {answer}");
+        let detail = answer["orders"][0]["detail"].as_str().unwrap();
+        assert!(detail.contains(field), "{field}: {detail}");
+        let reference = answer["orders"][0]["order_id"].as_str().unwrap();
+        let (status, order) = app.order("generic", reference).await;
+        assert_eq!(status, 200, "{order}");
+        assert_eq!(order["raw_body"], body, "the body is kept as sent");
+    }
+    let stock = keys::stock(&db).await.unwrap();
+    assert_eq!(stock[0].available, 3, "no key was handed out: {stock:?}");
 }

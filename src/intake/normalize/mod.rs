@@ -9,7 +9,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::text::EmailAddress;
+use crate::text::{BoundedText, EmailAddress, Invalid};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -238,42 +238,59 @@ fn build(
     service_id: Option<String>,
 ) -> Result<Order, Unparseable> {
     let mut problems = Vec::new();
-    let order_id = order_id
-        .map(|id| id.trim().to_string())
-        .filter(|id| !id.is_empty());
-    if order_id.is_none() {
+    let identifier = |field| move |v: &str| BoundedText::identifier(field, v);
+    let order_id = checked(&mut problems, order_id, "order id", identifier("order id"));
+    let coupon_code = checked(
+        &mut problems,
+        coupon,
+        "coupon code",
+        identifier("coupon code"),
+    );
+    let sku = checked(&mut problems, sku, "SKU", identifier("SKU"));
+    let email_given = email.as_deref().is_some_and(|e| !e.trim().is_empty());
+    let email = checked(&mut problems, email, "customer email", EmailAddress::parse);
+    if order_id.is_none() && !problems.iter().any(|p| p.contains("order id")) {
         problems.push("no order id found".to_string());
     }
-    let email = match email
-        .map(|e| e.trim().to_lowercase())
-        .filter(|e| !e.is_empty())
-    {
-        None => {
-            problems.push("no customer email found".to_string());
-            None
-        }
-        Some(email) => match EmailAddress::parse(&email) {
-            Ok(email) => Some(email),
-            Err(_) => {
-                problems.push(format!(
-                    "the customer email {email:?} is not a valid address"
-                ));
-                None
-            }
-        },
-    };
+    if !email_given {
+        problems.push("no customer email found".to_string());
+    }
     match (order_id, email) {
         (Some(order_id), Some(email)) if problems.is_empty() => Ok(Order {
-            order_id,
+            order_id: order_id.as_str().to_string(),
             email,
-            coupon_code: coupon
-                .map(|c| c.trim().to_string())
-                .filter(|c| !c.is_empty()),
-            sku: sku.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()),
+            coupon_code: coupon_code.map(|c| c.as_str().to_string()),
+            sku: sku.map(|s| s.as_str().to_string()),
             service_id,
             hold: None,
         }),
         _ => Err(Unparseable(problems)),
+    }
+}
+
+/// The input boundary for one field: trimmed, absent if empty, else parsed;
+/// what fails is named in `problems`, and the order is then set aside with
+/// its body rather than reaching a bounded column.
+fn checked<T>(
+    problems: &mut Vec<String>,
+    value: Option<String>,
+    what: &str,
+    parse: impl Fn(&str) -> Result<T, Invalid>,
+) -> Option<T> {
+    let value = value?;
+    let value = value.trim();
+    if value.is_empty() {
+        return None;
+    }
+    match parse(value) {
+        Ok(parsed) => Some(parsed),
+        Err(invalid) => {
+            problems.push(format!(
+                "the {what} {value:?} is unusable: {}",
+                invalid.problem
+            ));
+            None
+        }
     }
 }
 

@@ -64,6 +64,13 @@ pub(super) async fn run(command: KeysCommand, db: &Db, settings: &Settings) -> a
                     lines(&report.blank)
                 );
             }
+            if !report.trimmed.is_empty() {
+                println!(
+                    "imported {} key(s) without the spaces around them: line {}",
+                    report.trimmed.len(),
+                    lines(&report.trimmed)
+                );
+            }
             if !report.duplicate_in_file.is_empty() {
                 println!(
                     "skipped {} duplicate(s) of earlier lines: line {}",

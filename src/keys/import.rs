@@ -27,6 +27,8 @@ pub struct ImportReport {
     pub invalid: Vec<(u64, String)>,
     pub duplicate_in_file: Vec<u64>,
     pub already_in_pool: Vec<u64>,
+    /// Keys that had spaces around them, imported without the spaces.
+    pub trimmed: Vec<u64>,
 }
 
 /// The file, line by line: a CSV line's `license_key` column, or the whole
@@ -59,6 +61,15 @@ impl Rows {
             .position(|c| c.trim().eq_ignore_ascii_case("license_key"))
         {
             Some(column) => rows.column = Some(column),
+            // Columns but no key column: importing whole rows (or the header)
+            // as keys would mail a buyer "serial,product". The columns are
+            // not named in the error: without a header they are keys.
+            None if header.len() > 1 => anyhow::bail!(
+                "{}: the first line has {} comma-separated columns and none is named license_key; \
+                 add a license_key header to the key column, or give one key per line",
+                path.display(),
+                header.len()
+            ),
             // No header: the first line is a key; start again from the top.
             None => {
                 rows = Self {
@@ -143,10 +154,14 @@ pub async fn import_file(
     let mut batch: Vec<Candidate> = Vec::with_capacity(BATCH);
     let mut in_batch: HashSet<LicenseKey> = HashSet::new();
     while let Some((line, raw)) = rows.next()? {
-        let value = raw.trim();
+        let unterminated = raw.trim_end_matches(['\n', '\r']);
+        let value = unterminated.trim();
         if value.is_empty() {
             report.blank.push(line);
             continue;
+        }
+        if value != unterminated {
+            report.trimmed.push(line);
         }
         let key = match LicenseKey::parse(value) {
             Ok(key) => key,

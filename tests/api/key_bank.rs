@@ -14,6 +14,7 @@ on_every_backend!(
     keys_are_vended_oldest_first,
     a_sell_out_race_never_assigns_a_key_twice,
     a_revoked_key_is_never_vended,
+    a_csv_without_a_license_key_column_imports_nothing,
 );
 
 fn allot(world: &World, dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
@@ -89,6 +90,10 @@ async fn an_import_reports_blank_lines_and_duplicates_and_keeps_going(backend: B
     );
     assert!(
         stdout.contains("skipped 1 key(s) already in the pool: line 3"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("imported 1 key(s) without the spaces around them: line 2"),
         "{stdout}"
     );
     assert!(
@@ -210,4 +215,31 @@ async fn a_revoked_key_is_never_vended(backend: Backend) {
         stock_json(&world, dir.path()),
         serde_json::json!([{"product_sku": "course-101", "available": 0, "assigned": 1, "revoked": 1}])
     );
+}
+
+/// A CSV whose header names no `license_key` column is refused whole: its
+/// header and rows are not keys, and no buyer may be mailed one.
+async fn a_csv_without_a_license_key_column_imports_nothing(backend: Backend) {
+    let world = World::new(backend, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("serials.csv"),
+        "serial,product\nS-1,x\nS-2,y\n",
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = allot(
+        &world,
+        dir.path(),
+        &["keys", "import", "serials.csv", "--sku", "course-101"],
+    );
+    assert!(!ok, "{stdout}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("license_key"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("S-1"),
+        "row values (keys) are never printed: {stderr}"
+    );
+    assert_eq!(stock_json(&world, dir.path()), serde_json::json!([]));
 }

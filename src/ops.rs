@@ -40,7 +40,8 @@ async fn readyz(State(db): State<Db>) -> Result<impl IntoResponse, ApiError> {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database_unavailable",
                 "the database is not reachable",
-            ))
+            )
+            .retry_after(5))
         }
     }
 }

@@ -20,7 +20,8 @@ use sqlx::{
 
 pub use settings::DatabaseSettings;
 pub use sql::{
-    is_contention, is_unique_violation, retry_on_contention, sql_as_is, sql_for_postgres,
+    is_contention, is_unavailable, is_unique_violation, retry_on_contention, sql_as_is,
+    sql_for_postgres,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

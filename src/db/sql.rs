@@ -192,6 +192,44 @@ pub fn is_contention(error: &sqlx::Error) -> bool {
     })
 }
 
+/// The database went away or cannot take writes right now: the connection
+/// broke, the server is shutting down or failing over, it is read-only (a
+/// replica), out of connections, or its disk is full. Nothing was committed;
+/// the client may try again shortly. Never the client's fault.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    use sqlx::Error::*;
+    match error {
+        PoolTimedOut | PoolClosed | Io(_) | Tls(_) | WorkerCrashed => true,
+        Database(db_error) => {
+            if let Some(mysql) = db_error.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                // Server shutdown, too many connections, connection killed
+                // (MariaDB), read-only server or transaction.
+                return matches!(mysql.number(), 1053 | 1040 | 1927 | 1290 | 1792 | 1836);
+            }
+            let code = db_error.code();
+            let code = code.as_deref().unwrap_or_default();
+            if db_error
+                .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+                .is_some()
+            {
+                // SQLite: read-only database, I/O error, disk full, cannot
+                // open (primary codes, and extended codes built on them).
+                return code
+                    .parse::<i32>()
+                    .is_ok_and(|n| matches!(n & 0xff, 8 | 10 | 13 | 14));
+            }
+            // PostgreSQL: connection exceptions (08…), admin or crash
+            // shutdown and "cannot connect now" (57P01-03), a read-only
+            // transaction on a replica (25006), insufficient resources (53…:
+            // disk full, out of connections).
+            code.starts_with("08")
+                || code.starts_with("53")
+                || matches!(code, "57P01" | "57P02" | "57P03" | "25006")
+        }
+        _ => false,
+    }
+}
+
 /// Runs a transaction again when the database broke a lock conflict by
 /// rolling it back (deadlock, lock wait timeout, SQLite busy); up to four
 /// more times, with a short random pause so the rivals do not collide again.

@@ -16,6 +16,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds, sent as `Retry-After` (with 503 and 429).
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -24,11 +26,19 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 }
 
 /// A failure of ours or of the database: logged in full, shown vaguely.
+/// Lock contention and a database that went away are 503 with
+/// `Retry-After`: nothing was committed, and trying again will work.
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         if crate::db::is_contention(&error) {
@@ -37,18 +47,17 @@ impl From<sqlx::Error> for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database_busy",
                 "the database is busy; nothing was changed, try again",
-            );
+            )
+            .retry_after(1);
         }
-        if matches!(
-            error,
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
-        ) {
+        if crate::db::is_unavailable(&error) {
             tracing::error!(error = %error, "database unavailable");
             return Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database_unavailable",
-                "the database is not reachable right now; try again shortly",
-            );
+                "the database is not reachable right now; nothing was changed, try again shortly",
+            )
+            .retry_after(5);
         }
         tracing::error!(error = %error, "database error");
         Self::new(
@@ -72,6 +81,11 @@ impl IntoResponse for ApiError {
             message: &self.message,
         };
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
         if self.status == StatusCode::PAYLOAD_TOO_LARGE {
             // The unread rest of the body makes this connection unusable;
             // say so, or the client reuses it and fails its next request.

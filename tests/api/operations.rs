@@ -108,6 +108,113 @@ async fn readiness_fails_when_the_mysql_database_is_gone() {
     }
 }
 
+/// The server ends a connection while a request waits inside it (what a
+/// fast shutdown or a failover does: `pg_terminate_backend` on PostgreSQL,
+/// `KILL` on MariaDB). The client gets 503 with `Retry-After`, never a 500,
+/// and the next request works without restarting allot. SQLite has no
+/// server to end a connection.
+async fn a_connection_ended_by_the_server_is_503_then_recovers(backend: Backend) {
+    use sqlx::{Connection, Executor};
+
+    let app = TestApp::spawn(backend).await;
+    assert_eq!(app.create_coupon("HOLD", 5).await.status(), 201);
+    let url = app.db.url.clone();
+    let claim = {
+        let (client, addr) = (app.client.clone(), app.addr);
+        move |user: &'static str| {
+            let client = client.clone();
+            tokio::spawn(async move { crate::helpers::claim(&client, addr, user, "HOLD").await })
+        }
+    };
+    // Hold the coupon's row lock, so that the claim waits in the database.
+    let lock = "select 1 from coupons where name = 'HOLD' for update";
+    let response = match backend {
+        Backend::Postgres => {
+            let mut holder = sqlx::PgConnection::connect(&url).await.unwrap();
+            holder.execute("begin").await.unwrap();
+            holder.execute(lock).await.unwrap();
+            let waiting = claim("u-1");
+            let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+            let mut pid = None;
+            crate::helpers::eventually("the claim to wait on the lock", async || {
+                pid = sqlx::query_scalar::<_, i32>(
+                    "select pid from pg_stat_activity
+                      where datname = current_database() and wait_event_type = 'Lock'",
+                )
+                .fetch_optional(&mut admin)
+                .await
+                .unwrap();
+                pid.is_some()
+            })
+            .await;
+            sqlx::query("select pg_terminate_backend($1)")
+                .bind(pid)
+                .execute(&mut admin)
+                .await
+                .unwrap();
+            let response = waiting.await.unwrap();
+            holder.execute("rollback").await.unwrap();
+            response
+        }
+        Backend::MySql => {
+            let mut holder = sqlx::MySqlConnection::connect(&url).await.unwrap();
+            holder.execute("begin").await.unwrap();
+            holder.execute(lock).await.unwrap();
+            let waiting = claim("u-1");
+            let mut admin = sqlx::MySqlConnection::connect(&url).await.unwrap();
+            let mut id = None;
+            crate::helpers::eventually("the claim to wait on the lock", async || {
+                id = sqlx::query_scalar::<_, i64>(
+                    "select id from information_schema.processlist
+                      where db = database() and id <> connection_id()
+                        and info like 'select remaining_amount from coupons%'",
+                )
+                .fetch_optional(&mut admin)
+                .await
+                .unwrap();
+                id.is_some()
+            })
+            .await;
+            admin
+                .execute(sqlx::AssertSqlSafe(format!("kill {}", id.unwrap())))
+                .await
+                .unwrap();
+            let response = waiting.await.unwrap();
+            holder.execute("rollback").await.unwrap();
+            response
+        }
+        Backend::Sqlite => unreachable!("no server to end a connection"),
+    };
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let (status, body) = status_and_json(response).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("database_unavailable")),
+        "{body}"
+    );
+    assert!(retry_after.is_some_and(|s| s.parse::<u32>().is_ok()));
+    // The pool replaces the connection; no restart needed.
+    let (status, body) = status_and_json(claim("u-2").await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_postgres_connection_ended_by_the_server_is_503_then_recovers() {
+    if Backend::Postgres.available() {
+        a_connection_ended_by_the_server_is_503_then_recovers(Backend::Postgres).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mysql_connection_ended_by_the_server_is_503_then_recovers() {
+    if Backend::MySql.available() {
+        a_connection_ended_by_the_server_is_503_then_recovers(Backend::MySql).await;
+    }
+}
+
 async fn queue_test_mail(app: &TestApp) -> (allot::db::Db, i64) {
     let db =
         allot::db::Db::connect(&allot::config::Settings::for_database(app.db.url.clone()).database)

@@ -174,9 +174,10 @@ async fn connect_sqlite(url: &str, max: u32, acquire: Duration) -> anyhow::Resul
         .context("ALLOT_DATABASE_URL: not a valid SQLite URL")?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        // NORMAL is durable across process crashes in WAL mode; only a power
-        // loss can lose the last commits.
-        .synchronous(SqliteSynchronous::Normal)
+        // FULL: every commit is on disk before it returns. NORMAL would
+        // survive a process crash but could lose, on power loss, orders
+        // already answered 200 to the shop.
+        .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(5))
         .foreign_keys(true);
     let writer = SqlitePoolOptions::new()

@@ -178,3 +178,29 @@ async fn sigterm_releases_stuck_deliveries_back_to_the_queue(backend: Backend) {
     );
     std::fs::remove_file(&hang).unwrap();
 }
+
+/// An order answered 200 must survive a power loss on the default backend
+/// too: SQLite commits with `synchronous = FULL` (in WAL mode NORMAL may
+/// lose the last commits), on the connection every write goes through.
+#[tokio::test]
+async fn sqlite_commits_reach_the_disk_before_the_answer() {
+    let test_db = TestDb::create(Backend::Sqlite).await;
+    let db =
+        allot::db::Db::open(&allot::config::Settings::for_database(test_db.url.clone()).database)
+            .await
+            .unwrap();
+    let allot::db::Db::Sqlite { writer, .. } = &db else {
+        unreachable!("a SQLite URL")
+    };
+    let synchronous: i64 = sqlx::query_scalar("pragma synchronous")
+        .fetch_one(writer)
+        .await
+        .unwrap();
+    assert_eq!(synchronous, 2, "2 is FULL");
+    let journal: String = sqlx::query_scalar("pragma journal_mode")
+        .fetch_one(writer)
+        .await
+        .unwrap();
+    assert_eq!(journal, "wal");
+    db.close().await;
+}

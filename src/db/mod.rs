@@ -12,9 +12,10 @@ use std::{str::FromStr, time::Duration};
 
 use anyhow::Context;
 use sqlx::{
-    Executor, MySql, MySqlPool, PgPool, Postgres, Sqlite, SqlitePool, Transaction,
-    mysql::MySqlPoolOptions,
-    postgres::PgPoolOptions,
+    Connection, Executor, MySql, MySqlConnection, MySqlPool, PgConnection, PgPool, Postgres,
+    Sqlite, SqlitePool, Transaction,
+    mysql::{MySqlConnectOptions, MySqlPoolOptions},
+    postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
@@ -78,32 +79,44 @@ impl Db {
         let acquire = settings.acquire_timeout;
         let db = match backend {
             Backend::Sqlite => connect_sqlite(url, max, acquire).await?,
-            Backend::Postgres => Db::Postgres(
-                PgPoolOptions::new()
-                    .max_connections(max)
-                    .acquire_timeout(acquire)
-                    .connect(url)
-                    .await
-                    .context("cannot connect to PostgreSQL (ALLOT_DATABASE_URL)")?,
-            ),
-            Backend::MySql => Db::MySql(
-                MySqlPoolOptions::new()
-                    .max_connections(max)
-                    .acquire_timeout(acquire)
-                    // Each statement must see rows committed by the transaction
-                    // that held a lock before us; REPEATABLE READ would show an
-                    // older snapshot to plain reads that follow a locking read.
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            Backend::Postgres => {
+                let fail = cannot("connect to PostgreSQL");
+                let options = PgConnectOptions::from_str(url).map_err(&fail)?;
+                probe::<PgConnection>(&options, acquire, &fail).await?;
+                Db::Postgres(
+                    PgPoolOptions::new()
+                        .max_connections(max)
+                        .acquire_timeout(acquire)
+                        .connect_with(options)
+                        .await
+                        .map_err(&fail)?,
+                )
+            }
+            Backend::MySql => {
+                let fail = cannot("connect to MySQL/MariaDB");
+                let options = MySqlConnectOptions::from_str(&mysql_url(url)).map_err(&fail)?;
+                probe::<MySqlConnection>(&options, acquire, &fail).await?;
+                Db::MySql(
+                    MySqlPoolOptions::new()
+                        .max_connections(max)
+                        .acquire_timeout(acquire)
+                        // Each statement must see rows committed by the transaction
+                        // that held a lock before us; REPEATABLE READ would show an
+                        // older snapshot to plain reads that follow a locking read.
+                        .after_connect(|conn, _| {
+                            Box::pin(async move {
+                                conn.execute(
+                                    "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                                )
                                 .await?;
-                            Ok(())
+                                Ok(())
+                            })
                         })
-                    })
-                    .connect(&mysql_url(url))
-                    .await
-                    .context("cannot connect to MySQL/MariaDB (ALLOT_DATABASE_URL)")?,
-            ),
+                        .connect_with(options)
+                        .await
+                        .map_err(&fail)?,
+                )
+            }
         };
         Ok(db)
     }
@@ -129,7 +142,17 @@ impl Db {
             Db::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await,
             Db::MySql(pool) => sqlx::migrate!("migrations/mysql").run(pool).await,
         }
-        .context("applying migrations")
+        .map_err(|error| {
+            use sqlx::migrate::MigrateError::*;
+            let cause = match &error {
+                Execute(error) => describe(error),
+                ExecuteMigration(error, version) => {
+                    format!("migration {version}: {}", describe(error))
+                }
+                other => other.to_string(),
+            };
+            anyhow::anyhow!("applying migrations: {cause}")
+        })
     }
 
     /// Is our database answering? Used by `/readyz`. It reads one of our own
@@ -161,6 +184,40 @@ impl Db {
     }
 }
 
+/// One direct connection before the pool: a refused connection, a wrong
+/// password or an unknown database is reported as itself, at once, rather
+/// than as the pool's "timed out".
+async fn probe<C: Connection>(
+    options: &C::Options,
+    timeout: Duration,
+    fail: &impl Fn(sqlx::Error) -> anyhow::Error,
+) -> anyhow::Result<()> {
+    match tokio::time::timeout(timeout, C::connect_with(options)).await {
+        Ok(Ok(connection)) => {
+            let _ = connection.close().await;
+            Ok(())
+        }
+        Ok(Err(error)) => Err(fail(error)),
+        Err(_) => Err(fail(sqlx::Error::PoolTimedOut)),
+    }
+}
+
+/// `cannot {what} (ALLOT_DATABASE_URL): {cause}`, the cause said once.
+fn cannot(what: &'static str) -> impl Fn(sqlx::Error) -> anyhow::Error {
+    move |error| anyhow::anyhow!("cannot {what} (ALLOT_DATABASE_URL): {}", describe(&error))
+}
+
+/// One line for a person: the database's own message without sqlx's
+/// prefixes or PostgreSQL's source-file line numbers.
+pub fn describe(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(db_error) => db_error.message().to_string(),
+        sqlx::Error::Io(io) => io.to_string(),
+        sqlx::Error::PoolTimedOut => "no connection within ALLOT_DATABASE_ACQUIRE_TIMEOUT".into(),
+        other => other.to_string(),
+    }
+}
+
 /// sqlx only knows the `mysql://` scheme; `mariadb://` is accepted as a courtesy.
 fn mysql_url(url: &str) -> String {
     match url.split_once("://") {
@@ -170,8 +227,9 @@ fn mysql_url(url: &str) -> String {
 }
 
 async fn connect_sqlite(url: &str, max: u32, acquire: Duration) -> anyhow::Result<Db> {
+    let fail = cannot("open the SQLite database");
     let options = SqliteConnectOptions::from_str(url)
-        .context("ALLOT_DATABASE_URL: not a valid SQLite URL")?
+        .map_err(&fail)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         // FULL: every commit is on disk before it returns. NORMAL would
@@ -185,13 +243,13 @@ async fn connect_sqlite(url: &str, max: u32, acquire: Duration) -> anyhow::Resul
         .acquire_timeout(acquire.max(Duration::from_secs(30)))
         .connect_with(options.clone())
         .await
-        .context("cannot open the SQLite database (ALLOT_DATABASE_URL)")?;
+        .map_err(&fail)?;
     let reader = SqlitePoolOptions::new()
         .max_connections(max)
         .acquire_timeout(acquire)
         .connect_with(options.read_only(true))
         .await
-        .context("cannot open the SQLite database (ALLOT_DATABASE_URL)")?;
+        .map_err(&fail)?;
     Ok(Db::Sqlite { writer, reader })
 }
 

@@ -246,3 +246,46 @@ async fn dead_letters_are_listed_explained_and_redriven_from_the_command_line(ba
     let out = run(&["jobs", "discard", &dead_id.to_string()]);
     assert_eq!(text(&out.stderr).trim(), format!("error: no job {dead_id}"));
 }
+
+/// A database that cannot be reached or opened is named in one line with
+/// its real cause, said once: no "pool timed out" hiding a refused
+/// connection, no server source-file line numbers.
+#[test]
+fn an_unreachable_database_is_explained_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cases: Vec<(String, &str)> = vec![(
+        format!("sqlite://{}/no/such/dir/x.db", dir.path().display()),
+        "unable to open database file",
+    )];
+    if Backend::Postgres.available() {
+        let mut url = url::Url::parse(&std::env::var("ALLOT_TEST_POSTGRES_URL").unwrap()).unwrap();
+        url.set_username("allot_no_such_role").unwrap();
+        cases.push((
+            url.to_string(),
+            "role \"allot_no_such_role\" does not exist",
+        ));
+        let port = crate::helpers::free_port();
+        cases.push((
+            format!("postgres://x@127.0.0.1:{port}/x"),
+            "Connection refused",
+        ));
+    }
+    if Backend::MySql.available() {
+        let mut url = url::Url::parse(&std::env::var("ALLOT_TEST_MYSQL_URL").unwrap()).unwrap();
+        url.set_path("allot_t_no_such_database");
+        cases.push((url.to_string(), "Unknown database 'allot_t_no_such_database'"));
+    }
+    for (database_url, cause) in cases {
+        let out = allot_command(dir.path())
+            .arg("migrate")
+            .env("ALLOT_DATABASE_URL", &database_url)
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{database_url}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with("error: cannot "), "{stderr}");
+        assert_eq!(stderr.matches(cause).count(), 1, "{cause:?} once: {stderr}");
+        assert!(!stderr.contains(" at line "), "{stderr}");
+    }
+}

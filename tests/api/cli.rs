@@ -273,7 +273,10 @@ fn an_unreachable_database_is_explained_once() {
     if Backend::MySql.available() {
         let mut url = url::Url::parse(&std::env::var("ALLOT_TEST_MYSQL_URL").unwrap()).unwrap();
         url.set_path("allot_t_no_such_database");
-        cases.push((url.to_string(), "Unknown database 'allot_t_no_such_database'"));
+        cases.push((
+            url.to_string(),
+            "Unknown database 'allot_t_no_such_database'",
+        ));
     }
     for (database_url, cause) in cases {
         let out = allot_command(dir.path())

@@ -319,12 +319,28 @@ fn scalar(value: &Value) -> Option<String> {
     }
 }
 
-/// "Coupon Code", "coupon_code" and "coupon-code" are one name.
+/// "Coupon Code", "coupon_code", "coupon-code" and "Coupon code:" are one
+/// name: letters and digits only, lower case.
 fn canonical(name: &str) -> String {
     name.chars()
-        .filter(|c| !matches!(c, ' ' | '_' | '-'))
+        .filter(|c| c.is_alphanumeric())
         .flat_map(char::to_lowercase)
         .collect()
+}
+
+/// Words that make a custom field's label (written by a person: "Discount /
+/// coupon", "Your voucher") name a coupon code wherever they stand in it.
+const COUPON_WORDS: &[&str] = &["coupon", "voucher", "promocode", "discountcode"];
+
+/// A scalar, or the `code` (else `name`) of an object: bridges send a
+/// coupon as `{"coupon": {"id": 3, "code": "SPRING"}}`.
+fn scalar_or_code(value: &Value) -> Option<String> {
+    scalar(value).or_else(|| {
+        let object = value.as_object()?;
+        ["code", "name"]
+            .iter()
+            .find_map(|key| object.get(*key).and_then(scalar))
+    })
 }
 
 /// The first value, depth first, under a key named like one of `names`;
@@ -333,8 +349,13 @@ fn find(value: &Value, names: &[&str]) -> Option<String> {
     match value {
         Value::Object(map) => {
             for (key, child) in map {
+                // Only coupons come as objects; an `id` object is no id.
+                let found = match names == COUPON_NAMES {
+                    true => scalar_or_code(child),
+                    false => scalar(child),
+                };
                 if names.contains(&canonical(key).as_str())
-                    && let Some(found) = scalar(child)
+                    && let Some(found) = found
                 {
                     return Some(found);
                 }
@@ -376,7 +397,7 @@ fn custom_field(value: &Value, names: &[&str]) -> Option<String> {
                 let label = ["label", "name", "id", "key"]
                     .iter()
                     .find_map(|k| field.get(*k).and_then(scalar));
-                if label.is_some_and(|l| names.contains(&canonical(&l).as_str()))
+                if label.is_some_and(|l| label_names(&l, names))
                     && let Some(v) = field.get("value").and_then(scalar)
                 {
                     return Some(v);
@@ -385,6 +406,14 @@ fn custom_field(value: &Value, names: &[&str]) -> Option<String> {
         }
     }
     map.values().find_map(|child| custom_field(child, names))
+}
+
+/// Whether a custom field's label names one of `names`; coupon labels also
+/// by any of [`COUPON_WORDS`] inside them.
+fn label_names(label: &str, names: &[&str]) -> bool {
+    let label = canonical(label);
+    names.contains(&label.as_str())
+        || (names == COUPON_NAMES && COUPON_WORDS.iter().any(|word| label.contains(word)))
 }
 
 /// WooCommerce `meta_data`: `[{key, value}]` at the order or its lines.

@@ -163,3 +163,25 @@ fn unpaid_and_cancelled_orders_are_held() {
     );
     assert!(amelia.hold.is_some());
 }
+
+#[test]
+fn coupons_in_nested_objects_and_worded_labels_are_found() {
+    let nested = one(
+        Source::Bookly,
+        json!({"booking_id": 1, "customer_email": "a@example.com",
+               "coupon": {"id": 3, "code": "NEST-5"}}),
+    );
+    assert_eq!(nested.coupon_code.as_deref(), Some("NEST-5"));
+    let labelled = one(
+        Source::Bookly,
+        json!({"booking_id": 2, "customer_email": "a@example.com",
+               "custom_fields": [{"label": "Discount / coupon", "value": "SLASH"}]}),
+    );
+    assert_eq!(labelled.coupon_code.as_deref(), Some("SLASH"));
+    let voucher = one(
+        Source::Amelia,
+        json!({"bookings": [{"id": 3, "customer": {"email": "a@example.com"},
+               "customFields": {"1": {"label": "Your voucher:", "value": "V-1"}}}]}),
+    );
+    assert_eq!(voucher.coupon_code.as_deref(), Some("V-1"));
+}

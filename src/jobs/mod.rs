@@ -63,12 +63,32 @@ impl JobState {
     }
 }
 
+/// Which due jobs a worker leases first. A backlog of buyer emails must not
+/// hold back the admin's alert about a sell-out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Priority {
+    #[default]
+    Normal = 0,
+    /// Leased before any normal job that is due.
+    Urgent = 1,
+}
+
+impl Priority {
+    /// The order workers lease in.
+    pub const HIGHEST_FIRST: [Priority; 2] = [Priority::Urgent, Priority::Normal];
+}
+
 /// A family of job kinds: a serde enum tagged
 /// `#[serde(tag = "kind", content = "payload")]`, whose tag is what the
 /// `kind` column stores and whose content is the `payload` column.
 pub trait Payload: Serialize + DeserializeOwned + Send + Sync {
     /// Every tag of the enum: the kinds its handler runs.
     const KINDS: &'static [&'static str];
+
+    /// How soon this job runs among those due at the same time.
+    fn priority(&self) -> Priority {
+        Priority::Normal
+    }
 }
 
 /// A job to enqueue.
@@ -80,6 +100,7 @@ pub struct NewJob {
     pub dedupe_key: Option<String>,
     pub run_at: i64,
     pub max_attempts: i32,
+    pub priority: Priority,
 }
 
 impl NewJob {
@@ -90,19 +111,23 @@ impl NewJob {
             dedupe_key: None,
             run_at: 0,
             max_attempts,
+            priority: Priority::Normal,
         }
     }
 
     /// The job for one value of a [`Payload`] family.
-    pub fn of<P: Payload>(payload: &P, max_attempts: i32) -> Self {
-        let mut tagged = serde_json::to_value(payload).unwrap_or(Value::Null);
+    pub fn of<P: Payload>(payload_of: &P, max_attempts: i32) -> Self {
+        let mut tagged = serde_json::to_value(payload_of).unwrap_or(Value::Null);
         let kind = tagged["kind"].as_str().unwrap_or_default().to_string();
         let payload = tagged
             .get_mut("payload")
             .map(Value::take)
             .unwrap_or(Value::Null);
         debug_assert!(P::KINDS.contains(&kind.as_str()), "{kind} not in KINDS");
-        Self::new(&kind, payload, max_attempts)
+        Self {
+            priority: payload_of.priority(),
+            ..Self::new(&kind, payload, max_attempts)
+        }
     }
 
     pub fn dedupe_key(mut self, key: impl Into<String>) -> Self {

@@ -2,7 +2,7 @@
 //! back expired leases. One text with `?` placeholders through
 //! `on_tx!`/`on_db!`; row locks from `Backend`.
 
-use super::{NewJob, handler::Leased};
+use super::{NewJob, Priority, handler::Leased};
 use crate::{db::Tx, insert_unless_exists, on_tx};
 
 pub(super) async fn insert(
@@ -14,10 +14,10 @@ pub(super) async fn insert(
     let run_at = if job.run_at > 0 { job.run_at } else { now };
     let id = insert_unless_exists!(
         &mut *tx,
-        "insert into jobs (kind, payload, dedupe_key, max_attempts, run_at, created_at, updated_at)
-         values (?, ?, ?, ?, ?, ?, ?)",
+        "insert into jobs (kind, payload, dedupe_key, max_attempts, priority, run_at, created_at, updated_at)
+         values (?, ?, ?, ?, ?, ?, ?, ?)",
         conflict "(dedupe_key)",
-        [&job.kind, &payload, &job.dedupe_key, job.max_attempts, run_at, now, now]
+        [&job.kind, &payload, &job.dedupe_key, job.max_attempts, job.priority as i16, run_at, now, now]
     )?;
     if id.is_some() {
         super::wake::notify_in(tx).await?;
@@ -37,17 +37,27 @@ pub(super) async fn lease(
 ) -> Result<Vec<Leased>, sqlx::Error> {
     let select = format!(
         "select id, kind, payload, attempts, max_attempts, created_at from jobs
-          where state = 'queued' and run_at <= ? order by run_at, id limit ?{}",
+          where state = 'queued' and priority = ? and run_at <= ? order by run_at, id limit ?{}",
         db.backend().for_update_skip_locked()
     );
     let mut tx = db.begin().await?;
-    let mut jobs: Vec<Leased> = on_tx!(&mut tx, |conn, sql| {
-        sqlx::query_as(sql(select))
-            .bind(now)
-            .bind(limit)
-            .fetch_all(conn)
-            .await
-    })?;
+    // Urgent jobs first, then the rest: one index range scan each.
+    let mut jobs: Vec<Leased> = Vec::new();
+    for priority in Priority::HIGHEST_FIRST {
+        let room = limit - jobs.len() as i64;
+        if room <= 0 {
+            break;
+        }
+        let batch: Vec<Leased> = on_tx!(&mut tx, |conn, sql| {
+            sqlx::query_as(sql(select.clone()))
+                .bind(priority as i16)
+                .bind(now)
+                .bind(room)
+                .fetch_all(conn)
+                .await
+        })?;
+        jobs.extend(batch);
+    }
     for job in &mut jobs {
         job.attempt += 1;
         on_tx!(&mut tx, |conn, sql| {

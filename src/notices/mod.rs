@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use crate::{
     clock::{rfc3339, window},
     db::Db,
-    jobs::{self, JobError, NewJob, Payload},
+    jobs::{self, JobError, NewJob, Payload, Priority},
     mail::{Compose, Letter},
     text::EmailAddress,
 };
@@ -53,6 +53,14 @@ const DIGEST_KIND: &str = "dead_letter_digest";
 
 impl Payload for Notice {
     const KINDS: &'static [&'static str] = &["email", "low_stock_alert", DIGEST_KIND];
+
+    /// Admin alerts go before the queue of buyer emails.
+    fn priority(&self) -> Priority {
+        match self {
+            Notice::Email { .. } => Priority::Normal,
+            Notice::LowStock { .. } | Notice::DeadLetterDigest { .. } => Priority::Urgent,
+        }
+    }
 }
 
 /// What notices read when they are sent.

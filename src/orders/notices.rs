@@ -20,7 +20,7 @@ use super::store;
 use crate::{
     clock::{rfc3339, window},
     db::Tx,
-    jobs::{self, JobError, NewJob, Payload},
+    jobs::{self, JobError, NewJob, Payload, Priority},
     keys::{self, Sku},
     mail::{Compose, Letter},
     notices::{Context, admin_letter_to},
@@ -62,6 +62,15 @@ pub enum Scope {
 impl Payload for Notice {
     const KINDS: &'static [&'static str] =
         &["key_email", "out_of_stock_alert", "needs_attention_alert"];
+
+    /// The admin hears about a sell-out or a set-aside order before the
+    /// queue of buyer emails drains.
+    fn priority(&self) -> Priority {
+        match self {
+            Notice::KeyEmail { .. } => Priority::Normal,
+            Notice::OutOfStock { .. } | Notice::NeedsAttention(_) => Priority::Urgent,
+        }
+    }
 }
 
 /// The buyer's key email for order `order`, which got key `key_id`.

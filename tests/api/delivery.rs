@@ -20,6 +20,7 @@ on_every_backend!(
     transient_failures_follow_the_retry_schedule_then_the_job_dies,
     jobs_our_code_cannot_handle_die_at_once_and_the_admin_gets_one_digest,
     the_key_email_carries_the_configured_logo,
+    an_admin_alert_overtakes_a_backlog_of_buyer_emails,
 );
 
 async fn a_queued_email_is_delivered_once(backend: Backend) {
@@ -250,4 +251,37 @@ async fn the_key_email_carries_the_configured_logo(backend: Backend) {
     );
     assert!(mail.contains("shop.example&#x2f;logo.png"), "{mail}");
     assert!(mail.contains("ABCD-0O0O-1l1I"), "{mail}");
+}
+
+/// An urgent admin alert enqueued after a backlog of buyer emails runs in
+/// the very next batch, not after the backlog drains.
+async fn an_admin_alert_overtakes_a_backlog_of_buyer_emails(backend: Backend) {
+    let world = World::new(backend, |s| s.jobs.concurrency = 4).await;
+    for i in 0..40 {
+        world
+            .queue_email(
+                &format!("b{i}@example.com"),
+                "test",
+                json!({"address": "x"}),
+            )
+            .await;
+    }
+    let alert = allot::notices::low_stock_job("course-101", 2, 10, 1, 3);
+    let alert = jobs::enqueue_now(&world.db, &alert).await.unwrap().unwrap();
+    let events = world
+        .worker()
+        .run_once(allot::clock::now_ms())
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 4);
+    assert!(
+        events.contains(&WorkerEvent::Done { job_id: alert }),
+        "the alert ran in the first batch: {events:?}"
+    );
+    assert!(
+        world
+            .mails()
+            .iter()
+            .any(|m| m.contains("To: admin@shop.test"))
+    );
 }

@@ -68,7 +68,7 @@ pub(super) async fn run(command: JobsCommand, db: &Db, settings: &Settings) -> a
                         job.id,
                         job.kind,
                         job.state,
-                        format!("{}/{}", job.attempts, job.max_attempts),
+                        format!("{}/{}", job.attempts, budget(job.max_attempts)),
                         rfc3339(job.run_at),
                         one_line(job.last_error.as_deref().unwrap_or("-"), 80),
                     );
@@ -86,7 +86,11 @@ pub(super) async fn run(command: JobsCommand, db: &Db, settings: &Settings) -> a
             } else {
                 println!(
                     "job {} ({}): {}, {}/{} attempts",
-                    job.id, job.kind, job.state, job.attempts, job.max_attempts
+                    job.id,
+                    job.kind,
+                    job.state,
+                    job.attempts,
+                    budget(job.max_attempts)
                 );
                 println!("run at:     {}", rfc3339(job.run_at));
                 println!("last error: {}", job.last_error.as_deref().unwrap_or("-"));
@@ -132,6 +136,14 @@ pub(super) async fn run(command: JobsCommand, db: &Db, settings: &Settings) -> a
         },
     }
     Ok(())
+}
+
+/// An attempt budget as people read it: alerts have none.
+fn budget(max_attempts: i32) -> String {
+    match max_attempts {
+        jobs::UNLIMITED_ATTEMPTS => "∞".to_string(),
+        n => n.to_string(),
+    }
 }
 
 /// Queues a test email through the normal delivery path.

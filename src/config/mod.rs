@@ -117,7 +117,8 @@ pub struct JobSettings {
     pub concurrency: usize,
     /// How often an idle worker looks for due jobs (PostgreSQL also wakes it at once).
     pub poll_interval: Duration,
-    /// Dead-letter alerts are batched into one digest per interval.
+    /// Dead-letter alerts are batched into one digest per interval; an alert
+    /// that cannot be sent tries again at least this often.
     pub alert_interval: Duration,
 }
 

@@ -91,6 +91,9 @@ pub trait Payload: Serialize + DeserializeOwned + Send + Sync {
     }
 }
 
+/// The `max_attempts` of a job without an attempt budget ([`NewJob::until_done`]).
+pub const UNLIMITED_ATTEMPTS: i32 = i32::MAX;
+
 /// A job to enqueue.
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -128,6 +131,17 @@ impl NewJob {
             priority: payload_of.priority(),
             ..Self::new(&kind, payload, max_attempts)
         }
+    }
+
+    /// No attempt budget: the job retries until it succeeds, waiting at
+    /// most `ALLOT_ALERT_INTERVAL` between attempts (or what the provider's
+    /// `Retry-After` asks). For alerts about failures, which must not be
+    /// lost to the same failure (an SMTP outage that kills the mail also
+    /// keeps failing the digest that reports it). A permanent error still
+    /// ends it.
+    pub fn until_done(mut self) -> Self {
+        self.max_attempts = UNLIMITED_ATTEMPTS;
+        self
     }
 
     pub fn dedupe_key(mut self, key: impl Into<String>) -> Self {

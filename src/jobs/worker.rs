@@ -266,7 +266,16 @@ impl Inner {
             Err(JobError::Retry { error, retry_after }) => {
                 // A job's budget was fixed when it was enqueued; past the end
                 // of this worker's schedule the last delay repeats.
-                let delay = self.policy.delay(job.attempt, retry_after);
+                let mut delay = self.policy.delay(job.attempt, retry_after);
+                if job.max_attempts == super::UNLIMITED_ATTEMPTS {
+                    // An alert without a budget tries again at least once per
+                    // alert window, so it goes out soon after the outage ends.
+                    let cap = self
+                        .jobs
+                        .alert_interval
+                        .max(retry_after.unwrap_or_default());
+                    delay = delay.min(cap);
+                }
                 Outcome::Retry {
                     at: now + delay.as_millis() as i64,
                     error,

@@ -9,8 +9,10 @@
 //! digest for the current alert window (`ALLOT_ALERT_INTERVAL`) keyed by that
 //! window: a storm of failures is one email per window, not one per job. The
 //! digest runs when its window closes and lists every job that died in it.
-//! A digest that itself fails is logged and counted, never alerted about, so
-//! alerts cannot loop.
+//! A digest never alerts about itself, so alerts cannot loop; instead it has
+//! no attempt budget: through an outage it keeps trying (at least once per
+//! window) and is sent once mail works again, so the admin still learns
+//! what died while mail was down.
 
 use std::time::Duration;
 
@@ -109,6 +111,7 @@ pub fn digest_for(kind: &str, now: i64, interval: Duration, max_attempts: i32) -
     let notice = Notice::DeadLetterDigest { from, to };
     Some(
         NewJob::of(&notice, max_attempts)
+            .until_done()
             .dedupe_key(format!("{DIGEST_KIND}:{from}"))
             .run_at(to),
     )

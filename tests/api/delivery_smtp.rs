@@ -15,6 +15,7 @@ on_every_backend!(
     mail_waits_while_the_smtp_server_is_down_and_arrives_once_when_it_is_up,
     smtp_550_is_dead_at_once_and_the_error_is_kept,
     dead_mail_is_redriven_and_delivered,
+    the_admin_hears_of_mail_that_died_in_an_outage_once_mail_works,
 );
 
 fn smtp(port: u16) -> impl FnOnce(&mut allot::config::Settings) {
@@ -155,5 +156,64 @@ async fn dead_mail_is_redriven_and_delivered(backend: Backend) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// An outage long enough to kill a mail also fails the digest that reports
+/// it. The digest has no attempt budget: it keeps trying, at least once per
+/// alert window, and reaches the admin when the server is back.
+async fn the_admin_hears_of_mail_that_died_in_an_outage_once_mail_works(backend: Backend) {
+    let port = free_port();
+    let world = World::new(backend, smtp(port)).await;
+    let id = world
+        .queue_email("buyer@example.com", "test", json!({"address": "x"}))
+        .await;
+    let worker = world.worker();
+    let mut now = allot::clock::now_ms();
+    loop {
+        match worker.run_once(now).await.unwrap()[..] {
+            [WorkerEvent::Retry { at, .. }] => now = at,
+            [WorkerEvent::Dead { .. }] => break,
+            ref other => panic!("{other:?}"),
+        }
+    }
+    let queued = jobs::list(&world.db, Some(JobState::Queued), 10)
+        .await
+        .unwrap();
+    let [digest] = &queued[..] else {
+        panic!("one digest expected: {queued:?}")
+    };
+    assert_eq!(digest.kind, "dead_letter_digest");
+
+    // Twice the mail's budget of failures, and the digest is still queued.
+    now = now.max(digest.run_at - 1) + 1;
+    let budget = world.settings.jobs.max_attempts();
+    for _ in 0..2 * budget {
+        match worker.run_once(now).await.unwrap()[..] {
+            [WorkerEvent::Retry { job_id, at }] if job_id == digest.id => {
+                let window = world.settings.jobs.alert_interval.as_millis() as i64;
+                // (plus the attempt's own duration, counted from the lease)
+                assert!(
+                    at - now <= window + 1_000,
+                    "retried within the alert window"
+                );
+                now = at;
+            }
+            ref other => panic!("the digest must retry, not die: {other:?}"),
+        }
+    }
+
+    let Some(server) = SmtpServer::start(port) else {
+        return;
+    };
+    let events = worker.run_once(now).await.unwrap();
+    assert_eq!(events, vec![WorkerEvent::Done { job_id: digest.id }]);
+    let messages = server.messages();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert!(messages[0].contains("admin@shop.test"));
+    assert!(
+        messages[0].contains(&format!("job {id} (email)")),
+        "{}",
+        messages[0]
     );
 }

@@ -30,6 +30,7 @@ use crate::{
         normalize::Source,
     },
     keys::Sku,
+    text::BoundedText,
 };
 
 #[derive(Clone)]
@@ -143,7 +144,10 @@ async fn show(
         )
     };
     let parsed = Source::parse(&source).ok_or_else(not_found)?;
-    super::find(&state.db, parsed, &order_id)
+    // An id that intake would have refused (NUL, too long…) names no order,
+    // and must not reach SQL, where PostgreSQL would fail on it.
+    let order_id = BoundedText::identifier("order id", &order_id).map_err(|_| not_found())?;
+    super::find(&state.db, parsed, order_id.as_str())
         .await?
         .map(Json)
         .ok_or_else(not_found)

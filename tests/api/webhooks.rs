@@ -660,4 +660,13 @@ async fn fields_no_column_can_hold_are_set_aside_not_failed(backend: Backend) {
     }
     let stock = keys::stock(&db).await.unwrap();
     assert_eq!(stock[0].available, 3, "no key was handed out: {stock:?}");
+    // Looking such an id up is a 404, not a database error.
+    for id in ["A%00B", "N-5%E2%80%AE"] {
+        let (status, body) = app.order("generic", id).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (404, Some("order_not_found")),
+            "{id}"
+        );
+    }
 }

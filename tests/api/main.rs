@@ -19,5 +19,6 @@ mod delivery_smtp;
 mod key_bank;
 mod operations;
 mod processes;
+mod properties;
 mod stock_and_alerts;
 mod webhooks;

@@ -92,6 +92,35 @@ fn payload() -> impl Strategy<Value = Value> {
     })
 }
 
+/// An order in each plugin's shape whose every field is hostile, so that
+/// the boundary is reached on most cases rather than by luck.
+fn plausible_order() -> impl Strategy<Value = (Source, Value)> {
+    let email = prop_oneof![Just("Ana@Example.COM".to_string()), nasty_string()];
+    (
+        0..3usize,
+        nasty_string(),
+        email,
+        nasty_string(),
+        nasty_string(),
+    )
+        .prop_map(|(shape, id, email, coupon, sku)| match shape {
+            0 => (
+                Source::Generic,
+                json!({"order_id": id, "email": email, "coupon_code": coupon, "sku": sku}),
+            ),
+            1 => (
+                Source::Amelia,
+                json!({"bookings": {"0": {"id": id, "customer": {"email": email},
+                       "customFields": {"1": {"label": "Coupon", "value": coupon}}}}}),
+            ),
+            _ => (
+                Source::WooCommerce,
+                json!({"id": id, "status": "completed", "billing": {"email": email},
+                       "coupon_lines": [{"code": coupon}], "line_items": [{"sku": sku}]}),
+            ),
+        })
+}
+
 /// A real payload, cut, flipped or spliced.
 fn mutated_fixture() -> impl Strategy<Value = Vec<u8>> {
     (
@@ -145,6 +174,13 @@ proptest! {
         for source in SOURCES {
             check(source, body.as_bytes());
         }
+    }
+
+    #[test]
+    fn hostile_fields_in_every_shape_pass_the_boundary_or_are_refused(
+        (source, value) in plausible_order()
+    ) {
+        check(source, value.to_string().as_bytes());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 mod helpers;
 
+mod abuse;
 mod architecture;
 mod cli;
 mod coupon_contract;

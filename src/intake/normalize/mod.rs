@@ -246,7 +246,9 @@ fn build(
         "coupon code",
         identifier("coupon code"),
     );
-    let sku = checked(&mut problems, sku, "SKU", identifier("SKU"));
+    // The payload's SKU is checked when the order is placed: a SKU in the
+    // webhook URL wins over it, and then it does not matter.
+    let sku = sku.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     let email_given = email.as_deref().is_some_and(|e| !e.trim().is_empty());
     let email = checked(&mut problems, email, "customer email", EmailAddress::parse);
     if order_id.is_none() && !problems.iter().any(|p| p.contains("order id")) {
@@ -260,7 +262,7 @@ fn build(
             order_id: order_id.as_str().to_string(),
             email,
             coupon_code: coupon_code.map(|c| c.as_str().to_string()),
-            sku: sku.map(|s| s.as_str().to_string()),
+            sku,
             service_id,
             hold: None,
         }),

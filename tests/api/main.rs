@@ -17,6 +17,7 @@ mod crash_safety;
 mod delivery;
 mod delivery_providers;
 mod delivery_smtp;
+mod faults;
 mod key_bank;
 mod operations;
 mod processes;

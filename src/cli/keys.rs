@@ -57,33 +57,26 @@ pub(super) async fn run(command: KeysCommand, db: &Db, settings: &Settings) -> a
                 };
                 format!("{}{more}", shown.join(", "))
             };
-            if !report.blank.is_empty() {
-                println!(
-                    "skipped {} blank line(s): line {}",
-                    report.blank.len(),
-                    lines(&report.blank)
-                );
-            }
-            if !report.trimmed.is_empty() {
-                println!(
-                    "imported {} key(s) without the spaces around them: line {}",
-                    report.trimmed.len(),
-                    lines(&report.trimmed)
-                );
-            }
-            if !report.duplicate_in_file.is_empty() {
-                println!(
-                    "skipped {} duplicate(s) of earlier lines: line {}",
-                    report.duplicate_in_file.len(),
-                    lines(&report.duplicate_in_file)
-                );
-            }
-            if !report.already_in_pool.is_empty() {
-                println!(
-                    "skipped {} key(s) already in the pool: line {}",
-                    report.already_in_pool.len(),
-                    lines(&report.already_in_pool)
-                );
+            let reported: [(&[u64], &str); 4] = [
+                (&report.blank, "skipped {} blank line(s)"),
+                (
+                    &report.trimmed,
+                    "imported {} key(s) without the spaces around them",
+                ),
+                (
+                    &report.duplicate_in_file,
+                    "skipped {} duplicate(s) of earlier lines",
+                ),
+                (
+                    &report.already_in_pool,
+                    "skipped {} key(s) already in the pool",
+                ),
+            ];
+            for (found, what) in reported {
+                if !found.is_empty() {
+                    let what = what.replace("{}", &found.len().to_string());
+                    println!("{what}: line {}", lines(found));
+                }
             }
             for (line, reason) in report.invalid.iter().take(20) {
                 println!("skipped line {line}: {reason}");

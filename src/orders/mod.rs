@@ -136,14 +136,7 @@ impl Fulfilment {
             Ok(normalized) => normalized,
             Err(unparseable) => {
                 let placed = self
-                    .set_aside(
-                        source,
-                        &body_reference(body),
-                        None,
-                        body,
-                        &unparseable.to_string(),
-                        now,
-                    )
+                    .set_aside(source, body, &unparseable.to_string(), now)
                     .await?;
                 return Ok(Receipt::new(vec![placed]));
             }
@@ -154,10 +147,7 @@ impl Fulfilment {
         }
         if !normalized.problems.is_empty() {
             let problem = normalized.problems.join("; ");
-            placed.push(
-                self.set_aside(source, &body_reference(body), None, body, &problem, now)
-                    .await?,
-            );
+            placed.push(self.set_aside(source, body, &problem, now).await?);
         }
         Ok(Receipt::new(placed))
     }

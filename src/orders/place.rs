@@ -3,7 +3,7 @@
 //! together or not at all. Orders that cannot be served yet wait for stock;
 //! payloads that cannot be used are set aside with their raw body.
 
-use super::{Fulfilment, Placed, Status, notices, store};
+use super::{Fulfilment, Placed, Status, body_reference, notices, store};
 use crate::{
     db::{Tx, retry_on_contention},
     intake::normalize::{Order, Source},
@@ -198,17 +198,16 @@ impl Fulfilment {
         Ok(true)
     }
 
-    /// Keeps what could not be used, with the reason, and alerts the admin.
+    /// Keeps a body that gave no usable order, with the reason, under a
+    /// reference derived from the body, and alerts the admin.
     pub(super) async fn set_aside(
         &self,
         source: Source,
-        reference: &str,
-        order: Option<&Order>,
         body: &[u8],
         problem: &str,
         now: i64,
     ) -> Result<Placed, sqlx::Error> {
-        let order_id = reference.to_string();
+        let order_id = body_reference(body);
         retry_on_contention(|| async {
             let mut tx = self.db.begin().await?;
             // A repeat of a body already set aside is recorded again (the
@@ -225,9 +224,9 @@ impl Fulfilment {
                 }
             };
             let details = store::Details {
-                email: order.map(|o| o.email.as_str()),
-                product_sku: order.and_then(|o| o.sku.as_deref()),
-                coupon_code: order.and_then(|o| o.coupon_code.as_deref()),
+                email: None,
+                product_sku: None,
+                coupon_code: None,
             };
             self.attention(&mut tx, id, &details, body, problem, now)
                 .await?;

@@ -6,7 +6,7 @@
 //! the order they stop in. Everything may be imported here; nothing imports
 //! this module but the CLI (and tests, through [`Application`]).
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
 use axum::Router;
@@ -92,35 +92,13 @@ impl Application {
 
         let app = router(db.clone(), fulfilment, &settings);
         tracing::info!(%addr, backend = db.backend().name(), "listening");
-        let served = serve(listener, app, &shutdown, grace).await;
-        // A server that failed stops the rest too.
-        shutdown.cancel();
+        http::serve(listener, app, settings.read_timeout, &shutdown, grace).await;
         tasks.close();
         tasks.wait().await;
         db.close().await;
         tracing::info!("stopped");
-        served
+        Ok(())
     }
-}
-
-/// Serves until `shutdown`, then gives in-flight requests `grace`.
-async fn serve(
-    listener: TcpListener,
-    app: Router,
-    shutdown: &CancellationToken,
-    grace: Duration,
-) -> anyhow::Result<()> {
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let deadline = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(grace).await;
-    };
-    tokio::select! {
-        served = server => served.context("HTTP server failed")?,
-        () = deadline => tracing::warn!(?grace, "in-flight requests did not finish within the shutdown grace period"),
-    }
-    Ok(())
 }
 
 /// Every capability's routes, wrapped in the HTTP plumbing.
@@ -129,7 +107,11 @@ fn router(db: Db, fulfilment: Fulfilment, settings: &Settings) -> Router {
         .merge(coupons::router(db.clone()))
         .merge(orders::routes::router(db.clone(), fulfilment, settings))
         .merge(ops::router(db));
-    http::with_plumbing(routes, settings.max_body_bytes)
+    let limits = http::BodyLimits {
+        max_bytes: settings.max_body_bytes,
+        read_timeout: settings.read_timeout,
+    };
+    http::with_plumbing(routes, limits)
 }
 
 /// Which handler runs which job kind, and the admin's digest when one dies.

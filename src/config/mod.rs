@@ -33,6 +33,9 @@ pub struct Settings {
     /// `host:port`; `:PORT` keeps the default host (127.0.0.1); port 0 picks a free port.
     pub listen: String,
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request's headers, and then its
+    /// body; slower clients are answered 408 and disconnected.
+    pub read_timeout: Duration,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
     pub mail: MailSettings,

@@ -23,6 +23,7 @@ pub(super) struct RawSettings {
     database_acquire_timeout: String,
     listen: String,
     max_body_bytes: usize,
+    read_timeout: String,
     shutdown_grace: String,
     log_format: String,
     mail_transport: String,
@@ -56,6 +57,7 @@ impl Default for RawSettings {
             database_acquire_timeout: "5s".into(),
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 64 * 1024,
+            read_timeout: "30s".into(),
             shutdown_grace: "30s".into(),
             log_format: "text".into(),
             mail_transport: "file".into(),
@@ -125,6 +127,7 @@ impl RawSettings {
             },
             listen: listen_address(&self.listen)?,
             max_body_bytes: self.max_body_bytes,
+            read_timeout: positive("ALLOT_READ_TIMEOUT", &self.read_timeout)?,
             shutdown_grace: duration("ALLOT_SHUTDOWN_GRACE", &self.shutdown_grace)?,
             log_format,
             mail,
@@ -205,13 +208,6 @@ impl RawSettings {
         if self.worker_concurrency == 0 {
             return Err(invalid("ALLOT_WORKER_CONCURRENCY", "must be at least 1"));
         }
-        let positive = |var: &'static str, value: &str| {
-            let parsed = duration(var, value)?;
-            if parsed.is_zero() {
-                return Err(invalid(var, "must be longer than zero"));
-            }
-            Ok(parsed)
-        };
         Ok(JobSettings {
             retry_schedule,
             lease: positive("ALLOT_JOB_LEASE", &self.job_lease)?,
@@ -301,6 +297,15 @@ fn duration(var: &'static str, value: &str) -> Result<Duration, SettingsError> {
             format!("{value:?} is not a duration like 30s or 5m ({e})"),
         )
     })
+}
+
+/// A duration that must not be zero (a zero timeout would refuse everything).
+fn positive(var: &'static str, value: &str) -> Result<Duration, SettingsError> {
+    let parsed = duration(var, value)?;
+    if parsed.is_zero() {
+        return Err(invalid(var, "must be longer than zero"));
+    }
+    Ok(parsed)
 }
 
 /// Accepts `host:port` and the `:port` shorthand (default host kept).

@@ -86,7 +86,10 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
         }
-        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+        if matches!(
+            self.status,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+        ) {
             // The unread rest of the body makes this connection unusable;
             // say so, or the client reuses it and fails its next request.
             response.headers_mut().insert(
@@ -155,6 +158,25 @@ pub fn too_large() -> ApiError {
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
         "the request body is larger than this server accepts (ALLOT_MAX_BODY_BYTES)",
+    )
+}
+
+/// The client stopped sending its body, or sent a broken one (chunked
+/// encoding that does not parse).
+pub fn broken_body() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "incomplete_body",
+        "the request body could not be read to its end",
+    )
+}
+
+/// The body did not arrive within `ALLOT_READ_TIMEOUT`.
+pub fn too_slow() -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        "the request body did not arrive in time (ALLOT_READ_TIMEOUT)",
     )
 }
 

@@ -6,11 +6,13 @@
 //! routers and hands the result to [`with_plumbing`].
 
 mod error;
+mod serve;
 
 use std::time::{Duration, Instant};
 
 use axum::{
     Router,
+    body::Body,
     extract::{DefaultBodyLimit, MatchedPath, Request, State},
     http::{StatusCode, header},
     middleware::{self, Next},
@@ -19,18 +21,17 @@ use axum::{
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::{ApiError, ApiJson, too_large};
+pub use serve::serve;
 
-/// Wraps the merged routes: JSON 404/405, the body limit (413 before any
-/// handler reads), request metrics, and a 500 in our format for a panic.
-pub fn with_plumbing(routes: Router, max_body_bytes: usize) -> Router {
+/// Wraps the merged routes: JSON 404/405, the body read in full and in time
+/// before any handler runs (413, 408), request metrics, and a 500 in our
+/// format for a panic.
+pub fn with_plumbing(routes: Router, limits: BodyLimits) -> Router {
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(middleware::from_fn_with_state(
-            max_body_bytes,
-            refuse_oversized,
-        ))
+        .layer(DefaultBodyLimit::max(limits.max_bytes))
+        .layer(middleware::from_fn_with_state(limits, read_body))
         .layer(middleware::from_fn(record_request))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(
@@ -58,25 +59,59 @@ async fn method_not_allowed() -> ApiError {
 const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Refuses a body whose declared length is over the limit. A client still
-/// writing when the server answers and closes sees a broken pipe instead of
-/// the 413, so a moderately oversized body is drained first (bounded in size
-/// and time); beyond that, the connection is simply closed.
-async fn refuse_oversized(State(limit): State<usize>, request: Request, next: Next) -> Response {
+/// What a client may send, and how slowly.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    /// The whole body must arrive within this (`ALLOT_READ_TIMEOUT`).
+    pub read_timeout: Duration,
+}
+
+/// Reads the whole body before any handler runs, so that a handler never
+/// waits on a slow client while it holds a database connection or a lock.
+///
+/// A body whose declared length is over the limit is refused at once; a
+/// client still writing when the server answers and closes sees a broken
+/// pipe instead of the 413, so a moderately oversized body is drained first
+/// (bounded in size and time). A chunked body is refused when it passes the
+/// limit. A body that has not arrived within the read timeout (a client
+/// trickling bytes to hold the connection) is a 408.
+async fn read_body(State(limits): State<BodyLimits>, request: Request, next: Next) -> Response {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
-    match declared {
-        Some(length) if length > limit as u64 => {
-            if length <= DRAIN_LIMIT as u64 {
-                let drain = axum::body::to_bytes(request.into_body(), DRAIN_LIMIT);
-                let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
-            }
-            error::too_large().into_response()
+    if declared.is_some_and(|length| length > limits.max_bytes as u64) {
+        if declared.is_some_and(|length| length <= DRAIN_LIMIT as u64) {
+            let drain = axum::body::to_bytes(request.into_body(), DRAIN_LIMIT);
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
         }
-        _ => next.run(request).await,
+        return error::too_large().into_response();
     }
+    let (parts, body) = request.into_parts();
+    let read = axum::body::to_bytes(body, limits.max_bytes);
+    let bytes = match tokio::time::timeout(limits.read_timeout, read).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(error)) if is_over_limit(&error) => return error::too_large().into_response(),
+        Ok(Err(_)) => return error::broken_body().into_response(),
+        Err(_) => {
+            metrics::counter!("allot_http_slow_bodies_total").increment(1);
+            return error::too_slow().into_response();
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+fn is_over_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// Counts requests and records latency by route template (never the raw

@@ -22,5 +22,6 @@ mod key_bank;
 mod operations;
 mod processes;
 mod properties;
+mod slow_clients;
 mod stock_and_alerts;
 mod webhooks;

@@ -23,6 +23,7 @@ use crate::{
     notices::{self, Notice},
     ops, orders,
     orders::Fulfilment,
+    outage::{self, OutageAlarm},
     scheduler,
 };
 
@@ -34,13 +35,15 @@ pub struct Application {
     settings: Settings,
     fulfilment: Fulfilment,
     worker: Worker,
+    postman: Arc<Postman>,
 }
 
 impl Application {
     /// Connects to the database, applies migrations and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let db = Db::open(&settings.database).await?;
-        let worker = worker(db.clone(), &settings)?;
+        let postman = Arc::new(Postman::new(&settings.mail)?);
+        let worker = worker_with(db.clone(), &settings, postman.clone());
         let listener = TcpListener::bind(&settings.listen)
             .await
             .with_context(|| format!("ALLOT_LISTEN: cannot listen on {}", settings.listen))?;
@@ -51,6 +54,7 @@ impl Application {
             settings,
             fulfilment,
             worker,
+            postman,
         })
     }
 
@@ -74,6 +78,7 @@ impl Application {
             settings,
             fulfilment,
             worker,
+            postman,
         } = self;
         let addr = listener.local_addr().context("reading the bound address")?;
         let grace = settings.shutdown_grace;
@@ -89,8 +94,15 @@ impl Application {
         ));
         tasks.spawn(ops::metrics_upkeep(shutdown.clone()));
         tasks.spawn(worker.run(shutdown.clone(), grace));
+        let alarm = OutageAlarm::default();
+        tasks.spawn(alarm.clone().run(
+            postman,
+            settings.mail.admin_email.clone(),
+            settings.jobs.alert_interval,
+            shutdown.clone(),
+        ));
 
-        let app = router(db.clone(), fulfilment, &settings);
+        let app = router(db.clone(), fulfilment, &settings, alarm);
         tracing::info!(%addr, backend = db.backend().name(), "listening");
         http::serve(listener, app, settings.read_timeout, &shutdown, grace).await;
         tasks.close();
@@ -101,8 +113,9 @@ impl Application {
     }
 }
 
-/// Every capability's routes, wrapped in the HTTP plumbing.
-fn router(db: Db, fulfilment: Fulfilment, settings: &Settings) -> Router {
+/// Every capability's routes, wrapped in the HTTP plumbing; answers that a
+/// database outage caused are reported to `alarm`.
+fn router(db: Db, fulfilment: Fulfilment, settings: &Settings, alarm: OutageAlarm) -> Router {
     let routes = Router::new()
         .merge(coupons::router(db.clone()))
         .merge(orders::routes::router(db.clone(), fulfilment, settings))
@@ -112,34 +125,34 @@ fn router(db: Db, fulfilment: Fulfilment, settings: &Settings) -> Router {
         read_timeout: settings.read_timeout,
     };
     http::with_plumbing(routes, limits)
+        .layer(axum::middleware::from_fn_with_state(alarm, outage::watch))
 }
 
 /// Which handler runs which job kind, and the admin's digest when one dies.
-pub fn handlers(db: &Db, settings: &Settings) -> anyhow::Result<Handlers> {
-    let postman = Arc::new(Postman::new(&settings.mail)?);
+fn handlers(db: &Db, settings: &Settings, postman: Arc<Postman>) -> Handlers {
     let context = || notices::Context {
         db: db.clone(),
         admin: settings.mail.admin_email.clone(),
     };
     let (interval, max_attempts) = (settings.jobs.alert_interval, settings.jobs.max_attempts());
-    Ok(Handlers::new()
+    Handlers::new()
         .with(Mailroom::<Notice>::new(postman.clone(), context()))
         .with(Mailroom::<orders::notices::Notice>::new(postman, context()))
-        .alert_dead_with(move |kind, now| notices::digest_for(kind, now, interval, max_attempts)))
+        .alert_dead_with(move |kind, now| notices::digest_for(kind, now, interval, max_attempts))
 }
 
 /// A job worker with every handler, as `serve` and `allot worker` run it
 /// (tests drive its `run_once`).
 pub fn worker(db: Db, settings: &Settings) -> anyhow::Result<Worker> {
-    let handlers = handlers(&db, settings)?;
+    let postman = Arc::new(Postman::new(&settings.mail)?);
+    Ok(worker_with(db, settings, postman))
+}
+
+fn worker_with(db: Db, settings: &Settings, postman: Arc<Postman>) -> Worker {
+    let handlers = handlers(&db, settings, postman);
     // One attempt is bounded by the send timeout: every job kind today
     // sends one message.
-    Ok(Worker::new(
-        db,
-        &settings.jobs,
-        settings.mail.send_timeout,
-        handlers,
-    ))
+    Worker::new(db, &settings.jobs, settings.mail.send_timeout, handlers)
 }
 
 /// `allot worker`: job workers only, until `shutdown`.

@@ -11,6 +11,7 @@
 //! - [`mail`]: email over file, SMTP, Postmark or SendGrid, with templates.
 //! - [`scheduler`]: timed work inside `allot serve` (low-stock check, restock sweep).
 //! - [`ops`]: health, readiness and Prometheus metrics endpoints.
+//! - [`outage`]: the admin mailed when the database refuses requests (not via the outbox).
 //!
 //! On top, [`app`] wires them into a process and [`cli`] is the command line.
 //! Plumbing kept thin, importing no capability: [`config`] (settings), [`db`]
@@ -31,6 +32,7 @@ pub mod mail;
 pub mod notices;
 pub mod ops;
 pub mod orders;
+pub mod outage;
 pub mod scheduler;
 pub mod telemetry;
 pub mod text;

@@ -241,6 +241,18 @@ async fn connect_sqlite(url: &str, max: u32, acquire: Duration) -> anyhow::Resul
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
         .acquire_timeout(acquire.max(Duration::from_secs(30)))
+        // A statement that fails with "disk full" or an I/O error makes
+        // SQLite roll the transaction back by itself; sqlx's own ROLLBACK
+        // then fails and it goes on counting the transaction as open, so
+        // every later BEGIN on this connection would fail, until a restart.
+        // Such a connection is closed instead (the ping runs after the
+        // queued rollback), and the next write opens a fresh one.
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                conn.ping().await?;
+                Ok(!conn.is_in_transaction())
+            })
+        })
         .connect_with(options.clone())
         .await
         .map_err(&fail)?;

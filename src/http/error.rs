@@ -18,7 +18,16 @@ pub struct ApiError {
     pub message: String,
     /// Seconds, sent as `Retry-After` (with 503 and 429).
     pub retry_after: Option<u32>,
+    /// What the database said, when it was unreachable or refused writes:
+    /// put on the response as [`DatabaseUnavailable`].
+    outage: Option<String>,
 }
+
+/// A response extension: this request failed because the database was
+/// unreachable or could not take writes. Whoever must hear of outages (the
+/// admin's alarm) watches responses for it; the client sees only the 503.
+#[derive(Debug, Clone)]
+pub struct DatabaseUnavailable(pub String);
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
@@ -27,6 +36,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            outage: None,
         }
     }
 
@@ -52,12 +62,14 @@ impl From<sqlx::Error> for ApiError {
         }
         if crate::db::is_unavailable(&error) {
             tracing::error!(error = %error, "database unavailable");
-            return Self::new(
+            let mut unavailable = Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database_unavailable",
                 "the database is not reachable right now; nothing was changed, try again shortly",
             )
             .retry_after(5);
+            unavailable.outage = Some(error.to_string());
+            return unavailable;
         }
         tracing::error!(error = %error, "database error");
         Self::new(
@@ -81,6 +93,9 @@ impl IntoResponse for ApiError {
             message: &self.message,
         };
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(cause) = self.outage {
+            response.extensions_mut().insert(DatabaseUnavailable(cause));
+        }
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()

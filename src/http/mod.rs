@@ -20,7 +20,7 @@ use axum::{
 };
 use tower_http::catch_panic::CatchPanicLayer;
 
-pub use error::{ApiError, ApiJson, too_large};
+pub use error::{ApiError, ApiJson, DatabaseUnavailable, too_large};
 pub use serve::serve;
 
 /// Wraps the merged routes: JSON 404/405, the body read in full and in time

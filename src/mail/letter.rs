@@ -80,6 +80,11 @@ impl Postman {
         self.mailer.send(&email).await
     }
 
+    /// The sender's domain, for Message-IDs of mail that is not a job.
+    pub fn from_domain(&self) -> &str {
+        self.from.domain()
+    }
+
     /// Stable across retries of one job, unique across jobs and databases.
     pub fn message_id(&self, job: &Leased) -> String {
         format!(

@@ -25,7 +25,8 @@ const TEMPLATES: &[(&str, &str)] = messages!(
     "dead_letter_digest",
     "out_of_stock",
     "needs_attention",
-    "low_stock"
+    "low_stock",
+    "database_unavailable"
 );
 
 fn environment() -> &'static Environment<'static> {

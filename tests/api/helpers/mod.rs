@@ -3,20 +3,26 @@
 //! - `app`: the app in this process ([`TestApp`]) or its worker on a test clock ([`World`]);
 //! - `process`: `allot` child processes ([`ServeProcess`]);
 //! - `smtp`: the SMTP server process ([`SmtpServer`]);
+//! - `outside`: what fault tests break: a small disk, a private PostgreSQL;
+//! - `shop`: orders streamed and retried like WordPress, and the checks after a fault;
 //! - `requests`: HTTP calls, a starting gate for races, the coupon invariant.
 
 mod app;
 mod db;
+mod outside;
 mod process;
 mod requests;
+mod shop;
 mod smtp;
 
 use std::time::Duration;
 
 pub use app::*;
 pub use db::*;
+pub use outside::*;
 pub use process::*;
 pub use requests::*;
+pub use shop::*;
 pub use smtp::*;
 
 /// An address the tests know to be valid.

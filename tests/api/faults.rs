@@ -326,7 +326,7 @@ async fn mail_held_up_by_an_smtp_outage_arrives_exactly_once(backend: Backend) {
             ("ALLOT_MAIL_TRANSPORT", "smtp"),
             ("ALLOT_SMTP_URL", &smtp_url),
             // Enough attempts to outlast the outage, close together.
-            ("ALLOT_RETRY_SCHEDULE", &["200ms"; 40].join(",")),
+            ("ALLOT_RETRY_SCHEDULE", &["200ms"; 100].join(",")),
         ],
     )
     .await;

@@ -227,9 +227,19 @@ fn mysql_url(url: &str) -> String {
 }
 
 async fn connect_sqlite(url: &str, max: u32, acquire: Duration) -> anyhow::Result<Db> {
-    let fail = cannot("open the SQLite database");
-    let options = SqliteConnectOptions::from_str(url)
-        .map_err(&fail)?
+    let parse_fail = cannot("open the SQLite database");
+    let options = SqliteConnectOptions::from_str(url).map_err(&parse_fail)?;
+    let path = options.get_filename().to_path_buf();
+    // SQLite says only "unable to open database file"; the file system
+    // says why (read-only, no such directory, permission denied).
+    let fail = move |error: sqlx::Error| match unwritable(&path) {
+        Some(why) => anyhow::anyhow!(
+            "cannot open the SQLite database (ALLOT_DATABASE_URL): {}: {why}",
+            path.display()
+        ),
+        None => parse_fail(error),
+    };
+    let options = options
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         // FULL: every commit is on disk before it returns. NORMAL would
@@ -263,6 +273,31 @@ async fn connect_sqlite(url: &str, max: u32, acquire: Duration) -> anyhow::Resul
         .await
         .map_err(&fail)?;
     Ok(Db::Sqlite { writer, reader })
+}
+
+/// Why the SQLite file at `path` (or, before it exists, its directory)
+/// cannot be written, if it cannot: allot must write to serve.
+fn unwritable(path: &std::path::Path) -> Option<std::io::Error> {
+    let opened = if path.exists() {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(drop)
+    } else {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        probe_dir(dir)
+    };
+    opened.err()
+}
+
+/// Creates and removes a file in `dir`.
+fn probe_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".allot-probe-{}", std::process::id()));
+    std::fs::File::create(&probe)?;
+    std::fs::remove_file(&probe)
 }
 
 /// An open write transaction on any backend: what a business change and the

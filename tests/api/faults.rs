@@ -8,7 +8,8 @@
 //!   a failover does, then started again (clients get 503 + `Retry-After`,
 //!   the same server process recovers, the admin is told);
 //! - the SQLite disk full: 503 + `Retry-After`, the admin told, no
-//!   corruption, and orders taken again once there is room;
+//!   corruption, and orders taken again once there is room; a read-only
+//!   one: `allot serve` refuses to start and says why;
 //! - SMTP down, then back: every buyer's email arrives exactly once.
 //!
 //! `ALLOT_FAULT_SCALE=N` multiplies the orders and kills (the long form that
@@ -309,6 +310,37 @@ async fn a_full_sqlite_disk_is_503_and_an_admin_alert_without_corruption() {
     assert_eq!(assigned, orders_stored);
     assert!(orders_stored >= orders as i64);
     let _ = keys;
+}
+
+#[test]
+fn a_read_only_sqlite_file_is_refused_at_start_with_the_reason() {
+    let Some(disk) = SmallDisk::mount(8) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = disk.path().join("allot.db");
+    let url = format!("sqlite://{}", file.display());
+    let migrated = allot_command(dir.path())
+        .arg("migrate")
+        .env("ALLOT_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(migrated.status.success(), "{migrated:?}");
+    disk.make_read_only();
+
+    let serve = allot_command(dir.path())
+        .arg("serve")
+        .env("ALLOT_DATABASE_URL", &url)
+        .env("ALLOT_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!serve.status.success());
+    let stderr = String::from_utf8_lossy(&serve.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains(&file.display().to_string()) && stderr.contains("Read-only file system"),
+        "{stderr}"
+    );
 }
 
 async fn mail_held_up_by_an_smtp_outage_arrives_exactly_once(backend: Backend) {

@@ -78,6 +78,12 @@ impl SmallDisk {
         {}
     }
 
+    /// Remounts the disk read-only (no file on it may be open for writing).
+    pub fn make_read_only(&self) {
+        run(Command::new("mount").args(["-o", "remount,ro", self.dir.path().to_str().unwrap()]))
+            .unwrap();
+    }
+
     pub fn free(&self) {
         std::fs::remove_file(self.filler()).unwrap();
     }

@@ -117,6 +117,38 @@ impl OrderStream {
     }
 }
 
+/// Sends order `{prefix}-{n}` again and again (50 ms apart, for up to 30 s)
+/// until an answer satisfies `enough`; every answer, the last one last.
+pub async fn send_until(
+    addr: SocketAddr,
+    prefix: &str,
+    n: usize,
+    enough: impl Fn(Seen) -> bool,
+) -> Vec<Seen> {
+    let client = client();
+    let url = format!("http://{addr}/v1/webhooks/generic?token={TOKEN}&sku=course-101");
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = match client.post(&url).json(&order_body(prefix, n)).send().await {
+            Ok(response) => Seen::Status(
+                response.status().as_u16(),
+                response.headers().contains_key("retry-after"),
+            ),
+            Err(_) => Seen::NoAnswer,
+        };
+        seen.push(answer);
+        if enough(answer) {
+            return seen;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{prefix}-{n}: never the answer awaited: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub fn order_body(prefix: &str, n: usize) -> serde_json::Value {
     json!({
         "order_id": format!("{prefix}-{n}"),
@@ -152,6 +184,7 @@ pub async fn assert_one_key_email_each(
         read_eml_files(mail_dir)
             .into_iter()
             .filter(|m| m.contains("Subject: Your license key"))
+            .filter(|m| m.contains(&format!("order {prefix}-")))
             .collect()
     };
     let mut mails = Vec::new();

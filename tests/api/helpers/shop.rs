@@ -17,7 +17,7 @@ use std::{
 
 use serde_json::json;
 
-use super::{TOKEN, client, eventually, read_eml_files, status_and_json};
+use super::{ServeProcess, TOKEN, client, eventually, read_eml_files, status_and_json};
 
 /// One answer a sender got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,12 +119,14 @@ impl OrderStream {
 
 /// Sends order `{prefix}-{n}` again and again (50 ms apart, for up to 30 s)
 /// until an answer satisfies `enough`; every answer, the last one last.
+/// On failure the panic shows the answers and what `server` logged last.
 pub async fn send_until(
-    addr: SocketAddr,
+    server: &ServeProcess,
     prefix: &str,
     n: usize,
     enough: impl Fn(Seen) -> bool,
 ) -> Vec<Seen> {
+    let addr = server.addr;
     let client = client();
     let url = format!("http://{addr}/v1/webhooks/generic?token={TOKEN}&sku=course-101");
     let mut seen = Vec::new();
@@ -141,10 +143,13 @@ pub async fn send_until(
         if enough(answer) {
             return seen;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{prefix}-{n}: never the answer awaited: {seen:?}"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            let log = server.log.lock().unwrap().clone();
+            let tail = &log[log.len().saturating_sub(30)..];
+            panic!(
+                "{prefix}-{n}: never the answer awaited: {seen:?}; the server logged last: {tail:#?}"
+            );
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -214,11 +219,21 @@ pub async fn assert_one_key_email_each(
     assert_eq!(distinct.len(), orders, "no key went to two buyers");
 }
 
-/// No answer was a 5xx other than 503 with `Retry-After`.
-pub fn assert_no_server_error(seen: &[Seen]) {
+/// No answer was a 5xx other than 503 with `Retry-After`; on failure the
+/// panic shows what `server` logged as errors.
+pub fn assert_no_server_error(seen: &[Seen], server: &ServeProcess) {
     let bad: Vec<_> = seen
         .iter()
         .filter(|s| matches!(s, Seen::Status(status, retry_after) if *status >= 500 && !(*status == 503 && *retry_after)))
         .collect();
-    assert!(bad.is_empty(), "server errors: {bad:?}");
+    if !bad.is_empty() {
+        let log = server.log.lock().unwrap().clone();
+        // What was not a 503: anything but "database unavailable".
+        let errors: Vec<_> = log
+            .iter()
+            .filter(|l| l.contains("ERROR") || l.contains("panicked"))
+            .filter(|l| !l.contains("database unavailable") && !l.contains("the job runs again"))
+            .collect();
+        panic!("server errors: {bad:?}; the server logged: {errors:#?}");
+    }
 }

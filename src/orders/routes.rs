@@ -103,8 +103,8 @@ async fn receive(
             )
         })?),
     };
-    // Bodies without a declared length are cut off here; declared ones
-    // over the limit were refused before the handler ran.
+    // The plumbing has already read the whole body within the size and
+    // time limits (`http::read_body`); this only takes it out of `Body`.
     let body = axum::body::to_bytes(body, state.max_body_bytes)
         .await
         .map_err(|_| too_large())?;

@@ -15,6 +15,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     config::Settings,
+    control::{self, Agent, Role},
     coupons,
     db::Db,
     http,
@@ -93,6 +94,15 @@ impl Application {
             shutdown.clone(),
         ));
         tasks.spawn(ops::metrics_upkeep(shutdown.clone()));
+        let agent = Agent::new(
+            db.clone(),
+            worker.id(),
+            Role::Serve,
+            worker.steering(),
+            &settings.control,
+        );
+        let finished = CancellationToken::new();
+        let answering = tokio::spawn(agent.run(shutdown.clone(), finished.clone()));
         tasks.spawn(worker.run(shutdown.clone(), grace));
         let alarm = OutageAlarm::default();
         tasks.spawn(alarm.clone().run(
@@ -107,6 +117,9 @@ impl Application {
         http::serve(listener, app, settings.read_timeout, &shutdown, grace).await;
         tasks.close();
         tasks.wait().await;
+        // The agent answers (`stopping`) until the work is done.
+        finished.cancel();
+        let _ = answering.await;
         db.close().await;
         tracing::info!("stopped");
         Ok(())
@@ -119,6 +132,7 @@ fn router(db: Db, fulfilment: Fulfilment, settings: &Settings, alarm: OutageAlar
     let routes = Router::new()
         .merge(coupons::router(db.clone()))
         .merge(orders::routes::router(db.clone(), fulfilment, settings))
+        .merge(control::routes::router(db.clone(), &settings.control))
         .merge(ops::router(db));
     let limits = http::BodyLimits {
         max_bytes: settings.max_body_bytes,
@@ -161,9 +175,19 @@ pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> anyh
     for warning in settings.warnings() {
         tracing::warn!("{warning}");
     }
-    worker(db.clone(), &settings)?
-        .run(shutdown, settings.shutdown_grace)
-        .await;
+    let worker = worker(db.clone(), &settings)?;
+    let agent = Agent::new(
+        db.clone(),
+        worker.id(),
+        Role::Worker,
+        worker.steering(),
+        &settings.control,
+    );
+    let finished = CancellationToken::new();
+    let answering = tokio::spawn(agent.run(shutdown.clone(), finished.clone()));
+    worker.run(shutdown, settings.shutdown_grace).await;
+    finished.cancel();
+    let _ = answering.await;
     db.close().await;
     Ok(())
 }

@@ -22,6 +22,7 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod coupons;
 pub mod db;
 pub mod http;

@@ -1,8 +1,11 @@
 //! The command line: `allot serve`, `allot worker`, `allot migrate`, and
-//! the operator commands (`coupons`, `keys`, `jobs`, `mail`), one file each.
+//! the operator commands (`coupons`, `keys`, `jobs`, `mail`, `ctl`), one
+//! file each (`ctl`'s interactive form in `console`).
 //! Every command exits non-zero with a one-line reason on failure.
 
+mod console;
 mod coupons;
+mod ctl;
 mod jobs;
 mod keys;
 
@@ -46,6 +49,11 @@ enum Command {
     Mail(MailCommand),
     /// Run job workers only (no HTTP) until SIGINT or SIGTERM.
     Worker,
+    /// Steer running processes: an interactive console, or one COMMAND.
+    Ctl {
+        #[command(subcommand)]
+        command: Option<ctl::CtlCommand>,
+    },
 }
 
 pub async fn main() -> ExitCode {
@@ -94,6 +102,13 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Jobs(command) => {
             with_db(&settings, async |db| {
                 jobs::run(command, db, &settings).await
+            })
+            .await
+        }
+        Command::Ctl { command } => {
+            with_db(&settings, async |db| match command {
+                Some(command) => ctl::run(command, db, &settings).await,
+                None => console::run(db, &settings).await,
             })
             .await
         }

@@ -41,6 +41,21 @@ pub struct Settings {
     pub mail: MailSettings,
     pub jobs: JobSettings,
     pub intake: IntakeSettings,
+    pub control: ControlSettings,
+}
+
+/// The operator's control channel (`allot ctl`, `/v1/admin/*`).
+#[derive(Debug, Clone)]
+pub struct ControlSettings {
+    /// Required on `/v1/admin/*`; without it those routes answer 503.
+    pub admin_token: Option<Secret>,
+    /// How often a process writes its registry row; silent for three
+    /// intervals, it is shown as gone.
+    pub heartbeat_interval: Duration,
+    /// How often a process looks for commands (PostgreSQL also wakes it at once).
+    pub poll_interval: Duration,
+    /// The longest `calculate` a process accepts.
+    pub calculate_max: Duration,
 }
 
 /// Order intake and the key bank's safety nets.

@@ -6,8 +6,8 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    IntakeSettings, JobSettings, LogFormat, MailSettings, MailTransport, Secret, Settings,
-    SettingsError,
+    ControlSettings, IntakeSettings, JobSettings, LogFormat, MailSettings, MailTransport, Secret,
+    Settings, SettingsError,
 };
 use crate::{
     db::{Backend, DatabaseSettings},
@@ -47,6 +47,10 @@ pub(super) struct RawSettings {
     service_skus: String,
     low_stock_threshold: i64,
     low_stock_cron: String,
+    admin_token: Option<String>,
+    heartbeat_interval: String,
+    control_poll_interval: String,
+    calculate_max: String,
 }
 
 impl Default for RawSettings {
@@ -81,6 +85,10 @@ impl Default for RawSettings {
             service_skus: String::new(),
             low_stock_threshold: 10,
             low_stock_cron: "0 * * * *".into(),
+            admin_token: None,
+            heartbeat_interval: "5s".into(),
+            control_poll_interval: "250ms".into(),
+            calculate_max: "1h".into(),
         }
     }
 }
@@ -116,6 +124,17 @@ impl RawSettings {
         let mail = self.mail_settings()?;
         let jobs = self.job_settings()?;
         let intake = self.intake_settings()?;
+        let control = ControlSettings {
+            admin_token: self
+                .admin_token
+                .as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| Secret(v.to_string())),
+            heartbeat_interval: positive("ALLOT_HEARTBEAT_INTERVAL", &self.heartbeat_interval)?,
+            poll_interval: positive("ALLOT_CONTROL_POLL_INTERVAL", &self.control_poll_interval)?,
+            calculate_max: duration("ALLOT_CALCULATE_MAX", &self.calculate_max)?,
+        };
         Ok(Settings {
             database: DatabaseSettings {
                 url: database_url,
@@ -133,6 +152,7 @@ impl RawSettings {
             mail,
             jobs,
             intake,
+            control,
         })
     }
 
@@ -330,64 +350,5 @@ fn listen_address(value: &str) -> Result<String, SettingsError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `docs/reference.md` is the contract users read: every setting is in
-    /// its table, and every `ALLOT_*` its table names exists.
-    #[test]
-    fn the_reference_lists_exactly_the_settings() {
-        let reference = include_str!("../../docs/reference.md");
-        let table = reference
-            .split("## Settings")
-            .nth(1)
-            .and_then(|rest| rest.split("\n## ").next())
-            .expect("a Settings section");
-        let known = serde_json::to_value(RawSettings::default()).unwrap();
-        let known: Vec<String> = known
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(|k| format!("ALLOT_{}", k.to_uppercase()))
-            .collect();
-        for var in &known {
-            assert!(
-                table.contains(&format!("`{var}`")),
-                "{var} is not in docs/reference.md"
-            );
-        }
-        for word in table.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-            if word.starts_with("ALLOT_") && word.len() > 6 && word != "ALLOT_CONFIG" {
-                assert!(
-                    known.iter().any(|k| k == word),
-                    "docs/reference.md names {word}, which is no setting"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn listen_shorthand_keeps_loopback() {
-        assert_eq!(listen_address(":0").unwrap(), "127.0.0.1:0");
-        assert_eq!(listen_address("0.0.0.0:80").unwrap(), "0.0.0.0:80");
-        assert!(listen_address("8080").is_err());
-        assert!(listen_address("host:99999").is_err());
-    }
-
-    #[test]
-    fn errors_name_the_variable() {
-        let raw = RawSettings {
-            shutdown_grace: "soon".into(),
-            ..RawSettings::default()
-        };
-        let err = raw.validate().unwrap_err().to_string();
-        assert!(err.starts_with("ALLOT_SHUTDOWN_GRACE:"), "{err}");
-
-        let raw = RawSettings {
-            database_url: "redis://localhost".into(),
-            ..RawSettings::default()
-        };
-        let err = raw.validate().unwrap_err().to_string();
-        assert!(err.starts_with("ALLOT_DATABASE_URL:"), "{err}");
-    }
-}
+#[path = "raw_tests.rs"]
+mod tests;

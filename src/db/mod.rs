@@ -5,6 +5,7 @@
 //! queries next to its logic (`coupons::store`, `keys::store`, …). It must
 //! not import any capability.
 
+mod notify;
 mod settings;
 mod sql;
 
@@ -19,6 +20,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
+pub use notify::{listen, notify, notify_in};
 pub use settings::DatabaseSettings;
 pub use sql::{
     is_contention, is_unavailable, is_unique_violation, retry_on_contention, sql_as_is,

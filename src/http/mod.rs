@@ -5,6 +5,7 @@
 //! Owns no route and imports no capability; `app` merges the capabilities'
 //! routers and hands the result to [`with_plumbing`].
 
+mod admin_token;
 mod error;
 mod serve;
 
@@ -20,6 +21,7 @@ use axum::{
 };
 use tower_http::catch_panic::CatchPanicLayer;
 
+pub use admin_token::{AdminSecret, AdminToken};
 pub use error::{ApiError, ApiJson, DatabaseUnavailable, too_large};
 pub use serve::serve;
 

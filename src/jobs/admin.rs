@@ -146,3 +146,22 @@ pub(super) async fn stats(
     })?;
     Ok((counts, oldest))
 }
+
+/// Sets the queue gauges of `/metrics` (jobs per state, age of the oldest
+/// due job); a failure to read them is logged, never fatal.
+pub(super) async fn publish_gauges(db: &Db) {
+    match stats(db, now_ms()).await {
+        Ok((counts, oldest_due)) => {
+            for state in JobState::ALL {
+                let n = counts
+                    .iter()
+                    .find(|(s, _)| s == state.as_str())
+                    .map_or(0, |(_, n)| *n);
+                metrics::gauge!("allot_jobs", "state" => state.as_str()).set(n as f64);
+            }
+            let age = oldest_due.map_or(0.0, |due| (now_ms() - due).max(0) as f64 / 1000.0);
+            metrics::gauge!("allot_job_oldest_due_age_seconds").set(age);
+        }
+        Err(error) => tracing::warn!(%error, "could not read job statistics"),
+    }
+}

@@ -12,6 +12,7 @@
 //! - `store`: the SQL of leasing and recording attempts;
 //! - `admin`: listing, redriving and discarding jobs (CLI, statistics);
 //! - `worker`: the loop that leases, runs and records;
+//! - `steering`: pausing and resuming a worker, and what it reports;
 //! - `wake`: PostgreSQL `LISTEN/NOTIFY`, so idle workers start at once.
 //!
 //! Times are Unix epoch milliseconds, passed in by the caller so that tests
@@ -20,6 +21,7 @@
 mod admin;
 mod handler;
 mod retry;
+mod steering;
 mod store;
 mod wake;
 mod worker;
@@ -35,6 +37,7 @@ use crate::{
 pub use admin::{Discarded, attempts, dead_between, discard, find, list, retry_dead};
 pub use handler::{BoxFuture, Handler, Handlers, JobError, Leased, NOOP_KIND, decode};
 pub use retry::{MAX_RETRY_AFTER, RetryPolicy};
+pub use steering::Steering;
 pub use worker::{Worker, WorkerEvent};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

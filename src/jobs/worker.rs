@@ -22,8 +22,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{
-    JobError, JobState, RetryPolicy,
+    JobError, RetryPolicy,
     handler::{Handlers, Leased},
+    steering::Steering,
     store::{self, Lease, Outcome},
 };
 use crate::{
@@ -54,13 +55,14 @@ struct Inner {
     attempt_timeout: Duration,
     handlers: Handlers,
     policy: RetryPolicy,
+    steering: Steering,
 }
 
 impl Worker {
     /// A worker that runs the kinds `handlers` knows; any other kind is
     /// dead at once.
     pub fn new(db: Db, jobs: &JobSettings, attempt_timeout: Duration, handlers: Handlers) -> Self {
-        let host = hostname();
+        let host = crate::telemetry::hostname();
         let id = format!(
             "{host}:{}:{:04x}",
             std::process::id(),
@@ -76,12 +78,18 @@ impl Worker {
                 policy: RetryPolicy {
                     schedule: jobs.retry_schedule.clone(),
                 },
+                steering: Steering::default(),
             }),
         }
     }
 
     pub fn id(&self) -> &str {
         &self.inner.id
+    }
+
+    /// Pauses and resumes this worker; reads what it is doing.
+    pub fn steering(&self) -> Steering {
+        self.inner.steering.clone()
     }
 
     /// Requeues expired leases, leases up to `ALLOT_WORKER_CONCURRENCY` due
@@ -133,7 +141,16 @@ impl Worker {
                     metrics::counter!("allot_worker_errors_total").increment(1);
                     tracing::error!(error = %format!("{error:#}"), "requeueing expired leases failed");
                 }
-                inner.publish_stats().await;
+                super::admin::publish_gauges(&inner.db).await;
+            }
+            if inner.steering.is_paused() {
+                // Paused by the operator: lease nothing, let what runs finish.
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = inner.steering.resumed() => {}
+                    Some(finished) = tasks.join_next(), if !tasks.is_empty() => log_task_failure(finished),
+                }
+                continue;
             }
             let free = slots.available_permits();
             let mut leased = 0;
@@ -147,10 +164,12 @@ impl Worker {
                                 slots.clone().acquire_owned().await.expect("semaphore open");
                             in_flight.lock().unwrap().insert(job.id, job.attempt);
                             let (inner, in_flight) = (inner.clone(), in_flight.clone());
+                            inner.steering.started_one();
                             tasks.spawn(async move {
                                 let id = job.id;
                                 inner.process(job, now).await;
                                 in_flight.lock().unwrap().remove(&id);
+                                inner.steering.finished_one();
                                 drop(permit);
                             });
                         }
@@ -332,6 +351,7 @@ impl Inner {
         }
         match outcome {
             Outcome::Done => {
+                self.steering.record_done();
                 let latency = (now - job.created_at).max(0) as f64 / 1000.0;
                 metrics::histogram!("allot_job_delivery_latency_seconds", "kind" => kind)
                     .record(latency);
@@ -339,10 +359,12 @@ impl Inner {
                 Some(WorkerEvent::Done { job_id: job.id })
             }
             Outcome::Retry { at, error } => {
+                self.steering.record_error(&error);
                 tracing::warn!(%error, retry_at = %rfc3339(at), "attempt failed; will retry");
                 Some(WorkerEvent::Retry { job_id: job.id, at })
             }
             Outcome::Dead { error } => {
+                self.steering.record_error(&error);
                 tracing::error!(%error, "job is dead");
                 Some(WorkerEvent::Dead { job_id: job.id })
             }
@@ -364,23 +386,6 @@ impl Inner {
             }
         }
     }
-
-    async fn publish_stats(&self) {
-        match super::admin::stats(&self.db, now_ms()).await {
-            Ok((counts, oldest_due)) => {
-                for state in JobState::ALL {
-                    let n = counts
-                        .iter()
-                        .find(|(s, _)| s == state.as_str())
-                        .map_or(0, |(_, n)| *n);
-                    metrics::gauge!("allot_jobs", "state" => state.as_str()).set(n as f64);
-                }
-                let age = oldest_due.map_or(0.0, |due| (now_ms() - due).max(0) as f64 / 1000.0);
-                metrics::gauge!("allot_job_oldest_due_age_seconds").set(age);
-            }
-            Err(error) => tracing::warn!(%error, "could not read job statistics"),
-        }
-    }
 }
 
 /// A job task only fails by panicking (`process` records every error).
@@ -389,12 +394,4 @@ fn log_task_failure(finished: Result<(), tokio::task::JoinError>) {
         metrics::counter!("allot_worker_errors_total").increment(1);
         tracing::error!(%error, "a job task panicked; its job runs again when the lease expires");
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "worker".to_string())
 }

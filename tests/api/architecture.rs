@@ -153,6 +153,9 @@ fn plumbing_and_the_outbox_know_no_capability() {
         "notices",
         "mail",
         "scheduler",
+        "control",
+        "outage",
+        "ops",
     ];
     for plumbing in ["http", "db", "config", "clock", "text", "jobs"] {
         let knows: Vec<_> = graph[plumbing]

@@ -48,12 +48,45 @@ impl Command {
                 text.len()
             ));
         }
-        let command: Command = serde_json::from_str(text).map_err(|e| {
+        let expected = || {
             format!(
-                "not a command ({e}); expected {{\"command\": one of {}}}",
+                "expected {{\"command\": one of {}}}",
                 Self::NAMES.join(", ")
             )
-        })?;
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not JSON ({e}); {}", expected()))?;
+        let serde_json::Value::Object(fields) = value else {
+            return Err(format!("not a JSON object; {}", expected()));
+        };
+        let Some(name) = fields
+            .get("command")
+            .and_then(|c| c.as_str())
+            .map(String::from)
+        else {
+            return Err(format!("no \"command\" field; {}", expected()));
+        };
+        // serde does not refuse extra fields beside a unit variant's tag;
+        // a closed set means exactly these fields, so check them here.
+        let allowed: &[&str] = match name.as_str() {
+            "calculate" => &["command", "x", "msg"],
+            known if Self::NAMES.contains(&known) => &["command"],
+            unknown => {
+                return Err(format!(
+                    "unknown command {:?}; {}",
+                    printable(&unknown.chars().take(40).collect::<String>()),
+                    expected()
+                ));
+            }
+        };
+        if let Some(extra) = fields.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(format!(
+                "{name} takes no field {:?}",
+                printable(&extra.chars().take(40).collect::<String>())
+            ));
+        }
+        let command: Command = serde_json::from_value(serde_json::Value::Object(fields))
+            .map_err(|e| format!("{name}: {e}"))?;
         command.check(calculate_max)?;
         Ok(command)
     }

@@ -18,6 +18,8 @@ use crate::{clock::now_ms, config::ControlSettings, db::Db};
 
 /// How often a sender looks for replies where no notification wakes it.
 const REPLY_POLL: Duration = Duration::from_millis(25);
+/// Targets may start a command at least this long after it was sent.
+const MIN_DEADLINE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -80,7 +82,10 @@ pub async fn send(
         target: clip(target, 1024),
         sent_by,
         sent_at,
-        expires_at: sent_at + timeout.as_millis() as i64,
+        // A target that reads it later does not do it: a process that
+        // froze for a minute must not act on an old `terminate`. The floor
+        // keeps a short wait from expiring before a polling target looks.
+        expires_at: sent_at + timeout.max(MIN_DEADLINE).as_millis() as i64,
     };
     let refuse = async |error: String| -> Result<(), SendError> {
         channel::send(db, &record, Some(&error), &[]).await?;

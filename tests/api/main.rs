@@ -11,6 +11,7 @@ mod helpers;
 mod abuse;
 mod architecture;
 mod cli;
+mod control;
 mod coupon_contract;
 mod coupon_races;
 mod crash_safety;

@@ -124,6 +124,15 @@ impl TestDb {
 
 impl TestDb {
     /// Drops the database now (server backends only); later queries fail.
+    /// A connection to this database with migrations applied, to seed and
+    /// inspect it.
+    pub async fn connect(&self) -> allot::db::Db {
+        let settings = allot::config::Settings::for_database(self.url.clone());
+        allot::db::Db::open(&settings.database)
+            .await
+            .expect("connect")
+    }
+
     pub fn drop_database(&self) {
         let Some(admin_url) = self.admin_url.clone() else {
             return;

@@ -1,7 +1,7 @@
 //! Test plumbing, by what it stands up:
 //! - `db`: a fresh database per test and backend ([`TestDb`], `on_every_backend!`);
 //! - `app`: the app in this process ([`TestApp`]) or its worker on a test clock ([`World`]);
-//! - `process`: `allot` child processes ([`ServeProcess`]);
+//! - `process`: `allot` child processes ([`ServeProcess`], [`ctl`]);
 //! - `smtp`: the SMTP server process ([`SmtpServer`]);
 //! - `outside`: what fault tests break: a small disk, a private PostgreSQL;
 //! - `shop`: orders streamed and retried like WordPress, and the checks after a fault;

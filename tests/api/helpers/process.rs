@@ -23,10 +23,14 @@ pub fn allot_command(dir: &std::path::Path) -> Command {
     cmd
 }
 
-/// A running `allot serve` whose address was read from its own log.
+/// A running `allot serve` (or `allot worker`) whose address and registry
+/// id were read from its own log.
 pub struct ServeProcess {
     pub child: Child,
+    /// Unspecified (`0.0.0.0:0`) for a worker.
     pub addr: SocketAddr,
+    /// Its id in the process registry, the target of control commands.
+    pub process_id: String,
     pub log: Arc<Mutex<Vec<String>>>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
@@ -38,35 +42,55 @@ impl ServeProcess {
 
     /// `allot serve` with extra `ALLOT_*` settings.
     pub fn start_with(dir: &std::path::Path, database_url: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn("serve", dir, database_url, env)
+    }
+
+    /// `allot worker` with extra `ALLOT_*` settings.
+    pub fn worker(dir: &std::path::Path, database_url: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn("worker", dir, database_url, env)
+    }
+
+    fn spawn(role: &str, dir: &std::path::Path, database_url: &str, env: &[(&str, &str)]) -> Self {
         let mut child = allot_command(dir)
-            .arg("serve")
+            .arg(role)
             .envs(env.iter().copied())
             .env("ALLOT_DATABASE_URL", database_url)
             .env("ALLOT_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn allot serve");
+            .unwrap_or_else(|e| panic!("spawn allot {role}: {e}"));
         let stderr = child.stderr.take().expect("stderr piped");
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (event_tx, event_rx) = std::sync::mpsc::channel::<(String, String)>();
         let log_writer = log.clone();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(event) = serde_json::from_str::<Value>(&line)
-                    && event["message"] == "listening"
-                {
-                    let _ = addr_tx.send(event["addr"].as_str().unwrap_or_default().to_string());
+                if let Ok(event) = serde_json::from_str::<Value>(&line) {
+                    let field = |name: &str| event[name].as_str().unwrap_or_default().to_string();
+                    match event["message"].as_str() {
+                        Some("listening") => drop(event_tx.send(("addr".into(), field("addr")))),
+                        Some("answering control commands") => {
+                            drop(event_tx.send(("process".into(), field("process"))))
+                        }
+                        _ => {}
+                    }
                 }
                 log_writer.lock().unwrap().push(line);
             }
         });
-        let addr = addr_rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("allot serve did not start: {:?}", log.lock().unwrap()));
+        let (mut addr, mut process_id) = ((role != "serve").then(|| "0.0.0.0:0".to_string()), None);
+        while addr.is_none() || process_id.is_none() {
+            match event_rx.recv_timeout(Duration::from_secs(60)) {
+                Ok((name, value)) if name == "addr" => addr = Some(value),
+                Ok((_, value)) => process_id = Some(value),
+                Err(_) => panic!("allot {role} did not start: {:?}", log.lock().unwrap()),
+            }
+        }
         Self {
             child,
-            addr: addr.parse().expect("listening address"),
+            addr: addr.unwrap().parse().expect("listening address"),
+            process_id: process_id.unwrap(),
             log,
             reader: Some(reader),
         }
@@ -115,4 +139,21 @@ impl Drop for ServeProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `allot ctl ARGS` against `database_url`: its exit code, stdout parsed as
+/// JSON when it is JSON (`Value::Null` otherwise), and stderr.
+pub fn ctl(dir: &std::path::Path, database_url: &str, args: &[&str]) -> (i32, Value, String) {
+    let output = allot_command(dir)
+        .arg("ctl")
+        .args(args)
+        .env("ALLOT_DATABASE_URL", database_url)
+        .output()
+        .expect("run allot ctl");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    (
+        output.status.code().unwrap_or(-1),
+        serde_json::from_str(&stdout).unwrap_or(Value::Null),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }

@@ -18,6 +18,7 @@ mod crash_safety;
 mod delivery;
 mod delivery_providers;
 mod delivery_smtp;
+mod deployment;
 mod faults;
 mod key_bank;
 mod operations;

@@ -715,3 +715,51 @@ async fn assert_fulfilled_mailed_once(mail: &std::path::Path, orders: &[usize], 
         );
     }
 }
+
+/// The interactive console reads commands line by line (here from a pipe,
+/// as from a terminal): same commands, same output, errors shown and the
+/// console carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_console_takes_commands_line_by_line() {
+    use std::io::Write;
+    let db = TestDb::create(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start_with(dir.path(), &db.url, &QUICK);
+    let (dir_path, url) = (dir.path().to_path_buf(), db.url.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        let mut console = crate::helpers::allot_command(&dir_path)
+            .arg("ctl")
+            .env("ALLOT_DATABASE_URL", &url)
+            .env("HOME", &dir_path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = "processes\nping\nstop\nping --json\nbogus\ncalculate 1 \"two words\"\nstart\ncalculate 0 \"two words\"\nquit\n";
+        console.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
+        console.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&serve.process_id),
+        "processes lists the server: {stdout}"
+    );
+    assert!(stdout.contains("pong "), "{stdout}");
+    assert!(
+        stdout.contains("\"status\": \"refused\""),
+        "ping --json while unready: {stdout}"
+    );
+    assert!(
+        stdout.contains("unrecognized subcommand 'bogus'"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("calculated for 0s: two words"), "{stdout}");
+    assert!(
+        stdout.contains("error: 1 of 1 did not do it"),
+        "the unready calculate: {stdout}"
+    );
+}

@@ -228,28 +228,32 @@ pub async fn replies(db: &Db, command_id: i64) -> Result<Vec<ReplyRecord>, sqlx:
     })
 }
 
+/// `select` of the columns of [`CommandRecord`], followed by `$rest`.
+macro_rules! select_commands {
+    ($rest:literal) => {
+        concat!(
+            "select id, message, target, sent_by, sent_at, expires_at, error from control_commands ",
+            $rest
+        )
+    };
+}
+
 /// One command.
 pub async fn find(db: &Db, id: i64) -> Result<Option<CommandRecord>, sqlx::Error> {
     on_db!(db, read, |pool, sql| {
-        sqlx::query_as(sql(
-            "select id, message, target, sent_by, sent_at, expires_at, error
-               from control_commands where id = ?",
-        ))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+        sqlx::query_as(sql(select_commands!("where id = ?")))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
     })
 }
 
 /// The latest commands, newest first.
 pub async fn history(db: &Db, limit: i64) -> Result<Vec<CommandRecord>, sqlx::Error> {
     on_db!(db, read, |pool, sql| {
-        sqlx::query_as(sql(
-            "select id, message, target, sent_by, sent_at, expires_at, error
-               from control_commands order by id desc limit ?",
-        ))
-        .bind(limit)
-        .fetch_all(pool)
-        .await
+        sqlx::query_as(sql(select_commands!("order by id desc limit ?")))
+            .bind(limit)
+            .fetch_all(pool)
+            .await
     })
 }

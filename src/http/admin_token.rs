@@ -42,14 +42,7 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        // Digests first: equal lengths, so the comparison's time says
-        // nothing about the token's length either.
-        let matches = presented.is_some_and(|presented| {
-            let expected = Sha256::digest(expected.expose().as_bytes());
-            let presented = Sha256::digest(presented.as_bytes());
-            bool::from(expected.ct_eq(&presented))
-        });
-        if !matches {
+        if !secret_matches(&expected, presented) {
             metrics::counter!("allot_admin_rejected_total").increment(1);
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -59,4 +52,15 @@ where
         }
         Ok(Self)
     }
+}
+
+/// Whether `presented` is `expected`, in constant time. Digests first:
+/// equal lengths, so the comparison's time says nothing about the secret's
+/// length either.
+pub fn secret_matches(expected: &Secret, presented: Option<&str>) -> bool {
+    presented.is_some_and(|presented| {
+        let expected = Sha256::digest(expected.expose().as_bytes());
+        let presented = Sha256::digest(presented.as_bytes());
+        bool::from(expected.ct_eq(&presented))
+    })
 }

@@ -21,7 +21,7 @@ use axum::{
 };
 use tower_http::catch_panic::CatchPanicLayer;
 
-pub use admin_token::{AdminSecret, AdminToken};
+pub use admin_token::{AdminSecret, AdminToken, secret_matches};
 pub use error::{ApiError, ApiJson, DatabaseUnavailable, too_large};
 pub use serve::serve;
 

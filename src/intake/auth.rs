@@ -8,8 +8,7 @@ use axum::{
 };
 use base64::Engine;
 use hmac::{KeyInit, Mac};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use sha2::Sha256;
 
 use crate::{config::Secret, http::ApiError};
 
@@ -82,15 +81,8 @@ fn presented_token<'a>(query: &'a [(String, String)], headers: &'a HeaderMap) ->
         .or_else(|| headers.get("x-allot-token")?.to_str().ok())
 }
 
-/// Compares digests rather than the strings, so that neither the content
-/// nor the length of the token leaks through timing.
 fn token_matches(expected: &Secret, presented: Option<&str>) -> bool {
-    let Some(presented) = presented else {
-        return false;
-    };
-    let expected = Sha256::digest(expected.expose().as_bytes());
-    let presented = Sha256::digest(presented.as_bytes());
-    expected.ct_eq(&presented).into()
+    crate::http::secret_matches(expected, presented)
 }
 
 /// `X-WC-Webhook-Signature`: base64 of HMAC-SHA256(body) keyed with the

@@ -83,6 +83,11 @@ pub(super) async fn run(command: CtlCommand, db: &Db, settings: &Settings) -> an
         CtlCommand::Ping(common) => (Command::Ping, common),
         CtlCommand::Calculate { x, msg, common } => (Command::Calculate { x, msg }, common),
     };
+    // JSON has no NaN or infinity: say what is wrong with x before it
+    // would become `null` on the way.
+    message
+        .check(settings.control.calculate_max)
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
     let target = common.target.as_deref().unwrap_or("all");
     let timeout = common
         .timeout
@@ -127,8 +132,21 @@ pub(super) async fn run(command: CtlCommand, db: &Db, settings: &Settings) -> an
 
 /// Who sent a command, for the record.
 fn sender() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "someone".into());
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| format!("uid {}", uid()));
     format!("{user}@{} (ctl)", crate::telemetry::hostname())
+}
+
+/// The user id, from the kernel's view of this process.
+fn uid() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Uid:"))?.to_string();
+            line.split_whitespace().nth(1).map(String::from)
+        })
+        .unwrap_or_else(|| "?".into())
 }
 
 fn print_answers(answers: &[Answer]) {
@@ -215,6 +233,14 @@ async fn print_history(db: &Db, limit: i64, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
+    if records.is_empty() {
+        println!("no commands sent yet");
+        return Ok(());
+    }
+    println!(
+        "{:>6}  {:<24}  {:<24} {:<20} sent by  outcome",
+        "id", "sent at", "message", "target"
+    );
     for (command, replies) in records {
         let outcome = match &command.error {
             Some(error) => format!("refused: {error}"),

@@ -316,8 +316,10 @@ impl Inner {
         reply
     }
 
-    async fn answer(&self, id: i64, name: &str, outcome: &str, reply: Value) {
+    async fn answer(&self, id: i64, name: &'static str, outcome: &'static str, reply: Value) {
         let text = reply.to_string();
+        metrics::counter!("allot_control_commands_total", "command" => name, "outcome" => outcome)
+            .increment(1);
         tracing::info!(
             command_id = id,
             command = name,
@@ -335,7 +337,12 @@ impl Inner {
 /// Busy work for `seconds` on this thread, checking `cancel` as it goes.
 /// Returns the iterations done, or `None` if cut off.
 fn compute(seconds: f64, cancel: &CancellationToken) -> Option<u64> {
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    // `seconds` was checked against ALLOT_CALCULATE_MAX; a maximum too
+    // large for the clock still must not panic.
+    let deadline = Duration::try_from_secs_f64(seconds)
+        .ok()
+        .and_then(|d| Instant::now().checked_add(d))
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
     let (mut iterations, mut state) = (0u64, 0x9e37_79b9_7f4a_7c15u64);
     while Instant::now() < deadline {
         if cancel.is_cancelled() {

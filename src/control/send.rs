@@ -215,7 +215,11 @@ pub async fn collect(db: &Db, sent: &Sent, timeout: Duration) -> Result<Vec<Answ
 pub fn default_timeout(command: &Command) -> Duration {
     let base = Duration::from_secs(5);
     match command {
-        Command::Calculate { x, .. } => base + Duration::from_secs_f64(x.clamp(0.0, 86_400.0)),
+        // Not checked yet: NaN and infinities must not panic here (the
+        // send refuses them with the reason).
+        Command::Calculate { x, .. } => {
+            base + Duration::try_from_secs_f64(x.clamp(0.0, 86_400.0)).unwrap_or_default()
+        }
         _ => base,
     }
 }

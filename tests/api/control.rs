@@ -486,6 +486,14 @@ async fn ctl_collects_replies_from_several_processes(backend: Backend) {
         stderr.contains("no process \"ghost:1:ab\" is known"),
         "{stderr}"
     );
+    for x in ["nan", "inf", "-1", "1e400"] {
+        let (code, _, stderr) = ctl(dir.path(), &db.url, &["calculate", x, "m"]).await;
+        assert_eq!(code, 1, "{x}: {stderr}");
+        assert!(
+            stderr.contains("x must be a number of seconds"),
+            "{x}: {stderr}"
+        );
+    }
     let (code, _, stderr) = ctl(dir.path(), &db.url, &["terminate"]).await;
     assert_eq!(code, 1);
     assert!(stderr.contains("terminate needs --target"), "{stderr}");
@@ -529,7 +537,7 @@ async fn terminate_during_delivery_loses_nothing(backend: Backend) {
     Mock::given(method("POST"))
         .respond_with(
             ResponseTemplate::new(200)
-                .set_delay(Duration::from_millis(300))
+                .set_delay(Duration::from_millis(500))
                 .set_body_json(json!({"ErrorCode": 0, "Message": "OK"})),
         )
         .mount(&postmark)
@@ -545,7 +553,7 @@ async fn terminate_during_delivery_loses_nothing(backend: Backend) {
     ]);
     let worker = ServeProcess::worker(dir.path(), &db.url, &env);
     let conn = db.connect().await;
-    const N: usize = 40;
+    const N: usize = 48;
     for n in 0..N {
         let job = allot::notices::email_job(
             &format!("b{n}@example.com"),

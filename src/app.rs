@@ -101,6 +101,7 @@ impl Application {
             worker.steering(),
             &settings.control,
         );
+        agent.register().await;
         let finished = CancellationToken::new();
         let answering = tokio::spawn(agent.run(shutdown.clone(), finished.clone()));
         tasks.spawn(worker.run(shutdown.clone(), grace));
@@ -183,6 +184,7 @@ pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> anyh
         worker.steering(),
         &settings.control,
     );
+    agent.register().await;
     let finished = CancellationToken::new();
     let answering = tokio::spawn(agent.run(shutdown.clone(), finished.clone()));
     worker.run(shutdown, settings.shutdown_grace).await;

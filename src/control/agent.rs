@@ -46,6 +46,7 @@ struct Inner {
     settings: ControlSettings,
     state: Mutex<State>,
     calculating: AtomicBool,
+    heartbeat_failing: AtomicBool,
     /// Cancelled when the process exits: cuts running calculations off.
     exiting: CancellationToken,
     calculations: TaskTracker,
@@ -86,23 +87,29 @@ impl Agent {
                 settings: settings.clone(),
                 state: Mutex::new(State::Ready),
                 calculating: AtomicBool::new(false),
+                heartbeat_failing: AtomicBool::new(false),
                 exiting: CancellationToken::new(),
                 calculations: TaskTracker::new(),
             }),
         }
     }
 
-    /// Answers commands until `finished`. `shutdown` is the process's stop
+    /// Answers commands until `finished` (after [`Agent::register`]). `shutdown` is the process's stop
     /// signal: once it fires (a signal, or `terminate`), the state is
     /// `stopping` and commands are still answered while work winds down;
     /// the caller cancels `finished` when the work is done. The row is then
     /// marked `stopped`.
-    pub async fn run(self, shutdown: CancellationToken, finished: CancellationToken) {
-        let inner = self.inner;
-        if let Err(error) = registry::register(&inner.db, &inner.identity).await {
+    /// Writes the registry row. The process awaits this before it serves
+    /// or works, so that a command sent once it is up reaches it.
+    pub async fn register(&self) {
+        if let Err(error) = registry::register(&self.inner.db, &self.inner.identity).await {
             // The heartbeat writes the row once the database answers.
             tracing::warn!(%error, "could not register this process; retrying with the heartbeat");
         }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken, finished: CancellationToken) {
+        let inner = self.inner;
         let wake = Arc::new(Notify::new());
         let listener = tokio::spawn(crate::db::listen(
             inner.db.clone(),
@@ -184,9 +191,19 @@ impl Inner {
         }
     }
 
+    /// Writes the row. During a database outage this fails every interval:
+    /// said once when it starts and once when it ends, not every time.
     async fn heartbeat(&self, stopped_at: Option<i64>) {
-        if let Err(error) = registry::heartbeat(&self.db, &self.snapshot(stopped_at)).await {
-            tracing::warn!(%error, "could not write this process's heartbeat");
+        let written = registry::heartbeat(&self.db, &self.snapshot(stopped_at)).await;
+        let was_failing = self
+            .heartbeat_failing
+            .swap(written.is_err(), Ordering::Relaxed);
+        match written {
+            Err(error) if !was_failing => {
+                tracing::warn!(%error, "could not write this process's heartbeat; retrying every interval")
+            }
+            Ok(()) if was_failing => tracing::info!("heartbeat written again"),
+            _ => {}
         }
     }
 

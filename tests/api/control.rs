@@ -322,7 +322,14 @@ async fn admin_routes_need_the_token_and_refuse_bad_messages(backend: Backend) {
 async fn a_malformed_message_in_the_database_gets_an_error_reply(backend: Backend) {
     let app = app(backend).await;
     let db = app.connect().await;
-    let process = allot::control::list(&db).await.unwrap()[0].id.clone();
+    // The app registers as it starts serving: wait for its row.
+    let mut process = String::new();
+    eventually("the app is registered", async || {
+        let list = allot::control::list(&db).await.unwrap();
+        process = list.first().map(|p| p.id.clone()).unwrap_or_default();
+        !process.is_empty()
+    })
+    .await;
     let huge = format!(r#"{{"command":"ping","x":"{}"}}"#, "y".repeat(10_000));
     for message in [
         "not json at all \u{1b}[2J",

@@ -182,14 +182,7 @@ pub(super) async fn print_processes(db: &Db, json: bool) -> anyhow::Result<()> {
     let now = now_ms();
     let list = control::list(db).await?;
     if json {
-        let rows: Vec<_> = list
-            .iter()
-            .map(|p| {
-                let mut row = serde_json::to_value(p).unwrap_or_default();
-                row["state"] = json!(p.shown_state(now));
-                row
-            })
-            .collect();
+        let rows: Vec<_> = list.iter().map(|p| p.shown(now)).collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::message::{Role, State, Target};
+use super::message::{State, Target};
 use crate::{
     clock::{as_optional_rfc3339, as_rfc3339},
     db::Db,
@@ -65,12 +65,12 @@ impl Process {
         }
     }
 
-    pub fn role(&self) -> Option<Role> {
-        match self.role.as_str() {
-            "serve" => Some(Role::Serve),
-            "worker" => Some(Role::Worker),
-            _ => None,
-        }
+    /// The row as operators see it (`allot ctl processes --json`,
+    /// `/v1/admin/processes`): `state` is [`Process::shown_state`].
+    pub fn shown(&self, now: i64) -> serde_json::Value {
+        let mut row = serde_json::to_value(self).unwrap_or_default();
+        row["state"] = serde_json::json!(self.shown_state(now));
+        row
     }
 }
 

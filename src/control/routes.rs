@@ -62,11 +62,7 @@ async fn processes(_: AdminToken, State(control): State<Control>) -> Result<Json
     let list: Vec<Value> = registry::list(&control.db)
         .await?
         .iter()
-        .map(|process| {
-            let mut row = serde_json::to_value(process).unwrap_or_default();
-            row["state"] = json!(process.shown_state(now));
-            row
-        })
+        .map(|process| process.shown(now))
         .collect();
     Ok(Json(json!({ "processes": list })))
 }

@@ -18,9 +18,10 @@ use crate::{
     control::{self, Agent, Role},
     coupons,
     db::Db,
-    http,
+    http::{self, AdminSecret},
     jobs::{Handlers, Worker},
     mail::{Mailroom, Postman},
+    merchant::{self, Courier, DeliverySettings},
     notices::{self, Notice},
     ops, orders,
     orders::Fulfilment,
@@ -44,7 +45,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let db = Db::open(&settings.database).await?;
         let postman = Arc::new(Postman::new(&settings.mail)?);
-        let worker = worker_with(db.clone(), &settings, postman.clone());
+        let worker = worker_with(db.clone(), &settings, postman.clone())?;
         let listener = TcpListener::bind(&settings.listen)
             .await
             .with_context(|| format!("ALLOT_LISTEN: cannot listen on {}", settings.listen))?;
@@ -134,6 +135,11 @@ fn router(db: Db, fulfilment: Fulfilment, settings: &Settings, alarm: OutageAlar
         .merge(coupons::router(db.clone()))
         .merge(orders::routes::router(db.clone(), fulfilment, settings))
         .merge(control::routes::router(db.clone(), &settings.control))
+        .merge(merchant::routes::router(
+            db.clone(),
+            AdminSecret(settings.control.admin_token.clone()),
+            settings.jobs.max_attempts(),
+        ))
         .merge(ops::router(db));
     let limits = http::BodyLimits {
         max_bytes: settings.max_body_bytes,
@@ -144,30 +150,41 @@ fn router(db: Db, fulfilment: Fulfilment, settings: &Settings, alarm: OutageAlar
 }
 
 /// Which handler runs which job kind, and the admin's digest when one dies.
-fn handlers(db: &Db, settings: &Settings, postman: Arc<Postman>) -> Handlers {
+fn handlers(db: &Db, settings: &Settings, postman: Arc<Postman>) -> anyhow::Result<Handlers> {
     let context = || notices::Context {
         db: db.clone(),
         admin: settings.mail.admin_email.clone(),
     };
     let (interval, max_attempts) = (settings.jobs.alert_interval, settings.jobs.max_attempts());
-    Handlers::new()
+    let courier = Courier::new(
+        db.clone(),
+        DeliverySettings {
+            timeout: settings.endpoints.timeout,
+            disable_after: settings.endpoints.disable_after,
+            max_attempts,
+        },
+        settings.mail.admin_email.clone(),
+    )?;
+    Ok(Handlers::new()
         .with(Mailroom::<Notice>::new(postman.clone(), context()))
         .with(Mailroom::<orders::notices::Notice>::new(postman, context()))
-        .alert_dead_with(move |kind, now| notices::digest_for(kind, now, interval, max_attempts))
+        .with(courier)
+        .alert_dead_with(move |kind, now| notices::digest_for(kind, now, interval, max_attempts)))
 }
 
 /// A job worker with every handler, as `serve` and `allot worker` run it
 /// (tests drive its `run_once`).
 pub fn worker(db: Db, settings: &Settings) -> anyhow::Result<Worker> {
     let postman = Arc::new(Postman::new(&settings.mail)?);
-    Ok(worker_with(db, settings, postman))
+    worker_with(db, settings, postman)
 }
 
-fn worker_with(db: Db, settings: &Settings, postman: Arc<Postman>) -> Worker {
-    let handlers = handlers(&db, settings, postman);
-    // One attempt is bounded by the send timeout: every job kind today
-    // sends one message.
-    Worker::new(db, &settings.jobs, settings.mail.send_timeout, handlers)
+fn worker_with(db: Db, settings: &Settings, postman: Arc<Postman>) -> anyhow::Result<Worker> {
+    let handlers = handlers(&db, settings, postman)?;
+    // One attempt is bounded by the longest send timeout: every job kind
+    // sends one message, an email or a merchant webhook.
+    let attempt_limit = settings.mail.send_timeout.max(settings.endpoints.timeout);
+    Ok(Worker::new(db, &settings.jobs, attempt_limit, handlers))
 }
 
 /// `allot worker`: job workers only, until `shutdown`.

@@ -6,6 +6,7 @@
 //! - [`intake`]: who may deliver orders, and each shop's payload made into orders.
 //! - [`orders`]: orders fulfilled from the key bank, waiting for stock, set aside;
 //!   the webhook and order routes; what buyers and admins are told about them.
+//! - [`merchant`]: merchant webhooks out: endpoints, signed events, delivery attempts.
 //! - [`notices`]: emails about no order: the dead-letter digest, low stock, tests.
 //! - [`jobs`]: the outbox: durable jobs, workers, retries, dead letters.
 //! - [`mail`]: email over file, SMTP, Postmark or SendGrid, with templates.
@@ -30,6 +31,7 @@ pub mod intake;
 pub mod jobs;
 pub mod keys;
 pub mod mail;
+pub mod merchant;
 pub mod notices;
 pub mod ops;
 pub mod orders;

@@ -42,6 +42,28 @@ pub struct Settings {
     pub jobs: JobSettings,
     pub intake: IntakeSettings,
     pub control: ControlSettings,
+    pub payments: PaymentSettings,
+    pub endpoints: EndpointSettings,
+}
+
+/// Payments in: Stripe and any provider that signs per Standard Webhooks.
+#[derive(Debug, Clone)]
+pub struct PaymentSettings {
+    /// Checks `Stripe-Signature` on `/v1/webhooks/stripe`; unset, that route answers 503.
+    pub stripe_webhook_secret: Option<Secret>,
+    /// Stripe price or product id → SKU, for sessions whose metadata names none.
+    pub stripe_skus: BTreeMap<String, String>,
+    /// `whsec_…`: checks `/v1/webhooks/payments`; unset, that route answers 503.
+    pub payment_webhook_secret: Option<Secret>,
+}
+
+/// Merchant webhooks out.
+#[derive(Debug, Clone)]
+pub struct EndpointSettings {
+    /// One delivery attempt, connect to last byte.
+    pub timeout: Duration,
+    /// An endpoint that fails for this long without a success is disabled.
+    pub disable_after: Duration,
 }
 
 /// The operator's control channel (`allot ctl`, `/v1/admin/*`).

@@ -51,6 +51,11 @@ pub(super) struct RawSettings {
     heartbeat_interval: String,
     control_poll_interval: String,
     calculate_max: String,
+    stripe_webhook_secret: Option<String>,
+    stripe_skus: String,
+    payment_webhook_secret: Option<String>,
+    endpoint_timeout: String,
+    endpoint_disable_after: String,
 }
 
 impl Default for RawSettings {
@@ -89,6 +94,11 @@ impl Default for RawSettings {
             heartbeat_interval: "5s".into(),
             control_poll_interval: "250ms".into(),
             calculate_max: "1h".into(),
+            stripe_webhook_secret: None,
+            stripe_skus: String::new(),
+            payment_webhook_secret: None,
+            endpoint_timeout: "10s".into(),
+            endpoint_disable_after: "5d".into(),
         }
     }
 }
@@ -124,13 +134,10 @@ impl RawSettings {
         let mail = self.mail_settings()?;
         let jobs = self.job_settings()?;
         let intake = self.intake_settings()?;
+        let payments = self.payment_settings()?;
+        let endpoints = self.endpoint_settings()?;
         let control = ControlSettings {
-            admin_token: self
-                .admin_token
-                .as_deref()
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .map(|v| Secret(v.to_string())),
+            admin_token: optional_secret(&self.admin_token),
             heartbeat_interval: positive("ALLOT_HEARTBEAT_INTERVAL", &self.heartbeat_interval)?,
             poll_interval: positive("ALLOT_CONTROL_POLL_INTERVAL", &self.control_poll_interval)?,
             calculate_max: duration("ALLOT_CALCULATE_MAX", &self.calculate_max)?,
@@ -153,6 +160,8 @@ impl RawSettings {
             jobs,
             intake,
             control,
+            payments,
+            endpoints,
         })
     }
 
@@ -240,32 +249,11 @@ impl RawSettings {
 
 impl RawSettings {
     fn intake_settings(&self) -> Result<IntakeSettings, SettingsError> {
-        let secret = |value: &Option<String>| {
-            value
-                .as_deref()
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .map(|v| Secret(v.to_string()))
-        };
-        let mut service_skus = BTreeMap::new();
-        for pair in self.service_skus.split(',').map(str::trim) {
-            if pair.is_empty() {
-                continue;
-            }
-            let parsed = pair
-                .split_once('=')
-                .map(|(id, sku)| (id.trim(), sku.trim()))
-                .filter(|(id, sku)| !id.is_empty() && BoundedText::identifier("SKU", sku).is_ok());
-            let Some((id, sku)) = parsed else {
-                return Err(invalid(
-                    "ALLOT_SERVICE_SKUS",
-                    format!(
-                        "{pair:?} is not SERVICE_ID=SKU (for example 3=course-101,4=course-102)"
-                    ),
-                ));
-            };
-            service_skus.insert(id.to_string(), sku.to_string());
-        }
+        let service_skus = sku_map(
+            "ALLOT_SERVICE_SKUS",
+            &self.service_skus,
+            "SERVICE_ID=SKU (for example 3=course-101,4=course-102)",
+        )?;
         if self.low_stock_threshold < 0 {
             return Err(invalid("ALLOT_LOW_STOCK_THRESHOLD", "must not be negative"));
         }
@@ -281,13 +269,42 @@ impl RawSettings {
                 )
             })?;
         Ok(IntakeSettings {
-            webhook_token: secret(&self.webhook_token),
-            woocommerce_secret: secret(&self.woocommerce_secret),
+            webhook_token: optional_secret(&self.webhook_token),
+            woocommerce_secret: optional_secret(&self.woocommerce_secret),
             service_skus,
             low_stock_threshold: self.low_stock_threshold,
             low_stock_cron,
         })
     }
+}
+
+/// `ID=SKU,ID=SKU`: ids a payload names, mapped to the SKU they sell.
+fn sku_map(
+    var: &'static str,
+    text: &str,
+    shape: &str,
+) -> Result<BTreeMap<String, String>, SettingsError> {
+    let mut map = BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let parsed = pair
+            .split_once('=')
+            .map(|(id, sku)| (id.trim(), sku.trim()))
+            .filter(|(id, sku)| !id.is_empty() && BoundedText::identifier("SKU", sku).is_ok());
+        let Some((id, sku)) = parsed else {
+            return Err(invalid(var, format!("{pair:?} is not {shape}")));
+        };
+        map.insert(id.to_string(), sku.to_string());
+    }
+    Ok(map)
+}
+
+/// A secret setting: blank is unset.
+fn optional_secret(value: &Option<String>) -> Option<Secret> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(|v| Secret(v.to_string()))
 }
 
 fn base_url(var: &'static str, value: &str) -> Result<String, SettingsError> {
@@ -348,6 +365,9 @@ fn listen_address(value: &str) -> Result<String, SettingsError> {
     }
     Ok(full)
 }
+
+#[path = "raw_commerce.rs"]
+mod commerce;
 
 #[cfg(test)]
 #[path = "raw_tests.rs"]

@@ -8,7 +8,8 @@
 //!   transaction already holds the database).
 //! - "Insert unless it exists, tell me the new id" is
 //!   [`insert_unless_exists!`](crate::insert_unless_exists) (MySQL has
-//!   neither `ON CONFLICT DO NOTHING` nor `RETURNING`).
+//!   neither `ON CONFLICT DO NOTHING` nor `RETURNING`); a plain insert that
+//!   tells the new id is [`insert_returning_id!`](crate::insert_returning_id).
 //! - Multi-row inserts use `sqlx::QueryBuilder`, which writes each
 //!   backend's placeholders itself.
 //! - Where dialects really differ, a `match` on [`Tx`] or [`Db`] with one
@@ -117,6 +118,33 @@ macro_rules! insert_unless_exists {
                     Err(e) => Err(e),
                 }
             }
+        }
+    };
+}
+
+/// Inserts one row inside `$tx` and gives its new id (MySQL has no
+/// `RETURNING`; it reports the id itself).
+#[macro_export]
+macro_rules! insert_returning_id {
+    ($tx:expr, $insert:expr, [$($bind:expr),* $(,)?]) => {
+        match $tx {
+            $crate::db::Tx::Sqlite(tx) => {
+                sqlx::query_scalar::<_, i64>($crate::db::sql_as_is(format!("{} returning id", $insert)))
+                    $(.bind($bind))*
+                    .fetch_one(&mut **tx)
+                    .await
+            }
+            $crate::db::Tx::Postgres(tx) => {
+                sqlx::query_scalar::<_, i64>($crate::db::sql_for_postgres(format!("{} returning id", $insert)))
+                    $(.bind($bind))*
+                    .fetch_one(&mut **tx)
+                    .await
+            }
+            $crate::db::Tx::MySql(tx) => sqlx::query($crate::db::sql_as_is($insert))
+                $(.bind($bind))*
+                .execute(&mut **tx)
+                .await
+                .map(|done| done.last_insert_id() as i64),
         }
     };
 }

@@ -96,6 +96,34 @@ pub async fn retry_dead(db: &Db, id: Option<i64>, max_attempts: i32) -> Result<u
     Ok(done)
 }
 
+/// Like [`retry_dead`] for the dead jobs whose dedupe key starts with
+/// `prefix` (one endpoint's deliveries, say).
+pub async fn retry_dead_with_prefix(
+    db: &Db,
+    prefix: &str,
+    max_attempts: i32,
+) -> Result<u64, sqlx::Error> {
+    let now = now_ms();
+    let length = prefix.chars().count() as i32;
+    let done = on_db!(db, write, |pool, sql| {
+        sqlx::query(sql(
+            "update jobs set state = 'queued', attempts = 0, max_attempts = ?, run_at = ?,
+                    finished_at = null, updated_at = ?
+              where state = 'dead' and substr(dedupe_key, 1, ?) = ?",
+        ))
+        .bind(max_attempts)
+        .bind(now)
+        .bind(now)
+        .bind(length)
+        .bind(prefix)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected())
+    })?;
+    super::wake::notify(db).await?;
+    Ok(done)
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Discarded {
     Yes,

@@ -34,7 +34,9 @@ use crate::{
     db::{Db, Tx},
 };
 
-pub use admin::{Discarded, attempts, dead_between, discard, find, list, retry_dead};
+pub use admin::{
+    Discarded, attempts, dead_between, discard, find, list, retry_dead, retry_dead_with_prefix,
+};
 pub use handler::{BoxFuture, Handler, Handlers, JobError, Leased, NOOP_KIND, decode};
 pub use retry::{MAX_RETRY_AFTER, RetryPolicy};
 pub use steering::Steering;

@@ -26,7 +26,10 @@ const TEMPLATES: &[(&str, &str)] = messages!(
     "out_of_stock",
     "needs_attention",
     "low_stock",
-    "database_unavailable"
+    "database_unavailable",
+    "endpoint_disabled",
+    "order_refunded",
+    "refund_notice"
 );
 
 fn environment() -> &'static Environment<'static> {

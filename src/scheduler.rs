@@ -16,11 +16,18 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    clock::now_ms, config::Settings, db::Db, jobs, keys, notices::low_stock_job, orders::Fulfilment,
+    clock::now_ms,
+    config::Settings,
+    db::Db,
+    jobs, keys,
+    merchant::{self, Event},
+    notices::low_stock_job,
+    orders::Fulfilment,
 };
+use serde_json::json;
 
-/// Enqueues a low-stock email for each SKU with fewer than `threshold`
-/// available keys, for the run at `run_at`. A second call for the same run
+/// Enqueues a low-stock email (and tells merchants `stock.low`) for each
+/// SKU with fewer than `threshold` available keys, for the run at `run_at`. A second call for the same run
 /// adds nothing. Returns the SKUs alerted about in this call.
 pub async fn check_low_stock(
     db: &Db,
@@ -47,6 +54,11 @@ pub async fn check_low_stock(
             max_attempts,
         );
         if jobs::enqueue(&mut tx, &job, run_at).await?.is_some() {
+            let event = Event::new(
+                "stock.low",
+                json!({"sku": stock.product_sku, "available": stock.available, "threshold": threshold}),
+            );
+            merchant::emit(&mut tx, &event, run_at, max_attempts).await?;
             alerted.push(stock.product_sku);
         }
     }

@@ -10,7 +10,7 @@ use crate::{
     config::Settings,
     db::Db,
     keys::{self, LicenseKey, Revoked, Sku},
-    orders::Fulfilment,
+    orders::{self, Fulfilment},
 };
 
 #[derive(Subcommand)]
@@ -121,8 +121,10 @@ pub(super) async fn run(command: KeysCommand, db: &Db, settings: &Settings) -> a
             }
         }
         KeysCommand::Revoke { key } => {
-            match keys::revoke(db, &LicenseKey::parse(key.trim())?).await? {
-                Revoked::Yes { was } => println!("revoked the key (it was {was})"),
+            let key = LicenseKey::parse(key.trim())?;
+            let max_attempts = settings.jobs.max_attempts();
+            match orders::revoke_key(db, &key, max_attempts, now_ms()).await? {
+                Revoked::Yes { was, .. } => println!("revoked the key (it was {was})"),
                 Revoked::Already => println!("the key was already revoked"),
                 Revoked::NotFound => anyhow::bail!("no such key in any pool"),
             }

@@ -134,18 +134,26 @@ pub async fn issued(db: &Db, id: i64) -> Result<Option<Issued>, sqlx::Error> {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Revoked {
-    /// Revoked; it was in this state before.
+    /// Revoked key `id` of `sku`; it was in state `was` before.
     Yes {
         was: String,
+        id: i64,
+        sku: String,
     },
     Already,
     NotFound,
 }
 
-/// Takes a key out of circulation, available or assigned (a refund, a
-/// leak). An assigned key keeps its assignment for the record.
-pub async fn revoke(db: &Db, key: &LicenseKey) -> Result<Revoked, sqlx::Error> {
-    store::revoke(db, key).await
+/// Takes a key out of circulation inside `tx`, available or assigned (a
+/// refund, a leak). An assigned key keeps its assignment for the record.
+pub async fn revoke(tx: &mut Tx, key: &LicenseKey) -> Result<Revoked, sqlx::Error> {
+    store::revoke(tx, key).await
+}
+
+/// Revokes key `id` inside `tx` (the key of a refunded order); `false` if
+/// it was revoked already.
+pub async fn revoke_id(tx: &mut Tx, id: i64) -> Result<bool, sqlx::Error> {
+    store::revoke_id(tx, id).await
 }
 
 #[cfg(test)]

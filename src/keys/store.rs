@@ -174,28 +174,37 @@ pub(super) async fn issued(db: &Db, id: i64) -> Result<Option<Issued>, sqlx::Err
     .transpose()
 }
 
-pub(super) async fn revoke(db: &Db, key: &LicenseKey) -> Result<Revoked, sqlx::Error> {
-    let status: Option<String> = on_db!(db, read, |pool, sql| {
-        sqlx::query_scalar(sql("select status from license_keys where license_key = ?"))
+pub(super) async fn revoke(tx: &mut Tx, key: &LicenseKey) -> Result<Revoked, sqlx::Error> {
+    let select = format!(
+        "select id, status, product_sku from license_keys where license_key = ?{}",
+        tx.backend().for_update()
+    );
+    let row: Option<(i64, String, String)> = on_tx!(tx, |conn, sql| {
+        sqlx::query_as(sql(select))
             .bind(key.expose())
-            .fetch_optional(pool)
+            .fetch_optional(conn)
             .await
     })?;
-    let was = match status.as_deref() {
+    let (id, was, sku) = match row {
         None => return Ok(Revoked::NotFound),
-        Some("revoked") => return Ok(Revoked::Already),
-        Some(was) => was.to_string(),
+        Some((_, status, _)) if status == "revoked" => return Ok(Revoked::Already),
+        Some(row) => row,
     };
-    on_db!(db, write, |pool, sql| {
+    revoke_id(tx, id).await?;
+    Ok(Revoked::Yes { was, id, sku })
+}
+
+/// Revokes key `id`; `false` if it was revoked already (or is unknown).
+pub(super) async fn revoke_id(tx: &mut Tx, id: i64) -> Result<bool, sqlx::Error> {
+    on_tx!(tx, |conn, sql| {
         sqlx::query(sql(
-            "update license_keys set status = 'revoked' where license_key = ?",
+            "update license_keys set status = 'revoked' where id = ? and status <> 'revoked'",
         ))
-        .bind(key.expose())
-        .execute(pool)
+        .bind(id)
+        .execute(conn)
         .await
-        .map(drop)
-    })?;
-    Ok(Revoked::Yes { was })
+        .map(|done| done.rows_affected() == 1)
+    })
 }
 
 /// Which of `keys` are in the pool already (under any SKU).

@@ -2,13 +2,14 @@
 //! accounting) told what happened, signed per Standard Webhooks.
 //!
 //! Owns the `endpoints`, `merchant_events` and `endpoint_attempts` tables.
-//! Capabilities call [`emit`] inside the transaction of the change an event
+//! Capabilities call [`emit`] (or [`subscribers`] then [`publish`], when
+//! the event's data costs a read) inside the transaction of the change an event
 //! announces (the outbox): the event row and one delivery job per
 //! subscribed endpoint commit with the change or not at all. It imports the
 //! outbox, the key bank (for endpoints that asked for keys) and `notices`;
 //! it must not import `orders` or `payments`, which import it.
 //!
-//! - this file: the event types and [`emit`];
+//! - this file: the event types, subscriptions and [`emit`];
 //! - `endpoints`: registering, listing, disabling, rotating secrets (SQL);
 //! - `signing`: Standard Webhooks secrets and signatures;
 //! - `deliver`: the job that POSTs one event to one endpoint, records the
@@ -134,27 +135,33 @@ pub(crate) fn endpoint_key_prefix(endpoint: i64) -> String {
     format!("merchant_webhook:{endpoint}:")
 }
 
-/// Announces `event` inside the caller's transaction: nothing when no
-/// enabled endpoint subscribed to it, else the event row and one delivery
-/// job per endpoint. Returns how many endpoints will hear of it.
-pub async fn emit(
-    tx: &mut Tx,
-    event: &Event,
-    now: i64,
-    max_attempts: i32,
-) -> Result<usize, sqlx::Error> {
+/// The enabled endpoints subscribed to events of type `kind`: read in the
+/// caller's transaction, so an event is fanned out to exactly the
+/// endpoints registered when its change commits.
+pub async fn subscribers(tx: &mut Tx, kind: &str) -> Result<Vec<i64>, sqlx::Error> {
     let enabled: Vec<(i64, String)> = on_tx!(tx, |conn, sql| {
         sqlx::query_as(sql("select id, events from endpoints where enabled = 1"))
             .fetch_all(conn)
             .await
     })?;
-    let targets: Vec<i64> = enabled
+    Ok(enabled
         .into_iter()
-        .filter(|(_, patterns)| subscribed(patterns, event.kind))
+        .filter(|(_, patterns)| subscribed(patterns, kind))
         .map(|(id, _)| id)
-        .collect();
+        .collect())
+}
+
+/// Writes `event` and one delivery job for each of `targets` (from
+/// [`subscribers`]) inside the caller's transaction.
+pub async fn publish(
+    tx: &mut Tx,
+    targets: &[i64],
+    event: &Event,
+    now: i64,
+    max_attempts: i32,
+) -> Result<(), sqlx::Error> {
     if targets.is_empty() {
-        return Ok(0);
+        return Ok(());
     }
     let payload = event.data.to_string();
     let event_id = insert_returning_id!(
@@ -163,7 +170,7 @@ pub async fn emit(
          values (?, ?, ?, ?)",
         [event.kind, payload.as_str(), event.license_key_id, now]
     )?;
-    for endpoint in &targets {
+    for endpoint in targets {
         let job = NewJob::of(
             &Delivery::MerchantWebhook {
                 endpoint: *endpoint,
@@ -175,7 +182,19 @@ pub async fn emit(
         jobs::enqueue(tx, &job, now).await?;
     }
     metrics::counter!("allot_merchant_events_total", "type" => event.kind).increment(1);
-    Ok(targets.len())
+    Ok(())
+}
+
+/// [`subscribers`] then [`publish`]: announces `event` inside the caller's
+/// transaction; nothing is written when no endpoint subscribed to it.
+pub async fn emit(
+    tx: &mut Tx,
+    event: &Event,
+    now: i64,
+    max_attempts: i32,
+) -> Result<(), sqlx::Error> {
+    let targets = subscribers(tx, event.kind).await?;
+    publish(tx, &targets, event, now, max_attempts).await
 }
 
 #[cfg(test)]

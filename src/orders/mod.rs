@@ -9,6 +9,7 @@
 //! - `place`: one order, one transaction (idempotency by source and order
 //!   id, the vend, the buyer's email job), waiting for stock, setting aside;
 //! - `restock`: fulfilling waiting orders oldest first when keys arrive;
+//! - `refund`: a paid order taken back, its key revoked; revoking by hand;
 //! - `notices`: what the buyer and the admin are emailed, and when;
 //! - `view`: an order's state and history, as `GET /v1/orders/…` shows it;
 //! - `store`: the SQL of the two tables;
@@ -16,11 +17,15 @@
 //!
 //! Every order ends in one of three states: `fulfilled` (a key assigned and
 //! its email queued), `awaiting_stock` (kept until keys arrive) or
-//! `needs_attention` (the payload could not be used; the raw body is kept).
-//! Nothing a shop sent is dropped.
+//! `needs_attention` (the payload could not be used; the raw body is kept),
+//! until a refund makes it `refunded`. Nothing a shop sent is dropped.
+//! Each change is announced to merchant endpoints in its transaction
+//! (`order.fulfilled`, `order.awaiting_stock`, `order.needs_attention`,
+//! `order.refunded`, `stock.sold_out`, `key.revoked`).
 
 pub mod notices;
 mod place;
+mod refund;
 mod restock;
 pub mod routes;
 mod store;
@@ -38,6 +43,7 @@ use crate::{
     keys::Sku,
 };
 
+pub use refund::{PaidOrder, Refund, revoke_key};
 pub use view::{Delivery, Event, OrderView, find};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -49,6 +49,12 @@ pub enum Notice {
     /// Orders set aside: urgent for one order, or a window's digest.
     #[serde(rename = "needs_attention_alert")]
     NeedsAttention(Scope),
+    /// The buyer told that order `order` was refunded (and its key revoked).
+    #[serde(rename = "refund_email")]
+    RefundEmail { order: i64 },
+    /// The admin told the same.
+    #[serde(rename = "refund_alert")]
+    RefundAlert { order: i64 },
 }
 
 /// What an alert covers: one order (urgent), or a window (digest).
@@ -60,15 +66,22 @@ pub enum Scope {
 }
 
 impl Payload for Notice {
-    const KINDS: &'static [&'static str] =
-        &["key_email", "out_of_stock_alert", "needs_attention_alert"];
+    const KINDS: &'static [&'static str] = &[
+        "key_email",
+        "out_of_stock_alert",
+        "needs_attention_alert",
+        "refund_email",
+        "refund_alert",
+    ];
 
     /// The admin hears about a sell-out or a set-aside order before the
     /// queue of buyer emails drains.
     fn priority(&self) -> Priority {
         match self {
-            Notice::KeyEmail { .. } => Priority::Normal,
-            Notice::OutOfStock { .. } | Notice::NeedsAttention(_) => Priority::Urgent,
+            Notice::KeyEmail { .. } | Notice::RefundEmail { .. } => Priority::Normal,
+            Notice::OutOfStock { .. } | Notice::NeedsAttention(_) | Notice::RefundAlert { .. } => {
+                Priority::Urgent
+            }
         }
     }
 }
@@ -82,7 +95,24 @@ pub(super) fn key_email(order: i64, key_id: i64, max_attempts: i32) -> NewJob {
     NewJob::of(&notice, max_attempts).dedupe_key(format!("key_email:{order}:{key_id}"))
 }
 
+/// The emails of a refund of order `order`: the buyer's (when the order
+/// has an address) and the admin's.
+pub(super) fn refund(order: i64, to_buyer: bool, max_attempts: i32) -> Vec<NewJob> {
+    let mut jobs = vec![
+        NewJob::of(&Notice::RefundAlert { order }, max_attempts)
+            .dedupe_key(format!("refund_alert:{order}")),
+    ];
+    if to_buyer {
+        jobs.push(
+            NewJob::of(&Notice::RefundEmail { order }, max_attempts)
+                .dedupe_key(format!("refund_email:{order}")),
+        );
+    }
+    jobs
+}
+
 /// Urgent for the first order of a sell-out, a digest per window after.
+/// `true` when this order is the first of its sell-out.
 pub(super) async fn out_of_stock(
     tx: &mut Tx,
     sku: &Sku,
@@ -91,7 +121,7 @@ pub(super) async fn out_of_stock(
     now: i64,
     interval: Duration,
     max_attempts: i32,
-) -> Result<(), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     let scope = jobs::dedupe_part(sku.as_str());
     let alert = |scope| Notice::OutOfStock {
         sku: sku.as_str().to_string(),
@@ -100,13 +130,13 @@ pub(super) async fn out_of_stock(
     let urgent = NewJob::of(&alert(Scope::Order { order }), max_attempts)
         .dedupe_key(format!("out_of_stock_alert:{scope}:{sell_out}"));
     if jobs::enqueue(tx, &urgent, now).await?.is_some() {
-        return Ok(());
+        return Ok(true);
     }
     let (from, to) = window(now, interval);
     let digest = NewJob::of(&alert(Scope::Window { from, to }), max_attempts)
         .dedupe_key(format!("out_of_stock_alert:{scope}:{sell_out}:{from}"))
         .run_at(to);
-    jobs::enqueue(tx, &digest, now).await.map(drop)
+    jobs::enqueue(tx, &digest, now).await.map(|_| false)
 }
 
 /// Urgent for the first order set aside in a window, a digest after it.
@@ -149,6 +179,8 @@ impl Compose for Notice {
             Notice::KeyEmail { order, key } => key_letter(cx, order, key).await.map(Some),
             Notice::OutOfStock { sku, scope } => out_of_stock_letter(cx, sku, scope).await,
             Notice::NeedsAttention(scope) => attention_letter(cx, scope).await,
+            Notice::RefundEmail { order } => refund_letter(cx, order, false).await,
+            Notice::RefundAlert { order } => refund_letter(cx, order, true).await,
         }
     }
 }
@@ -221,6 +253,33 @@ async fn out_of_stock_letter(
             "window_end": window(to),
         }),
     ))
+}
+
+/// The buyer's or the admin's refund email, from the order as it is now.
+async fn refund_letter(cx: &Context, order: i64, admin: bool) -> Result<Option<Letter>, JobError> {
+    let Some(summary) = store::summary_of(&cx.db, order).await.map_err(read)? else {
+        return Err(JobError::Permanent(format!("order {order} no longer exists")));
+    };
+    let context = json!({
+        "order_id": summary.order_id,
+        "source": summary.source,
+        "email": summary.email.as_deref().unwrap_or("-"),
+        "product": summary.product_sku.as_deref().unwrap_or("-"),
+        "revoked": summary.license_key_id.is_some(),
+        "key_id": summary.license_key_id,
+        "detail": "refunded by the payment provider",
+    });
+    if admin {
+        return Ok(admin_letter_to(cx.admin.as_ref(), "order_refunded", context));
+    }
+    let to = summary
+        .email
+        .ok_or_else(|| JobError::Permanent(format!("order {order} has no email")))?;
+    Ok(Some(Letter {
+        to,
+        template: "refund_notice".into(),
+        context,
+    }))
 }
 
 async fn attention_letter(cx: &Context, scope: Scope) -> Result<Option<Letter>, JobError> {

@@ -9,7 +9,9 @@ use crate::{
     intake::normalize::{Order, Source},
     jobs,
     keys::{self, Assignment, Sku},
+    merchant::{self, Event},
 };
+use serde_json::json;
 
 impl Fulfilment {
     pub(super) async fn place(
@@ -30,6 +32,29 @@ impl Fulfilment {
         }
         let sku = self.sku_for(order, url_sku);
         retry_on_contention(|| self.place_once(source, order, &sku, body, now)).await
+    }
+
+    /// Places a paid order from a payment provider, whose SKU the provider's
+    /// intake found (or the reason it could not), and notes the payment
+    /// `payment_ref` it was paid with. A repeat is a duplicate.
+    pub async fn place_paid(
+        &self,
+        source: Source,
+        order: &Order,
+        sku: Result<Sku, String>,
+        payment_ref: Option<&str>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<Placed, sqlx::Error> {
+        let placed =
+            retry_on_contention(|| self.place_once(source, order, &sku, body, now)).await?;
+        // After the order's commit, and on every repeat: the provider
+        // delivers the event again until it is acknowledged, so a crash in
+        // between is mended by the next delivery.
+        if let Some(payment_ref) = payment_ref {
+            store::set_payment_ref(&self.db, source.as_str(), &order.order_id, payment_ref).await?;
+        }
+        Ok(placed)
     }
 
     /// The SKU from the URL, else the payload, else the service mapping.
@@ -142,7 +167,7 @@ impl Fulfilment {
         store::event(tx, id, now, "awaiting_stock", detail).await?;
         if alert {
             let sell_out = keys::newest_key(tx, sku).await?;
-            notices::out_of_stock(
+            let first = notices::out_of_stock(
                 tx,
                 sku,
                 id,
@@ -152,7 +177,12 @@ impl Fulfilment {
                 self.max_attempts,
             )
             .await?;
+            if first {
+                let event = Event::new("stock.sold_out", json!({ "sku": sku.as_str() }));
+                merchant::emit(tx, &event, now, self.max_attempts).await?;
+            }
         }
+        self.announce(tx, id, "order.awaiting_stock", now).await?;
         metrics::counter!("allot_orders_awaiting_stock_total").increment(1);
         Ok(())
     }
@@ -194,6 +224,7 @@ impl Fulfilment {
             ),
         )
         .await?;
+        self.announce(tx, id, "order.fulfilled", now).await?;
         metrics::counter!("allot_keys_vended_total").increment(1);
         Ok(true)
     }
@@ -253,6 +284,7 @@ impl Fulfilment {
         store::set_aside(tx, id, body, problem, now).await?;
         store::event(tx, id, now, "needs_attention", problem).await?;
         notices::needs_attention(tx, id, now, self.alert_interval, self.max_attempts).await?;
+        self.announce(tx, id, "order.needs_attention", now).await?;
         metrics::counter!("allot_orders_needing_attention_total").increment(1);
         tracing::warn!(order = id, %problem, "an order needs attention; its body is kept");
         Ok(())

@@ -86,7 +86,7 @@ async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Answer, ApiError> {
-    let source = Source::parse(&source).ok_or_else(|| {
+    let source = Source::parse(&source).filter(|s| s.is_shop()).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_source",

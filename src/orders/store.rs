@@ -298,3 +298,95 @@ pub(super) async fn key_of(db: &Db, id: i64) -> Result<Option<i64>, sqlx::Error>
     })?;
     Ok(key.flatten())
 }
+
+/// An order as merchants and refund emails see it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub(super) struct Summary {
+    pub source: String,
+    pub order_id: String,
+    pub state: String,
+    pub email: Option<String>,
+    #[serde(rename = "sku")]
+    pub product_sku: Option<String>,
+    pub coupon_code: Option<String>,
+    pub payment_ref: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    #[serde(skip)]
+    pub license_key_id: Option<i64>,
+}
+
+const SUMMARY: &str = "select source, order_id, state, email, product_sku, coupon_code, payment_ref,
+        problem, license_key_id from orders where id = ?";
+
+pub(super) async fn summary(tx: &mut Tx, id: i64) -> Result<Summary, sqlx::Error> {
+    on_tx!(tx, |conn, sql| {
+        sqlx::query_as(sql(SUMMARY)).bind(id).fetch_one(conn).await
+    })
+}
+
+pub(super) async fn summary_of(db: &Db, id: i64) -> Result<Option<Summary>, sqlx::Error> {
+    on_db!(db, read, |pool, sql| {
+        sqlx::query_as(sql(SUMMARY))
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+    })
+}
+
+/// The order of `source` with id `order_id`, or whose payment is
+/// `payment_ref`, locked: its row id and state.
+pub(super) async fn lock_paid(
+    tx: &mut Tx,
+    source: &str,
+    order_id: Option<&str>,
+    payment_ref: Option<&str>,
+) -> Result<Option<(i64, String)>, sqlx::Error> {
+    let select = format!(
+        "select id, state from orders
+          where source = ? and (order_id = ? or payment_ref = ?) order by id limit 1{}",
+        tx.backend().for_update()
+    );
+    on_tx!(tx, |conn, sql| {
+        sqlx::query_as(sql(select))
+            .bind(source)
+            .bind(order_id)
+            .bind(payment_ref)
+            .fetch_optional(conn)
+            .await
+    })
+}
+
+/// Notes the payment an order was paid with, so that a refund naming the
+/// payment finds it.
+pub(super) async fn set_payment_ref(
+    db: &Db,
+    source: &str,
+    order_id: &str,
+    payment_ref: &str,
+) -> Result<(), sqlx::Error> {
+    on_db!(db, write, |pool, sql| {
+        sqlx::query(sql(
+            "update orders set payment_ref = ? where source = ? and order_id = ? and payment_ref is null",
+        ))
+        .bind(payment_ref)
+        .bind(source)
+        .bind(order_id)
+        .execute(pool)
+        .await
+        .map(drop)
+    })
+}
+
+pub(super) async fn refunded(tx: &mut Tx, id: i64, now: i64) -> Result<(), sqlx::Error> {
+    on_tx!(tx, |conn, sql| {
+        sqlx::query(sql(
+            "update orders set state = 'refunded', raw_body = null, updated_at = ? where id = ?",
+        ))
+        .bind(now)
+        .bind(id)
+        .execute(conn)
+        .await
+        .map(drop)
+    })
+}

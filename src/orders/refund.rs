@@ -1,0 +1,149 @@
+//! Refunds: a paid order taken back. Its key is revoked (it will never be
+//! handed out again), the order leaves the fulfilment states for good (a
+//! waiting order stops waiting), the buyer and the admin are emailed and
+//! merchants hear `order.refunded` (and `key.revoked`), all in one
+//! transaction. Refunding twice changes nothing.
+//!
+//! Also here: revoking a key by hand (`allot keys revoke`), which tells
+//! merchants `key.revoked` in the same transaction.
+
+use serde_json::json;
+
+use super::{Fulfilment, notices, store};
+use crate::{
+    db::{Db, Tx, retry_on_contention},
+    intake::normalize::Source,
+    jobs,
+    keys::{self, LicenseKey, Revoked},
+    merchant::{self, Event},
+};
+
+/// Which order a refund names: its id, or the payment it was paid with.
+#[derive(Debug, Clone, Copy)]
+pub struct PaidOrder<'a> {
+    pub source: Source,
+    pub order_id: Option<&'a str>,
+    pub payment_ref: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refund {
+    /// Refunded now; `revoked`: it had a key, which is revoked.
+    Refunded { order_id: String, revoked: bool },
+    Already { order_id: String },
+    /// No such order (yet: a refund can arrive before its order).
+    NoOrder,
+}
+
+impl Fulfilment {
+    /// Refunds `order`; `why` is kept in its history.
+    pub async fn refund(
+        &self,
+        order: PaidOrder<'_>,
+        why: &str,
+        now: i64,
+    ) -> Result<Refund, sqlx::Error> {
+        retry_on_contention(|| async {
+            let mut tx = self.db.begin().await?;
+            let found = store::lock_paid(
+                &mut tx,
+                order.source.as_str(),
+                order.order_id,
+                order.payment_ref,
+            )
+            .await?;
+            let Some((id, state)) = found else {
+                return Ok(Refund::NoOrder);
+            };
+            let summary = store::summary(&mut tx, id).await?;
+            if state == "refunded" {
+                return Ok(Refund::Already {
+                    order_id: summary.order_id,
+                });
+            }
+            let revoked = match summary.license_key_id {
+                Some(key) => keys::revoke_id(&mut tx, key).await?,
+                None => false,
+            };
+            store::refunded(&mut tx, id, now).await?;
+            let detail = match summary.license_key_id {
+                Some(key) if revoked => format!("{why}; key #{key} revoked"),
+                Some(key) => format!("{why}; key #{key} was revoked already"),
+                None => format!("{why}; no key had been assigned"),
+            };
+            store::event(&mut tx, id, now, "refunded", &detail).await?;
+            for job in notices::refund(id, summary.email.is_some(), self.max_attempts) {
+                jobs::enqueue(&mut tx, &job, now).await?;
+            }
+            self.announce(&mut tx, id, "order.refunded", now).await?;
+            if revoked {
+                let event = key_revoked(
+                    summary.license_key_id,
+                    summary.product_sku.as_deref(),
+                    Some((&summary.source, &summary.order_id)),
+                    why,
+                );
+                merchant::emit(&mut tx, &event, now, self.max_attempts).await?;
+            }
+            tx.commit().await?;
+            metrics::counter!("allot_orders_refunded_total", "source" => order.source.as_str())
+                .increment(1);
+            tracing::info!(source = order.source.as_str(), order_id = %summary.order_id, revoked, "order refunded");
+            Ok(Refund::Refunded {
+                order_id: summary.order_id,
+                revoked,
+            })
+        })
+        .await
+    }
+
+    /// Tells merchants subscribed to `kind` about order `id` as it is now
+    /// in `tx` (read only when someone listens).
+    pub(super) async fn announce(
+        &self,
+        tx: &mut Tx,
+        id: i64,
+        kind: &'static str,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        let targets = merchant::subscribers(tx, kind).await?;
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let order = store::summary(tx, id).await?;
+        let event = Event::new(kind, json!({ "order": order })).with_key(order.license_key_id);
+        merchant::publish(tx, &targets, &event, now, self.max_attempts).await
+    }
+}
+
+fn key_revoked(
+    key: Option<i64>,
+    sku: Option<&str>,
+    order: Option<(&str, &str)>,
+    why: &str,
+) -> Event {
+    let order = order.map(|(source, order_id)| json!({"source": source, "order_id": order_id}));
+    Event::new(
+        "key.revoked",
+        json!({"key_id": key, "sku": sku, "order": order, "reason": why}),
+    )
+    .with_key(key)
+}
+
+/// `allot keys revoke`: takes a key out of circulation and tells merchants,
+/// in one transaction.
+pub async fn revoke_key(
+    db: &Db,
+    key: &LicenseKey,
+    max_attempts: i32,
+    now: i64,
+) -> Result<Revoked, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let revoked = keys::revoke(&mut tx, key).await?;
+    if let Revoked::Yes { id, sku, .. } = &revoked {
+        let event = key_revoked(Some(*id), Some(sku), None, "revoked by an operator");
+        merchant::emit(&mut tx, &event, now, max_attempts).await?;
+    }
+    tx.commit().await?;
+    Ok(revoked)
+}

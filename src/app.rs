@@ -26,6 +26,7 @@ use crate::{
     ops, orders,
     orders::Fulfilment,
     outage::{self, OutageAlarm},
+    payments::{self, Payments},
     scheduler,
 };
 
@@ -133,7 +134,15 @@ impl Application {
 fn router(db: Db, fulfilment: Fulfilment, settings: &Settings, alarm: OutageAlarm) -> Router {
     let routes = Router::new()
         .merge(coupons::router(db.clone()))
-        .merge(orders::routes::router(db.clone(), fulfilment, settings))
+        .merge(orders::routes::router(
+            db.clone(),
+            fulfilment.clone(),
+            settings,
+        ))
+        .merge(payments::routes::router(
+            Payments::new(db.clone(), fulfilment, settings.jobs.max_attempts()),
+            &settings.payments,
+        ))
         .merge(control::routes::router(db.clone(), &settings.control))
         .merge(merchant::routes::router(
             db.clone(),

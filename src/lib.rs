@@ -6,6 +6,7 @@
 //! - [`intake`]: who may deliver orders, and each shop's payload made into orders.
 //! - [`orders`]: orders fulfilled from the key bank, waiting for stock, set aside;
 //!   the webhook and order routes; what buyers and admins are told about them.
+//! - [`payments`]: Stripe and signed payment events made into orders and refunds.
 //! - [`merchant`]: merchant webhooks out: endpoints, signed events, delivery attempts.
 //! - [`notices`]: emails about no order: the dead-letter digest, low stock, tests.
 //! - [`jobs`]: the outbox: durable jobs, workers, retries, dead letters.
@@ -36,6 +37,7 @@ pub mod notices;
 pub mod ops;
 pub mod orders;
 pub mod outage;
+pub mod payments;
 pub mod scheduler;
 pub mod telemetry;
 pub mod text;

@@ -1,11 +1,13 @@
 //! The command line: `allot serve`, `allot worker`, `allot migrate`, and
-//! the operator commands (`coupons`, `keys`, `jobs`, `mail`, `ctl`), one
+//! the operator commands (`coupons`, `keys`, `jobs`, `mail`, `endpoints`,
+//! `ctl`), one
 //! file each (`ctl`'s interactive form in `console`).
 //! Every command exits non-zero with a one-line reason on failure.
 
 mod console;
 mod coupons;
 mod ctl;
+mod endpoints;
 mod jobs;
 mod keys;
 
@@ -16,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Application, app, config::Settings, db::Db, telemetry};
 use coupons::CouponsCommand;
+use endpoints::EndpointsCommand;
 use jobs::{JobsCommand, MailCommand};
 use keys::KeysCommand;
 
@@ -47,6 +50,9 @@ enum Command {
     /// Email tools.
     #[command(subcommand)]
     Mail(MailCommand),
+    /// Merchant webhook endpoints: signed events out to the shop's other systems.
+    #[command(subcommand)]
+    Endpoints(EndpointsCommand),
     /// Run job workers only (no HTTP) until SIGINT or SIGTERM.
     Worker,
     /// Steer running processes: an interactive console, or one COMMAND.
@@ -102,6 +108,12 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Jobs(command) => {
             with_db(&settings, async |db| {
                 jobs::run(command, db, &settings).await
+            })
+            .await
+        }
+        Command::Endpoints(command) => {
+            with_db(&settings, async |db| {
+                endpoints::run(command, db, &settings).await
             })
             .await
         }

@@ -59,7 +59,7 @@ pub enum Status {
 }
 
 impl Status {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Fulfilled => "fulfilled",
             Self::Duplicate => "duplicate",

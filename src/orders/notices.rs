@@ -258,7 +258,9 @@ async fn out_of_stock_letter(
 /// The buyer's or the admin's refund email, from the order as it is now.
 async fn refund_letter(cx: &Context, order: i64, admin: bool) -> Result<Option<Letter>, JobError> {
     let Some(summary) = store::summary_of(&cx.db, order).await.map_err(read)? else {
-        return Err(JobError::Permanent(format!("order {order} no longer exists")));
+        return Err(JobError::Permanent(format!(
+            "order {order} no longer exists"
+        )));
     };
     let context = json!({
         "order_id": summary.order_id,
@@ -270,7 +272,11 @@ async fn refund_letter(cx: &Context, order: i64, admin: bool) -> Result<Option<L
         "detail": "refunded by the payment provider",
     });
     if admin {
-        return Ok(admin_letter_to(cx.admin.as_ref(), "order_refunded", context));
+        return Ok(admin_letter_to(
+            cx.admin.as_ref(),
+            "order_refunded",
+            context,
+        ));
     }
     let to = summary
         .email

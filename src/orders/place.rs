@@ -231,7 +231,7 @@ impl Fulfilment {
 
     /// Keeps a body that gave no usable order, with the reason, under a
     /// reference derived from the body, and alerts the admin.
-    pub(super) async fn set_aside(
+    pub async fn set_aside(
         &self,
         source: Source,
         body: &[u8],

@@ -29,8 +29,13 @@ pub struct PaidOrder<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refund {
     /// Refunded now; `revoked`: it had a key, which is revoked.
-    Refunded { order_id: String, revoked: bool },
-    Already { order_id: String },
+    Refunded {
+        order_id: String,
+        revoked: bool,
+    },
+    Already {
+        order_id: String,
+    },
     /// No such order (yet: a refund can arrive before its order).
     NoOrder,
 }

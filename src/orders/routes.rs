@@ -86,13 +86,15 @@ async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Answer, ApiError> {
-    let source = Source::parse(&source).filter(|s| s.is_shop()).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_source",
-            format!("unknown source {source:?}: use amelia, bookly, woocommerce or generic"),
-        )
-    })?;
+    let source = Source::parse(&source)
+        .filter(|s| s.is_shop())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_source",
+                format!("unknown source {source:?}: use amelia, bookly, woocommerce or generic"),
+            )
+        })?;
     let sku = match query.iter().find(|(name, _)| name == "sku") {
         None => None,
         Some((_, sku)) => Some(Sku::parse(sku).map_err(|e| {

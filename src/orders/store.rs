@@ -316,7 +316,8 @@ pub(super) struct Summary {
     pub license_key_id: Option<i64>,
 }
 
-const SUMMARY: &str = "select source, order_id, state, email, product_sku, coupon_code, payment_ref,
+const SUMMARY: &str =
+    "select source, order_id, state, email, product_sku, coupon_code, payment_ref,
         problem, license_key_id from orders where id = ?";
 
 pub(super) async fn summary(tx: &mut Tx, id: i64) -> Result<Summary, sqlx::Error> {

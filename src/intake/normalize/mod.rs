@@ -255,6 +255,16 @@ fn generic(payload: &Value) -> Result<Order, Unparseable> {
     build(order_id, email, coupon, find(payload, SKU_NAMES), None)
 }
 
+/// An order from a payment provider's fields, through the same input
+/// boundary as every shop's (the provider's intake finds the SKU).
+pub fn paid_order(
+    order_id: Option<String>,
+    email: Option<String>,
+    coupon: Option<String>,
+) -> Result<Order, Unparseable> {
+    build(order_id, email, coupon, None, None)
+}
+
 fn build(
     order_id: Option<String>,
     email: Option<String>,

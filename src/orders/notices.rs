@@ -176,7 +176,7 @@ impl Compose for Notice {
     /// meanwhile) or nobody to tell.
     async fn compose(self, cx: &Context) -> Result<Option<Letter>, JobError> {
         match self {
-            Notice::KeyEmail { order, key } => key_letter(cx, order, key).await.map(Some),
+            Notice::KeyEmail { order, key } => key_letter(cx, order, key).await,
             Notice::OutOfStock { sku, scope } => out_of_stock_letter(cx, sku, scope).await,
             Notice::NeedsAttention(scope) => attention_letter(cx, scope).await,
             Notice::RefundEmail { order } => refund_letter(cx, order, false).await,
@@ -187,7 +187,13 @@ impl Compose for Notice {
 
 /// One read of the key's row: the key, its status, and the buyer and order
 /// it was assigned to in the order's transaction.
-async fn key_letter(cx: &Context, order: i64, key: Option<i64>) -> Result<Letter, JobError> {
+/// `None` when the order was refunded before its email went out: the buyer
+/// gets the refund email instead.
+async fn key_letter(
+    cx: &Context,
+    order: i64,
+    key: Option<i64>,
+) -> Result<Option<Letter>, JobError> {
     let missing = || JobError::Permanent(format!("order {order} has no key assigned"));
     let key_id = match key {
         Some(key) => key,
@@ -202,6 +208,13 @@ async fn key_letter(cx: &Context, order: i64, key: Option<i64>) -> Result<Letter
         .ok_or_else(missing)?;
     let order_id = issued.assigned_order_id.unwrap_or_default();
     if issued.status == "revoked" {
+        let refunded = store::summary_of(&cx.db, order)
+            .await
+            .map_err(read)?
+            .is_some_and(|o| o.state == "refunded");
+        if refunded {
+            return Ok(None);
+        }
         return Err(JobError::Permanent(format!(
             "the key of order {order_id} was revoked before its email was sent"
         )));
@@ -209,7 +222,7 @@ async fn key_letter(cx: &Context, order: i64, key: Option<i64>) -> Result<Letter
     let to = issued
         .assigned_to_email
         .ok_or_else(|| JobError::Permanent(format!("order {order} has no email")))?;
-    Ok(Letter {
+    Ok(Some(Letter {
         to,
         template: "license_key".into(),
         context: json!({
@@ -217,7 +230,7 @@ async fn key_letter(cx: &Context, order: i64, key: Option<i64>) -> Result<Letter
             "order_id": order_id,
             "product": issued.product_sku,
         }),
-    })
+    }))
 }
 
 async fn out_of_stock_letter(

@@ -282,7 +282,7 @@ mod tests {
         };
         let order = order.unwrap();
         assert_eq!(order.order_id, "cs_test_1");
-        assert_eq!(order.email.as_str(), "ana@example.com");
+        assert_eq!(order.email.as_str(), "Ana@example.com");
         assert_eq!(order.coupon_code.as_deref(), Some("SUMMER"));
         assert_eq!(sku.unwrap().as_str(), "course-101");
     }

@@ -22,6 +22,7 @@ mod deployment;
 mod faults;
 mod key_bank;
 mod operations;
+mod payments;
 mod processes;
 mod properties;
 mod slow_clients;

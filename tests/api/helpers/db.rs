@@ -176,3 +176,13 @@ impl Drop for TestDb {
         self.drop_database();
     }
 }
+
+/// `sql` is a `select count(*) …` (or any one bigint) without parameters.
+pub async fn count(db: &allot::db::Db, sql: &'static str) -> i64 {
+    use allot::db::Db;
+    match db {
+        Db::Sqlite { reader, .. } => sqlx::query_scalar(sql).fetch_one(reader).await.unwrap(),
+        Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+        Db::MySql(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+    }
+}

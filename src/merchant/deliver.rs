@@ -241,6 +241,12 @@ async fn answer(sent: reqwest::Result<reqwest::Response>) -> Answer {
     } else {
         Err(JobError::Permanent(error))
     };
+    // The log keeps what a person needs: the answer's start, or the error
+    // (which names the status).
+    let excerpt = match &verdict {
+        Ok(()) => excerpt,
+        Err(JobError::Retry { error, .. } | JobError::Permanent(error)) => error.clone(),
+    };
     Answer {
         status: Some(status.as_u16()),
         excerpt,

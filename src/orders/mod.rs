@@ -56,6 +56,8 @@ pub enum Status {
     /// Not paid, cancelled or refunded: nothing stored, a later delivery of
     /// the paid order fulfils it.
     Ignored,
+    /// Paid and refunded (the refund arrived first): no key vended.
+    Refunded,
 }
 
 impl Status {
@@ -66,6 +68,7 @@ impl Status {
             Self::AwaitingStock => "awaiting_stock",
             Self::NeedsAttention => "needs_attention",
             Self::Ignored => "ignored",
+            Self::Refunded => "refunded",
         }
     }
 
@@ -76,7 +79,7 @@ impl Status {
             Self::NeedsAttention => 4,
             Self::AwaitingStock => 3,
             Self::Fulfilled => 2,
-            Self::Ignored => 1,
+            Self::Ignored | Self::Refunded => 1,
             Self::Duplicate => 0,
         }
     }

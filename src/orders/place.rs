@@ -294,7 +294,7 @@ impl Fulfilment {
 /// Inserts the order row, or finds it. `None`: the order was received
 /// before (fulfilled or waiting) and this delivery is a duplicate. An order
 /// that needed attention is taken up again: the shop may have fixed it.
-async fn claim(
+pub(super) async fn claim(
     tx: &mut Tx,
     source: Source,
     order_id: &str,

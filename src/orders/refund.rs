@@ -9,12 +9,12 @@
 
 use serde_json::json;
 
-use super::{Fulfilment, notices, store};
+use super::{Fulfilment, Placed, Status, notices, place::claim, store};
 use crate::{
     db::{Db, Tx, retry_on_contention},
-    intake::normalize::Source,
+    intake::normalize::{Order, Source},
     jobs,
-    keys::{self, LicenseKey, Revoked},
+    keys::{self, LicenseKey, Revoked, Sku},
     merchant::{self, Event},
 };
 
@@ -97,6 +97,52 @@ impl Fulfilment {
             Ok(Refund::Refunded {
                 order_id: summary.order_id,
                 revoked,
+            })
+        })
+        .await
+    }
+
+    /// Records a paid order whose refund arrived first: refunded at once,
+    /// no key vended. A repeat is a duplicate.
+    pub async fn place_refunded(
+        &self,
+        source: Source,
+        order: &Order,
+        sku: Option<&Sku>,
+        payment_ref: Option<&str>,
+        now: i64,
+    ) -> Result<Placed, sqlx::Error> {
+        retry_on_contention(|| async {
+            let mut tx = self.db.begin().await?;
+            let Some(id) = claim(&mut tx, source, &order.order_id, now).await? else {
+                return Ok(Placed {
+                    order_id: order.order_id.clone(),
+                    status: Status::Duplicate,
+                    detail: None,
+                });
+            };
+            let details = store::Details {
+                email: Some(order.email.as_str()),
+                product_sku: sku.map(Sku::as_str),
+                coupon_code: order.coupon_code.as_deref(),
+            };
+            store::describe(&mut tx, id, &details, now).await?;
+            store::refunded(&mut tx, id, now).await?;
+            store::set_payment_ref_in(&mut tx, id, payment_ref).await?;
+            let detail = format!(
+                "received from {}; its refund had arrived first: no key vended",
+                source.as_str()
+            );
+            store::event(&mut tx, id, now, "refunded", &detail).await?;
+            for job in notices::refund(id, true, self.max_attempts) {
+                jobs::enqueue(&mut tx, &job, now).await?;
+            }
+            self.announce(&mut tx, id, "order.refunded", now).await?;
+            tx.commit().await?;
+            Ok(Placed {
+                order_id: order.order_id.clone(),
+                status: Status::Refunded,
+                detail: Some(detail),
             })
         })
         .await

@@ -379,6 +379,21 @@ pub(super) async fn set_payment_ref(
     })
 }
 
+pub(super) async fn set_payment_ref_in(
+    tx: &mut Tx,
+    id: i64,
+    payment_ref: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    on_tx!(tx, |conn, sql| {
+        sqlx::query(sql("update orders set payment_ref = ? where id = ?"))
+            .bind(payment_ref)
+            .bind(id)
+            .execute(conn)
+            .await
+            .map(drop)
+    })
+}
+
 pub(super) async fn refunded(tx: &mut Tx, id: i64, now: i64) -> Result<(), sqlx::Error> {
     on_tx!(tx, |conn, sql| {
         sqlx::query(sql(

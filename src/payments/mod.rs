@@ -168,6 +168,36 @@ impl Payments {
                 });
             }
         };
+        let refunded_first = store::refund_logged(
+            &self.db,
+            event.provider,
+            Some(&order.order_id),
+            event.payment_ref.as_deref(),
+        )
+        .await?;
+        if refunded_first {
+            let placed = self
+                .fulfilment
+                .place_refunded(
+                    event.provider,
+                    order,
+                    sku.as_ref().ok(),
+                    event.payment_ref.as_deref(),
+                    now,
+                )
+                .await?;
+            let detail = placed.detail.unwrap_or_else(|| "refunded already".into());
+            let new = self.log(event, "refunded", &detail, now).await?;
+            return Ok(Receipt {
+                status: if new {
+                    placed.status.as_str()
+                } else {
+                    "duplicate"
+                },
+                order_id: Some(placed.order_id),
+                detail,
+            });
+        }
         let placed = self
             .fulfilment
             .place_paid(
@@ -185,7 +215,7 @@ impl Payments {
             .clone()
             .unwrap_or_else(|| format!("order {}", status.replace('_', " ")));
         let new = self.log(event, status, &detail, now).await?;
-        // A refund logged before this order existed is applied now.
+        // A refund logged while this order was being placed is applied now.
         if store::refund_logged(
             &self.db,
             event.provider,

@@ -21,6 +21,7 @@ mod delivery_smtp;
 mod deployment;
 mod faults;
 mod key_bank;
+mod merchant_webhooks;
 mod operations;
 mod payments;
 mod processes;

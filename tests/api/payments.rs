@@ -7,7 +7,7 @@ use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{Backend, TestApp, count, seed_keys, status_and_json},
+    helpers::{Backend, TestApp, count, race, seed_keys, status_and_json},
     on_every_backend,
 };
 
@@ -16,6 +16,7 @@ on_every_backend!(
     a_paid_checkout_session_is_fulfilled_once,
     a_refund_revokes_the_key_and_tells_buyer_and_admin,
     a_refund_that_arrives_before_its_order_still_wins,
+    a_payment_and_its_refund_racing_always_end_refunded,
     unknown_and_unpaid_stripe_events_are_acknowledged_and_recorded,
     payment_events_from_any_provider_follow_the_same_path,
 );
@@ -276,19 +277,67 @@ async fn a_refund_that_arrives_before_its_order_still_wins(backend: Backend) {
         m.contains("was refunded") && m.contains("di@example.com")
     })
     .await;
-    // The key email, queued before the refund was seen, sends nothing.
-    let worker_done = async || {
-        allot::jobs::list(&db, None, 100)
-            .await
-            .unwrap()
-            .iter()
-            .filter(|j| j.kind == "key_email")
-            .all(|j| j.state == "done")
-    };
-    crate::helpers::eventually("the key email job to finish", worker_done).await;
-    assert!(!app.mails().iter().any(|m| m.contains("KEY-EARLY-1")));
+    // No key was vended for it: the pool keeps it for the next buyer.
+    let key_emails = allot::jobs::list(&db, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|j| j.kind == "key_email")
+        .count();
+    assert_eq!(key_emails, 0);
     let stock = allot::keys::stock(&db).await.unwrap();
-    assert_eq!(stock[0].revoked, 1);
+    assert_eq!((stock[0].available, stock[0].revoked), (1, 0));
+    // A repeat of the paid event changes nothing.
+    let (_, again) = stripe(
+        &app,
+        &session_event(
+            "evt_p",
+            "checkout.session.completed",
+            "cs_e",
+            "di@example.com",
+        ),
+    )
+    .await;
+    assert_eq!(again["status"], "duplicate");
+}
+
+async fn a_payment_and_its_refund_racing_always_end_refunded(backend: Backend) {
+    let app = std::sync::Arc::new(shop(backend).await);
+    let db = app.connect().await;
+    let keys: Vec<String> = (0..12).map(|i| format!("KEY-RACE-{i}")).collect();
+    seed_keys(&db, "course-101", &keys).await;
+    let answers = race(24, |i| {
+        let app = app.clone();
+        async move {
+            let session = format!("cs_race_{}", i / 2);
+            let event = if i % 2 == 0 {
+                session_event(
+                    &format!("evt_p{i}"),
+                    "checkout.session.completed",
+                    &session,
+                    "race@example.com",
+                )
+            } else {
+                refund_event(&format!("evt_r{i}"), &session)
+            };
+            stripe(&app, &event).await
+        }
+    })
+    .await;
+    assert!(
+        answers.iter().all(|(status, _)| *status == 200),
+        "{answers:?}"
+    );
+    for i in 0..12 {
+        let (_, order) = app.order("stripe", &format!("cs_race_{i}")).await;
+        assert_eq!(order["state"], "refunded", "{order}");
+    }
+    let stock = allot::keys::stock(&db).await.unwrap();
+    assert_eq!(
+        stock[0].assigned, 0,
+        "no refunded buyer keeps a key: {:?}",
+        stock[0]
+    );
 }
 
 async fn unknown_and_unpaid_stripe_events_are_acknowledged_and_recorded(backend: Backend) {

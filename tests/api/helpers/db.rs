@@ -186,3 +186,15 @@ pub async fn count(db: &allot::db::Db, sql: &'static str) -> i64 {
         Db::MySql(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
     }
 }
+
+/// Runs one statement built by the test (no parameters).
+pub async fn execute(db: &allot::db::Db, sql: &str) {
+    use allot::db::Db;
+    let sql = sqlx::AssertSqlSafe(sql.to_string());
+    match db {
+        Db::Sqlite { writer, .. } => sqlx::query(sql).execute(writer).await.map(drop),
+        Db::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+        Db::MySql(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+    }
+    .unwrap();
+}

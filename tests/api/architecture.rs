@@ -156,6 +156,8 @@ fn plumbing_and_the_outbox_know_no_capability() {
         "control",
         "outage",
         "ops",
+        "merchant",
+        "payments",
     ];
     for plumbing in ["http", "db", "config", "clock", "text", "jobs"] {
         let knows: Vec<_> = graph[plumbing]

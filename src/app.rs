@@ -27,7 +27,7 @@ use crate::{
     orders::Fulfilment,
     outage::{self, OutageAlarm},
     payments::{self, Payments},
-    scheduler,
+    scheduler, stats,
 };
 
 /// `allot serve`: the HTTP API, a job worker and the timed work in one
@@ -148,6 +148,10 @@ fn router(db: Db, fulfilment: Fulfilment, settings: &Settings, alarm: OutageAlar
             db.clone(),
             AdminSecret(settings.control.admin_token.clone()),
             settings.jobs.max_attempts(),
+        ))
+        .merge(stats::router(
+            db.clone(),
+            AdminSecret(settings.control.admin_token.clone()),
         ))
         .merge(ops::router(db));
     let limits = http::BodyLimits {

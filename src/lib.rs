@@ -12,6 +12,7 @@
 //! - [`jobs`]: the outbox: durable jobs, workers, retries, dead letters.
 //! - [`mail`]: email over file, SMTP, Postmark or SendGrid, with templates.
 //! - [`scheduler`]: timed work inside `allot serve` (low-stock check, restock sweep).
+//! - [`stats`]: `GET /v1/stats`, computed from the database, never NaN.
 //! - [`ops`]: health, readiness and Prometheus metrics endpoints.
 //! - [`outage`]: the admin mailed when the database refuses requests (not via the outbox).
 //!
@@ -39,6 +40,7 @@ pub mod orders;
 pub mod outage;
 pub mod payments;
 pub mod scheduler;
+pub mod stats;
 pub mod telemetry;
 pub mod text;
 

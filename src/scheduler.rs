@@ -7,6 +7,9 @@
 //!   that has keys again are fulfilled, oldest first, whoever added the keys
 //!   (`allot keys import` does it at once; this catches the rest).
 //!
+//! - housekeeping, every 30 s: finished minutes rolled up for `/v1/stats`,
+//!   done jobs and old attempt logs pruned after `ALLOT_JOB_RETENTION`.
+//!
 //! Owns when things run, not what they do: the work itself belongs to
 //! `keys`, `notices` and `orders`. No table of its own.
 
@@ -73,6 +76,9 @@ pub async fn run(db: Db, settings: Settings, fulfilment: Fulfilment, shutdown: C
     let max_attempts = settings.jobs.max_attempts();
     let mut sweep = tokio::time::interval(settings.jobs.poll_interval);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let retention = settings.jobs.retention;
     let mut next = next_run(&cron, Utc::now());
     loop {
         let wait = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
@@ -88,6 +94,11 @@ pub async fn run(db: Db, settings: Settings, fulfilment: Fulfilment, shutdown: C
                 // Runs missed while this one was late are skipped, not caught up.
                 next = next_run(&cron, next.max(Utc::now()));
             }
+            _ = housekeeping.tick() => {
+                if let Err(error) = keep_house(&db, retention, now_ms()).await {
+                    tracing::error!(%error, "rolling up statistics or pruning failed; trying again at the next tick");
+                }
+            }
             _ = sweep.tick() => {
                 if let Err(error) = fulfilment.fulfil_all_waiting(now_ms()).await {
                     tracing::error!(%error, "fulfilling waiting orders failed; trying again at the next tick");
@@ -95,6 +106,35 @@ pub async fn run(db: Db, settings: Settings, fulfilment: Fulfilment, shutdown: C
             }
         }
     }
+}
+
+/// How often statistics are rolled up and old rows pruned.
+const HOUSEKEEPING: Duration = Duration::from_secs(30);
+
+/// Rows deleted per statement when pruning, and statements per tick: a
+/// backlog of old rows drains over a few ticks without long locks.
+const PRUNE_BATCH: i64 = 1000;
+const PRUNE_BATCHES_PER_TICK: usize = 20;
+
+/// Rolls the finished minutes up into `job_stats` and prunes done jobs,
+/// attempt logs and merchant events older than `retention`.
+pub async fn keep_house(db: &Db, retention: Duration, now: i64) -> Result<u64, sqlx::Error> {
+    jobs::rollup::roll_up(db, now).await?;
+    let before = now - retention.as_millis() as i64;
+    let mut pruned = 0;
+    for _ in 0..PRUNE_BATCHES_PER_TICK {
+        let done = jobs::prune_done(db, before, PRUNE_BATCH).await?
+            + merchant::endpoints::prune(db, before, PRUNE_BATCH).await?;
+        pruned += done;
+        if done == 0 {
+            break;
+        }
+    }
+    if pruned > 0 {
+        tracing::info!(pruned, "pruned rows older than ALLOT_JOB_RETENTION");
+        metrics::counter!("allot_rows_pruned_total").increment(pruned);
+    }
+    Ok(pruned)
 }
 
 /// The first run strictly after `after`.

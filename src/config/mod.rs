@@ -160,6 +160,9 @@ pub struct JobSettings {
     /// Dead-letter alerts are batched into one digest per interval; an alert
     /// that cannot be sent tries again at least this often.
     pub alert_interval: Duration,
+    /// Done jobs (with their attempts) are deleted this long after they
+    /// finished.
+    pub retention: Duration,
 }
 
 impl JobSettings {

@@ -42,6 +42,7 @@ pub(super) struct RawSettings {
     worker_concurrency: usize,
     worker_poll_interval: String,
     alert_interval: String,
+    job_retention: String,
     webhook_token: Option<String>,
     woocommerce_secret: Option<String>,
     service_skus: String,
@@ -85,6 +86,7 @@ impl Default for RawSettings {
             worker_concurrency: 8,
             worker_poll_interval: "2s".into(),
             alert_interval: "5m".into(),
+            job_retention: "7d".into(),
             webhook_token: None,
             woocommerce_secret: None,
             service_skus: String::new(),
@@ -243,6 +245,7 @@ impl RawSettings {
             concurrency: self.worker_concurrency,
             poll_interval: positive("ALLOT_WORKER_POLL_INTERVAL", &self.worker_poll_interval)?,
             alert_interval: positive("ALLOT_ALERT_INTERVAL", &self.alert_interval)?,
+            retention: positive("ALLOT_JOB_RETENTION", &self.job_retention)?,
         })
     }
 }

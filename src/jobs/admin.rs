@@ -175,6 +175,17 @@ pub(super) async fn stats(
     Ok((counts, oldest))
 }
 
+/// Jobs waiting, running or dead, by state and kind (`/v1/stats`; done
+/// jobs are counted by `rollup`, which never scans the outbox).
+pub async fn unfinished_by_kind(db: &Db) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+    on_db!(db, read, |pool, sql| {
+        sqlx::query_as(sql("select state, kind, count(*) from jobs
+              where state in ('queued', 'running', 'dead') group by state, kind"))
+        .fetch_all(pool)
+        .await
+    })
+}
+
 /// Sets the queue gauges of `/metrics` (jobs per state, age of the oldest
 /// due job); a failure to read them is logged, never fatal.
 pub(super) async fn publish_gauges(db: &Db) {

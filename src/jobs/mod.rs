@@ -12,6 +12,8 @@
 //! - `store`: the SQL of leasing and recording attempts;
 //! - `admin`: listing, redriving and discarding jobs (CLI, statistics);
 //! - `worker`: the loop that leases, runs and records;
+//! - `retention`: pruning done jobs after `ALLOT_JOB_RETENTION`;
+//! - `rollup`: what finished per minute, for statistics that never scan;
 //! - `steering`: pausing and resuming a worker, and what it reports;
 //! - `wake`: PostgreSQL `LISTEN/NOTIFY`, so idle workers start at once.
 //!
@@ -20,7 +22,9 @@
 
 mod admin;
 mod handler;
+mod retention;
 mod retry;
+pub mod rollup;
 mod steering;
 mod store;
 mod wake;
@@ -36,8 +40,10 @@ use crate::{
 
 pub use admin::{
     Discarded, attempts, dead_between, discard, find, list, retry_dead, retry_dead_with_prefix,
+    unfinished_by_kind,
 };
 pub use handler::{BoxFuture, Handler, Handlers, JobError, Leased, NOOP_KIND, decode};
+pub use retention::{oldest_unfinished, prune_done};
 pub use retry::{MAX_RETRY_AFTER, RetryPolicy};
 pub use steering::Steering;
 pub use worker::{Worker, WorkerEvent};

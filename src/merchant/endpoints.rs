@@ -267,3 +267,44 @@ pub async fn attempts(db: &Db, id: i64, limit: i64) -> Result<Vec<AttemptRecord>
         .await
     })
 }
+
+/// Forgets attempt logs and events older than `before`, keeping every
+/// event a delivery not done yet still needs; how many rows went.
+pub async fn prune(db: &Db, before: i64, batch: i64) -> Result<u64, sqlx::Error> {
+    let attempts = on_db!(db, read, |pool, sql| {
+        sqlx::query_scalar::<_, i64>(sql(
+            "select id from endpoint_attempts where at < ? order by at limit ?",
+        ))
+        .bind(before)
+        .bind(batch)
+        .fetch_all(pool)
+        .await
+    })?;
+    let oldest_needed = jobs::oldest_unfinished(db, "merchant_webhook").await?;
+    let events_before = oldest_needed.map_or(before, |oldest| oldest.min(before));
+    let events = on_db!(db, read, |pool, sql| {
+        sqlx::query_scalar::<_, i64>(sql(
+            "select id from merchant_events where created_at < ? order by created_at limit ?",
+        ))
+        .bind(events_before)
+        .bind(batch)
+        .fetch_all(pool)
+        .await
+    })?;
+    let mut pruned = 0;
+    for (table, ids) in [("endpoint_attempts", attempts), ("merchant_events", events)] {
+        if ids.is_empty() {
+            continue;
+        }
+        // Integers read from the database: safe to format into the text.
+        let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+        let delete = format!("delete from {table} where id in ({})", list.join(", "));
+        pruned += on_db!(db, write, |pool, sql| {
+            sqlx::query(sql(delete))
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })?;
+    }
+    Ok(pruned)
+}

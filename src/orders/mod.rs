@@ -44,7 +44,7 @@ use crate::{
 };
 
 pub use refund::{PaidOrder, Refund, revoke_key};
-pub use view::{Delivery, Event, OrderView, find};
+pub use view::{Delivery, Event, OrderView, count_by_state, find};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -125,3 +125,12 @@ pub async fn find(
             .collect(),
     }))
 }
+
+/// How many orders are in each state (`/v1/stats`).
+pub async fn count_by_state(db: &Db) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    crate::on_db!(db, read, |pool, sql| {
+        sqlx::query_as(sql("select state, count(*) from orders group by state"))
+            .fetch_all(pool)
+            .await
+    })
+}

@@ -27,5 +27,6 @@ mod payments;
 mod processes;
 mod properties;
 mod slow_clients;
+mod stats;
 mod stock_and_alerts;
 mod webhooks;

@@ -178,8 +178,9 @@ impl Drop for TestDb {
 }
 
 /// `sql` is a `select count(*) …` (or any one bigint) without parameters.
-pub async fn count(db: &allot::db::Db, sql: &'static str) -> i64 {
+pub async fn count(db: &allot::db::Db, sql: &str) -> i64 {
     use allot::db::Db;
+    let sql = sqlx::AssertSqlSafe(sql.to_string());
     match db {
         Db::Sqlite { reader, .. } => sqlx::query_scalar(sql).fetch_one(reader).await.unwrap(),
         Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),

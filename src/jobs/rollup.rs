@@ -1,0 +1,192 @@
+//! Counting what the outbox did, fast at any size: attempts that finished,
+//! per minute, kind, outcome and latency bucket (enqueue to finish), rolled
+//! up into `job_stats` once a minute has been over for a minute (attempts
+//! of that minute have all been recorded by then), so that statistics never
+//! scan the outbox. Minutes not rolled up yet are counted live from
+//! `job_attempts` (a minute or two of rows). Everything is computed from
+//! the database: several processes see the same numbers, and a restart
+//! loses nothing.
+
+use crate::{
+    db::{Backend, Db},
+    on_db, on_tx,
+};
+
+/// Upper bounds (exclusive, milliseconds) of the latency buckets; the last
+/// bucket holds everything slower.
+pub const BUCKET_BOUNDS_MS: [i64; 17] = [
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 300_000, 900_000,
+    3_600_000, 21_600_000, 86_400_000,
+];
+
+const MINUTE: i64 = 60_000;
+
+/// The bucket of `a.finished_at - j.created_at`, as SQL.
+fn bucket_sql() -> String {
+    let mut case = String::from("case");
+    for (i, bound) in BUCKET_BOUNDS_MS.iter().enumerate() {
+        case.push_str(&format!(
+            " when a.finished_at - j.created_at < {bound} then {i}"
+        ));
+    }
+    case.push_str(&format!(" else {} end", BUCKET_BOUNDS_MS.len()));
+    case
+}
+
+/// Attempts of one kind, outcome and latency bucket.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Finished {
+    pub kind: String,
+    /// `done`, `retry` or `dead`.
+    pub outcome: String,
+    pub bucket: i32,
+    pub count: i64,
+}
+
+/// Rolls up every complete minute that ended at least a minute before
+/// `now`. Several processes may call it: the progress row is locked, so
+/// each minute is counted once. Returns the new `rolled_until`.
+pub async fn roll_up(db: &Db, now: i64) -> Result<i64, sqlx::Error> {
+    let cutoff = (now - MINUTE) - (now - MINUTE).rem_euclid(MINUTE);
+    let mut tx = db.begin().await?;
+    let select = format!(
+        "select rolled_until from job_stats_progress where id = 1{}",
+        tx.backend().for_update()
+    );
+    let rolled: i64 = on_tx!(&mut tx, |conn, sql| {
+        sqlx::query_scalar(sql(select)).fetch_one(conn).await
+    })?;
+    if cutoff <= rolled {
+        return Ok(rolled);
+    }
+    let insert = format!(
+        "insert into job_stats (minute, kind, outcome, bucket, count)
+         select a.finished_at - (a.finished_at % {MINUTE}), j.kind, a.outcome, {}, count(*)
+           from job_attempts a join jobs j on j.id = a.job_id
+          where a.finished_at >= ? and a.finished_at < ? and a.outcome in ('done', 'retry', 'dead')
+          group by 1, 2, 3, 4",
+        bucket_sql()
+    );
+    on_tx!(&mut tx, |conn, sql| {
+        sqlx::query(sql(insert))
+            .bind(rolled)
+            .bind(cutoff)
+            .execute(conn)
+            .await
+            .map(drop)
+    })?;
+    on_tx!(&mut tx, |conn, sql| {
+        sqlx::query(sql(
+            "update job_stats_progress set rolled_until = ? where id = 1",
+        ))
+        .bind(cutoff)
+        .execute(conn)
+        .await
+        .map(drop)
+    })?;
+    tx.commit().await?;
+    Ok(cutoff)
+}
+
+/// Attempts that finished from `from` (rounded down to its minute) to now.
+pub async fn finished_since(db: &Db, from: i64) -> Result<Vec<Finished>, sqlx::Error> {
+    let rolled: i64 = on_db!(db, read, |pool, sql| {
+        sqlx::query_scalar(sql(
+            "select rolled_until from job_stats_progress where id = 1",
+        ))
+        .fetch_one(pool)
+        .await
+    })?;
+    let from = from - from.rem_euclid(MINUTE);
+    let mut finished = Vec::new();
+    if from < rolled {
+        // sum() of a bigint is a wider type on the servers; cast it back.
+        let total = match db.backend() {
+            Backend::MySql => "cast(sum(count) as signed)",
+            Backend::Postgres | Backend::Sqlite => "cast(sum(count) as bigint)",
+        };
+        let select = format!(
+            "select kind, outcome, bucket, {total} as count from job_stats
+              where minute >= ? and minute < ? group by kind, outcome, bucket"
+        );
+        let rows: Vec<Finished> = on_db!(db, read, |pool, sql| {
+            sqlx::query_as(sql(select))
+                .bind(from)
+                .bind(rolled)
+                .fetch_all(pool)
+                .await
+        })?;
+        finished.extend(rows);
+    }
+    let live = format!(
+        "select j.kind, a.outcome, {} as bucket, count(*) as count
+           from job_attempts a join jobs j on j.id = a.job_id
+          where a.finished_at >= ? and a.outcome in ('done', 'retry', 'dead')
+          group by 1, 2, 3",
+        bucket_sql()
+    );
+    let rows: Vec<Finished> = on_db!(db, read, |pool, sql| {
+        sqlx::query_as(sql(live))
+            .bind(from.max(rolled))
+            .fetch_all(pool)
+            .await
+    })?;
+    finished.extend(rows);
+    Ok(finished)
+}
+
+/// The `q` quantile (0…1) of the latencies counted in `buckets` (bucket,
+/// count), interpolated within its bucket as Prometheus does; `None` when
+/// nothing was counted. Never NaN.
+pub fn quantile(buckets: &[(i32, i64)], q: f64) -> Option<f64> {
+    let total: i64 = buckets.iter().map(|(_, n)| n).sum();
+    if total <= 0 {
+        return None;
+    }
+    let mut counts = vec![0i64; BUCKET_BOUNDS_MS.len() + 1];
+    for (bucket, n) in buckets {
+        let index = (*bucket).clamp(0, BUCKET_BOUNDS_MS.len() as i32) as usize;
+        counts[index] += n;
+    }
+    let rank = q.clamp(0.0, 1.0) * total as f64;
+    let mut seen = 0i64;
+    for (index, n) in counts.iter().enumerate() {
+        if *n == 0 {
+            continue;
+        }
+        if (seen + n) as f64 >= rank {
+            let lower = if index == 0 {
+                0.0
+            } else {
+                BUCKET_BOUNDS_MS[index - 1] as f64
+            };
+            let Some(upper) = BUCKET_BOUNDS_MS.get(index) else {
+                return Some(lower); // slower than the last bound
+            };
+            let within = ((rank - seen as f64) / *n as f64).clamp(0.0, 1.0);
+            return Some(lower + (*upper as f64 - lower) * within);
+        }
+        seen += n;
+    }
+    BUCKET_BOUNDS_MS.last().map(|b| *b as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_within_buckets() {
+        assert_eq!(quantile(&[], 0.5), None);
+        assert_eq!(quantile(&[(3, 0)], 0.5), None);
+        // 100 attempts between 50 and 100 ms: the median is 75 ms.
+        assert_eq!(quantile(&[(3, 100)], 0.5), Some(75.0));
+        // 99 fast, 1 slow: p50 fast, p99 at the top of the fast bucket.
+        let mixed = [(0, 99), (10, 1)];
+        assert!(quantile(&mixed, 0.5).unwrap() < 10.0);
+        assert_eq!(quantile(&mixed, 0.99), Some(10.0));
+        assert_eq!(quantile(&mixed, 1.0), Some(30_000.0));
+        // Beyond the last bound: its lower edge, a finite number.
+        assert_eq!(quantile(&[(17, 5)], 0.99), Some(86_400_000.0));
+    }
+}

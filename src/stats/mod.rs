@@ -1,0 +1,138 @@
+//! `GET /v1/stats`: orders, stock, the queue and deliveries, computed from
+//! the database on every request (never from in-process counters, which
+//! drift between processes and reset on restart), and safe on an empty
+//! database: every rate and percentile is a number or `null`, never NaN or
+//! a division by zero.
+//!
+//! Reads `orders`, `keys` and the outbox's roll-up (`jobs::rollup`), which
+//! keeps the answer fast with millions of jobs: done jobs are never
+//! counted by scanning `jobs`. Owns no table; nothing imports it but `app`.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use axum::{Json, Router, extract::State, routing::get};
+use serde_json::{Value, json};
+
+use crate::{
+    clock::{now_ms, rfc3339},
+    db::Db,
+    http::{AdminSecret, AdminToken, ApiError},
+    jobs::{self, rollup},
+    keys, orders,
+};
+
+/// The windows deliveries are reported over.
+pub const WINDOWS: [(&str, Duration); 3] = [
+    ("5m", Duration::from_secs(300)),
+    ("1h", Duration::from_secs(3600)),
+    ("1d", Duration::from_secs(86_400)),
+];
+
+pub fn router(db: Db, admin: AdminSecret) -> Router {
+    #[derive(Clone)]
+    struct Stats {
+        db: Db,
+        admin: AdminSecret,
+    }
+    impl axum::extract::FromRef<Stats> for AdminSecret {
+        fn from_ref(state: &Stats) -> Self {
+            state.admin.clone()
+        }
+    }
+    async fn show(_: AdminToken, State(state): State<Stats>) -> Result<Json<Value>, ApiError> {
+        Ok(Json(compute(&state.db, now_ms()).await?))
+    }
+    Router::new()
+        .route("/v1/stats", get(show))
+        .with_state(Stats { db, admin })
+}
+
+/// `a / b`, or `null` when `b` is zero.
+fn ratio(a: i64, b: i64) -> Value {
+    if b == 0 {
+        Value::Null
+    } else {
+        json!(a as f64 / b as f64)
+    }
+}
+
+/// Everything `/v1/stats` answers, as of `now`.
+pub async fn compute(db: &Db, now: i64) -> Result<Value, sqlx::Error> {
+    let mut by_state: BTreeMap<String, i64> =
+        ["fulfilled", "awaiting_stock", "needs_attention", "refunded"]
+            .into_iter()
+            .map(|s| (s.to_string(), 0))
+            .collect();
+    for (state, n) in orders::count_by_state(db).await? {
+        by_state.insert(state, n);
+    }
+    let total: i64 = by_state.values().sum();
+    let fulfilled = by_state["fulfilled"];
+    // Refunded orders were served or taken back: they are not pending.
+    let served_or_pending = total - by_state["refunded"];
+
+    let stock = keys::stock(db).await?;
+
+    let mut jobs_by_state: BTreeMap<&str, i64> = [("queued", 0), ("running", 0), ("dead", 0)]
+        .into_iter()
+        .collect();
+    let mut jobs_by_kind: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for (state, kind, n) in jobs::unfinished_by_kind(db).await? {
+        if let Some(count) = jobs_by_state.get_mut(state.as_str()) {
+            *count += n;
+        }
+        *jobs_by_kind
+            .entry(kind)
+            .or_default()
+            .entry(state)
+            .or_default() += n;
+    }
+
+    let mut windows = serde_json::Map::new();
+    for (name, width) in WINDOWS {
+        windows.insert(name.to_string(), window(db, now, width).await?);
+    }
+    Ok(json!({
+        "generated_at": rfc3339(now),
+        "orders": {
+            "by_state": by_state,
+            "total": total,
+            "fulfilment_rate": ratio(fulfilled, served_or_pending),
+        },
+        "keys": stock,
+        "jobs": {"by_state": jobs_by_state, "by_kind": jobs_by_kind},
+        "windows": windows,
+    }))
+}
+
+/// Deliveries that finished in the last `width`: how many succeeded and
+/// failed (per kind too), latency percentiles (enqueue to done) and
+/// throughput.
+async fn window(db: &Db, now: i64, width: Duration) -> Result<Value, sqlx::Error> {
+    let finished = rollup::finished_since(db, now - width.as_millis() as i64).await?;
+    let (mut succeeded, mut failed) = (0i64, 0i64);
+    let mut latency: Vec<(i32, i64)> = Vec::new();
+    let mut by_kind: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for row in &finished {
+        let entry = by_kind.entry(row.kind.clone()).or_default();
+        if row.outcome == "done" {
+            succeeded += row.count;
+            entry.0 += row.count;
+            latency.push((row.bucket, row.count));
+        } else {
+            failed += row.count;
+            entry.1 += row.count;
+        }
+    }
+    let by_kind: BTreeMap<String, Value> = by_kind
+        .into_iter()
+        .map(|(kind, (ok, bad))| (kind, json!({"succeeded": ok, "failed": bad})))
+        .collect();
+    let percentile = |q| rollup::quantile(&latency, q).map(|ms| (ms * 10.0).round() / 10.0);
+    Ok(json!({
+        "deliveries": {"succeeded": succeeded, "failed": failed, "by_kind": by_kind},
+        "success_rate": ratio(succeeded, succeeded + failed),
+        "latency_ms": {"p50": percentile(0.50), "p95": percentile(0.95), "p99": percentile(0.99)},
+        "throughput_per_s": succeeded as f64 / width.as_secs_f64(),
+    }))
+}

@@ -1,0 +1,203 @@
+//! `GET /v1/stats`: zeros and nulls on an empty database, numbers that
+//! follow the database while orders pour in, the same figures before and
+//! after the roll-up, and done jobs pruned after the retention.
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::{Value, json};
+
+use crate::{
+    helpers::{Backend, TOKEN, TestApp, World, count, race, seed_keys, status_and_json},
+    on_every_backend,
+};
+
+on_every_backend!(
+    an_empty_database_gives_zeros_and_nulls,
+    stats_follow_orders_placed_concurrently,
+    done_jobs_are_pruned_after_the_retention,
+);
+
+const ADMIN: &str = "test-admin-token";
+
+async fn stats(app: &TestApp) -> (u16, Value, String) {
+    let response = app
+        .client
+        .get(app.url("/v1/stats"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    (status, body, text)
+}
+
+async fn an_empty_database_gives_zeros_and_nulls(backend: Backend) {
+    let off = TestApp::shop(backend, |_| {}).await;
+    let (status, body) =
+        status_and_json(off.client.get(off.url("/v1/stats")).send().await.unwrap()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("admin_disabled"))
+    );
+
+    let app = TestApp::shop(backend, |s| {
+        s.control.admin_token = Some(ADMIN.to_string().into())
+    })
+    .await;
+    let wrong = app
+        .client
+        .get(app.url("/v1/stats"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    let (status, body, text) = stats(&app).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(!text.contains("NaN") && !text.contains("inf"), "{text}");
+    assert_eq!(body["orders"]["total"], 0);
+    assert_eq!(body["orders"]["by_state"]["fulfilled"], 0);
+    assert!(body["orders"]["fulfilment_rate"].is_null());
+    assert_eq!(body["keys"], json!([]));
+    assert_eq!(
+        body["jobs"]["by_state"],
+        json!({"queued": 0, "running": 0, "dead": 0})
+    );
+    for window in ["5m", "1h", "1d"] {
+        let w = &body["windows"][window];
+        assert_eq!(w["deliveries"]["succeeded"], 0, "{w}");
+        assert!(w["success_rate"].is_null());
+        assert!(w["latency_ms"]["p50"].is_null() && w["latency_ms"]["p99"].is_null());
+        assert_eq!(w["throughput_per_s"], 0.0);
+    }
+}
+
+async fn stats_follow_orders_placed_concurrently(backend: Backend) {
+    let app = Arc::new(
+        TestApp::shop(backend, |s| {
+            s.control.admin_token = Some(ADMIN.to_string().into())
+        })
+        .await,
+    );
+    let db = app.connect().await;
+    let keys: Vec<String> = (0..150).map(|i| format!("KEY-STATS-{i}")).collect();
+    seed_keys(&db, "course-101", &keys).await;
+    const ORDERS: usize = 200;
+    // Orders pour in while the stats are read again and again.
+    let reader = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut last_total = 0;
+            let mut reads = 0;
+            while last_total < ORDERS as i64 {
+                let (status, body, text) = stats(&app).await;
+                assert_eq!(status, 200, "{text}");
+                assert!(!text.contains("NaN"), "{text}");
+                let total = body["orders"]["total"].as_i64().unwrap();
+                assert!(
+                    total >= last_total,
+                    "the total went back: {total} < {last_total}"
+                );
+                if let Some(rate) = body["orders"]["fulfilment_rate"].as_f64() {
+                    assert!((0.0..=1.0).contains(&rate), "{rate}");
+                }
+                let assigned = body["keys"][0]["assigned"].as_i64().unwrap_or(0);
+                assert!(assigned <= 150);
+                last_total = total;
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let answers = race(ORDERS, |i| {
+        let app = app.clone();
+        async move {
+            let body = json!({"order_id": format!("S-{i}"), "email": format!("b{i}@example.com")});
+            app.webhook("generic?sku=course-101", body.to_string())
+                .await
+        }
+    })
+    .await;
+    assert!(answers.iter().all(|(status, _)| *status == 200));
+    let reads = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(reads >= 1);
+
+    app.wait_for_mails(150, |m| m.contains("KEY-STATS-")).await;
+    let (_, body, _) = stats(&app).await;
+    assert_eq!(body["orders"]["by_state"]["fulfilled"], 150, "{body}");
+    assert_eq!(body["orders"]["by_state"]["awaiting_stock"], 50);
+    assert_eq!(body["orders"]["fulfilment_rate"], 0.75);
+    assert_eq!(body["keys"][0]["available"], 0);
+    assert_eq!(body["keys"][0]["assigned"], 150);
+    let recent = &body["windows"]["5m"];
+    let key_emails = recent["deliveries"]["by_kind"]["key_email"]["succeeded"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(key_emails, 150, "{recent}");
+    let p50 = recent["latency_ms"]["p50"].as_f64().unwrap();
+    let p99 = recent["latency_ms"]["p99"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p50 <= p99, "{recent}");
+    assert!(recent["throughput_per_s"].as_f64().unwrap() > 0.0);
+
+    // Rolling the minutes up changes no figure: the live and the rolled
+    // counts are the same attempts.
+    let now = allot::clock::now_ms();
+    let before = allot::stats::compute(&db, now + 120_000).await.unwrap();
+    allot::scheduler::keep_house(&db, Duration::from_secs(7 * 86_400), now + 120_000)
+        .await
+        .unwrap();
+    assert!(count(&db, "select count(*) from job_stats").await > 0);
+    let after = allot::stats::compute(&db, now + 120_000).await.unwrap();
+    assert_eq!(before["windows"], after["windows"]);
+}
+
+async fn done_jobs_are_pruned_after_the_retention(backend: Backend) {
+    let world = World::new(backend, |_| {}).await;
+    let done = world
+        .queue_email("a@example.com", "test", json!({"address": "a@example.com"}))
+        .await;
+    let now = allot::clock::now_ms();
+    world.worker().run_once(now).await.unwrap();
+    assert_eq!(world.job(done).await.state, "done");
+    // A job that died long ago is kept all the same.
+    let dead = world
+        .queue_email("b@example.com", "test", json!({"address": "b@example.com"}))
+        .await;
+    crate::helpers::execute(
+        &world.db,
+        &format!("update jobs set state = 'dead', finished_at = {now} where id = {dead}"),
+    )
+    .await;
+    let week = Duration::from_secs(7 * 86_400);
+    allot::scheduler::keep_house(&world.db, week, now + 86_400_000)
+        .await
+        .unwrap();
+    assert!(
+        allot::jobs::find(&world.db, done).await.unwrap().is_some(),
+        "kept within the retention"
+    );
+    allot::scheduler::keep_house(&world.db, week, now + 8 * 86_400_000)
+        .await
+        .unwrap();
+    assert!(
+        allot::jobs::find(&world.db, done).await.unwrap().is_none(),
+        "pruned after it"
+    );
+    assert!(
+        allot::jobs::find(&world.db, dead).await.unwrap().is_some(),
+        "dead jobs wait for a person"
+    );
+    assert_eq!(
+        count(
+            &world.db,
+            &format!("select count(*) from job_attempts where job_id = {done}")
+        )
+        .await,
+        0
+    );
+}

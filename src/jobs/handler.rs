@@ -80,7 +80,7 @@ impl Handler for Noop {
     }
 }
 
-type DeadLetterAlert = dyn Fn(&str, i64) -> Option<NewJob> + Send + Sync;
+type DeadLetterAlert = dyn Fn(&str, i64) -> Vec<NewJob> + Send + Sync;
 
 /// Which handler runs which kind, and what to enqueue when a job dies.
 #[derive(Clone)]
@@ -116,11 +116,12 @@ impl Handlers {
         self
     }
 
-    /// `alert(kind, now)` is enqueued in the transaction that marks a job of
-    /// `kind` dead (for example, the admin's digest of the window).
+    /// The jobs `alert(kind, now)` gives are enqueued in the transaction
+    /// that marks a job of `kind` dead (for example, the admin's urgent
+    /// alert and the digest of the window).
     pub fn alert_dead_with(
         mut self,
-        alert: impl Fn(&str, i64) -> Option<NewJob> + Send + Sync + 'static,
+        alert: impl Fn(&str, i64) -> Vec<NewJob> + Send + Sync + 'static,
     ) -> Self {
         self.dead_letter_alert = Some(Arc::new(alert));
         self
@@ -130,7 +131,10 @@ impl Handlers {
         self.by_kind.get(kind)
     }
 
-    pub(super) fn alert_for(&self, kind: &str, now: i64) -> Option<NewJob> {
-        self.dead_letter_alert.as_ref().and_then(|f| f(kind, now))
+    pub(super) fn alert_for(&self, kind: &str, now: i64) -> Vec<NewJob> {
+        self.dead_letter_alert
+            .as_ref()
+            .map(|f| f(kind, now))
+            .unwrap_or_default()
     }
 }

@@ -135,7 +135,7 @@ pub(super) async fn finish(
     outcome: &Outcome,
     now: i64,
     duration_ms: i64,
-    alert: Option<&NewJob>,
+    alerts: &[NewJob],
 ) -> Result<bool, sqlx::Error> {
     let Lease {
         job_id,
@@ -213,8 +213,10 @@ pub(super) async fn finish(
             .await?;
         }
     }
-    if let (Outcome::Dead { .. }, Some(alert)) = (outcome, alert) {
-        insert(&mut tx, alert, now).await?;
+    if let Outcome::Dead { .. } = outcome {
+        for alert in alerts {
+            insert(&mut tx, alert, now).await?;
+        }
     }
     tx.commit().await?;
     Ok(true)
@@ -261,7 +263,7 @@ struct ExpiredLease {
 pub(super) async fn expire_leases(
     db: &crate::db::Db,
     now: i64,
-    alert_for: impl Fn(&str) -> Option<NewJob>,
+    alerts_for: impl Fn(&str) -> Vec<NewJob>,
 ) -> Result<(u64, u64), sqlx::Error> {
     let select = format!(
         "select id, kind, attempts, max_attempts from jobs where state = 'running' and locked_until < ?{}",
@@ -307,7 +309,7 @@ pub(super) async fn expire_leases(
         .await?;
         if last {
             dead += 1;
-            if let Some(alert) = alert_for(&job.kind) {
+            for alert in alerts_for(&job.kind) {
                 insert(&mut tx, &alert, now).await?;
             }
         } else {

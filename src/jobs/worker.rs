@@ -310,9 +310,9 @@ impl Inner {
         now: i64,
         elapsed: Duration,
     ) -> Option<WorkerEvent> {
-        let alert = match &outcome {
+        let alerts = match &outcome {
             Outcome::Dead { .. } => self.handlers.alert_for(&job.kind, now),
-            _ => None,
+            _ => Vec::new(),
         };
         let name = outcome.name();
         let kind = job.kind.clone();
@@ -331,7 +331,7 @@ impl Inner {
             &outcome,
             now,
             elapsed.as_millis() as i64,
-            alert.as_ref(),
+            &alerts,
         )
         .await;
         match recorded {
@@ -379,7 +379,7 @@ impl Inner {
             attempt,
             worker: &self.id,
         };
-        match store::finish(&self.db, lease, &Outcome::Released, now, 0, None).await {
+        match store::finish(&self.db, lease, &Outcome::Released, now, 0, &[]).await {
             Ok(_) => tracing::info!(job_id, "released an unfinished job back to the queue"),
             Err(error) => {
                 tracing::error!(job_id, %error, "could not release the job; it runs again when its lease expires")

@@ -5,10 +5,12 @@
 //! outbox (dead jobs) and sends through `mail`; it must not import `orders`
 //! (order emails are `orders::notices`).
 //!
-//! Dead-letter alerts: a job that dies enqueues, in the same transaction, a
-//! digest for the current alert window (`ALLOT_ALERT_INTERVAL`) keyed by that
-//! window: a storm of failures is one email per window, not one per job. The
-//! digest runs when its window closes and lists every job that died in it.
+//! Dead-letter alerts: a job that dies enqueues, in the same transaction, an
+//! urgent alert and a digest for the current alert window
+//! (`ALLOT_ALERT_INTERVAL`), both keyed by that window: the first death of a
+//! window is told at once (like a sell-out), and a storm of failures is one
+//! more email when the window closes, listing every other job that died in
+//! it.
 //! A digest never alerts about itself, so alerts cannot loop; instead it has
 //! no attempt budget: through an outage it keeps trying (at least once per
 //! window) and is sent once mail works again, so the admin still learns
@@ -46,21 +48,27 @@ pub enum Notice {
         available: i64,
         threshold: i64,
     },
-    /// Jobs that died in [from, to).
+    /// Jobs that died in [from, to), after the first.
     #[serde(rename = "dead_letter_digest")]
     DeadLetterDigest { from: i64, to: i64 },
+    /// The first job that died in [from, to), at once.
+    #[serde(rename = "dead_letter_alert")]
+    DeadLetterAlert { from: i64, to: i64 },
 }
 
 const DIGEST_KIND: &str = "dead_letter_digest";
+const ALERT_KIND: &str = "dead_letter_alert";
 
 impl Payload for Notice {
-    const KINDS: &'static [&'static str] = &["email", "low_stock_alert", DIGEST_KIND];
+    const KINDS: &'static [&'static str] = &["email", "low_stock_alert", DIGEST_KIND, ALERT_KIND];
 
     /// Admin alerts go before the queue of buyer emails.
     fn priority(&self) -> Priority {
         match self {
             Notice::Email { .. } => Priority::Normal,
-            Notice::LowStock { .. } | Notice::DeadLetterDigest { .. } => Priority::Urgent,
+            Notice::LowStock { .. }
+            | Notice::DeadLetterDigest { .. }
+            | Notice::DeadLetterAlert { .. } => Priority::Urgent,
         }
     }
 }
@@ -101,20 +109,22 @@ pub fn low_stock_job(
     ))
 }
 
-/// The digest job to enqueue when a job of `kind` dies at `now`; `None` for
-/// the digest itself.
-pub fn digest_for(kind: &str, now: i64, interval: Duration, max_attempts: i32) -> Option<NewJob> {
-    if kind == DIGEST_KIND {
-        return None;
+/// The alerts to enqueue when a job of `kind` dies at `now`: the urgent
+/// alert (a no-op after the first death of the window, by its dedupe key)
+/// and the window's digest. None about the alerts themselves.
+pub fn digest_for(kind: &str, now: i64, interval: Duration, max_attempts: i32) -> Vec<NewJob> {
+    if kind == DIGEST_KIND || kind == ALERT_KIND {
+        return Vec::new();
     }
     let (from, to) = window(now, interval);
-    let notice = Notice::DeadLetterDigest { from, to };
-    Some(
-        NewJob::of(&notice, max_attempts)
-            .until_done()
-            .dedupe_key(format!("{DIGEST_KIND}:{from}"))
-            .run_at(to),
-    )
+    let urgent = NewJob::of(&Notice::DeadLetterAlert { from, to }, max_attempts)
+        .until_done()
+        .dedupe_key(format!("{ALERT_KIND}:{from}"));
+    let digest = NewJob::of(&Notice::DeadLetterDigest { from, to }, max_attempts)
+        .until_done()
+        .dedupe_key(format!("{DIGEST_KIND}:{from}"))
+        .run_at(to);
+    vec![urgent, digest]
 }
 
 impl Compose for Notice {
@@ -140,17 +150,25 @@ impl Compose for Notice {
                 "low_stock",
                 json!({"sku": sku, "available": available, "threshold": threshold}),
             )),
-            Notice::DeadLetterDigest { from, to } => digest(cx, from, to).await,
+            Notice::DeadLetterDigest { from, to } => digest(cx, from, to, false).await,
+            Notice::DeadLetterAlert { from, to } => digest(cx, from, to, true).await,
         }
     }
 }
 
-async fn digest(cx: &Context, from: i64, to: i64) -> Result<Option<Letter>, JobError> {
-    let dead = jobs::dead_between(&cx.db, from, to)
+/// `first`: the urgent alert, about the first job that died in the
+/// window; else the digest, about the others (the first was told at once).
+async fn digest(cx: &Context, from: i64, to: i64, first: bool) -> Result<Option<Letter>, JobError> {
+    let mut dead = jobs::dead_between(&cx.db, from, to)
         .await
         .map_err(|e| JobError::retry(format!("reading dead jobs: {e}")))?;
+    if first {
+        dead.truncate(1);
+    } else if !dead.is_empty() {
+        dead.remove(0);
+    }
     if dead.is_empty() {
-        return Ok(None); // all of them were redriven meanwhile
+        return Ok(None); // redriven meanwhile, or nothing after the first
     }
     let jobs: Vec<_> = dead
         .iter()
@@ -166,6 +184,7 @@ async fn digest(cx: &Context, from: i64, to: i64) -> Result<Option<Letter>, JobE
         .collect();
     let context = json!({
         "jobs": jobs,
+        "urgent": first,
         "window_start": rfc3339(from),
         "window_end": rfc3339(to),
     });
@@ -203,13 +222,16 @@ mod tests {
     #[test]
     fn one_digest_per_window_and_none_about_digests() {
         let minute = Duration::from_secs(60);
-        let a = digest_for("email", 120_001, minute, 3).unwrap();
-        let b = digest_for("email", 179_999, minute, 3).unwrap();
-        let c = digest_for("email", 180_000, minute, 3).unwrap();
-        assert_eq!(a.dedupe_key, b.dedupe_key);
-        assert_ne!(a.dedupe_key, c.dedupe_key);
-        assert_eq!(a.run_at, 180_000);
-        assert!(digest_for(DIGEST_KIND, 120_001, minute, 3).is_none());
+        let a = digest_for("email", 120_001, minute, 3);
+        let b = digest_for("email", 179_999, minute, 3);
+        let c = digest_for("email", 180_000, minute, 3);
+        assert_eq!(a[0].dedupe_key, b[0].dedupe_key);
+        assert_eq!(a[1].dedupe_key, b[1].dedupe_key);
+        assert_ne!(a[1].dedupe_key, c[1].dedupe_key);
+        assert_eq!(a[0].run_at, 0, "the first death is told at once");
+        assert_eq!(a[1].run_at, 180_000, "the others when the window closes");
+        assert!(digest_for(DIGEST_KIND, 120_001, minute, 3).is_empty());
+        assert!(digest_for(ALERT_KIND, 120_001, minute, 3).is_empty());
     }
 
     #[test]
@@ -220,7 +242,7 @@ mod tests {
             job.payload,
             json!({"to": "a@example.com", "template": "test", "context": {"address": "x"}})
         );
-        let digest = digest_for("email", 0, Duration::from_secs(60), 3).unwrap();
+        let digest = digest_for("email", 0, Duration::from_secs(60), 3).remove(1);
         assert_eq!(digest.kind, DIGEST_KIND);
         assert_eq!(digest.payload, json!({"from": 0, "to": 60_000}));
     }

@@ -18,7 +18,7 @@ on_every_backend!(
     a_dedupe_key_enqueued_concurrently_makes_one_job,
     a_job_rolled_back_with_its_transaction_never_runs,
     transient_failures_follow_the_retry_schedule_then_the_job_dies,
-    jobs_our_code_cannot_handle_die_at_once_and_the_admin_gets_one_digest,
+    jobs_our_code_cannot_handle_die_at_once_and_the_admin_is_told_once_then_in_a_digest,
     the_key_email_carries_the_configured_logo,
     an_admin_alert_overtakes_a_backlog_of_buyer_emails,
 );
@@ -159,15 +159,20 @@ async fn transient_failures_follow_the_retry_schedule_then_the_job_dies(backend:
         .map(|a| a.outcome.unwrap())
         .collect();
     assert_eq!(outcomes, ["retry", "retry", "retry", "dead"]);
-    // The death queued a digest for the admin.
-    let digests = jobs::list(&world.db, Some(JobState::Queued), 10)
+    // The death queued the admin's alert and the window's digest.
+    let mut alerts: Vec<String> = jobs::list(&world.db, Some(JobState::Queued), 10)
         .await
-        .unwrap();
-    assert_eq!(digests.len(), 1);
-    assert_eq!(digests[0].kind, "dead_letter_digest");
+        .unwrap()
+        .into_iter()
+        .map(|j| j.kind)
+        .collect();
+    alerts.sort();
+    assert_eq!(alerts, ["dead_letter_alert", "dead_letter_digest"]);
 }
 
-async fn jobs_our_code_cannot_handle_die_at_once_and_the_admin_gets_one_digest(backend: Backend) {
+async fn jobs_our_code_cannot_handle_die_at_once_and_the_admin_is_told_once_then_in_a_digest(
+    backend: Backend,
+) {
     let world = World::new(backend, |_| {}).await;
     let mut ids = HashSet::new();
     for n in 0..5 {
@@ -201,25 +206,48 @@ async fn jobs_our_code_cannot_handle_die_at_once_and_the_admin_gets_one_digest(b
             .contains("no_such_template")
     );
 
-    // One digest for the storm, due when the alert window closes.
+    // The first death is told at once, the storm in one digest when the
+    // alert window closes.
     let queued = jobs::list(&world.db, Some(JobState::Queued), 10)
         .await
         .unwrap();
-    assert_eq!(queued.len(), 1, "{queued:?}");
-    let digest = &queued[0];
-    assert_eq!(digest.kind, "dead_letter_digest");
+    assert_eq!(queued.len(), 2, "{queued:?}");
+    let alert = queued
+        .iter()
+        .find(|j| j.kind == "dead_letter_alert")
+        .unwrap();
+    let digest = queued
+        .iter()
+        .find(|j| j.kind == "dead_letter_digest")
+        .unwrap();
+    assert_eq!(
+        worker.run_once(now).await.unwrap(),
+        vec![WorkerEvent::Done { job_id: alert.id }]
+    );
+    let mails = world.mails();
+    assert_eq!(mails.len(), 1);
+    assert!(mails[0].contains("To: admin@shop.test"));
+    assert!(
+        mails[0].contains("A job failed permanently"),
+        "{}",
+        mails[0]
+    );
     assert!(worker.run_once(digest.run_at - 1).await.unwrap().is_empty());
     assert_eq!(
         worker.run_once(digest.run_at).await.unwrap(),
         vec![WorkerEvent::Done { job_id: digest.id }]
     );
     let mails = world.mails();
-    assert_eq!(mails.len(), 1, "one digest, not one mail per dead job");
-    assert!(mails[0].contains("To: admin@shop.test"));
+    assert_eq!(
+        mails.len(),
+        2,
+        "one alert and one digest, not one mail per dead job"
+    );
     assert!(
-        mails[0].contains("5 job(s) failed permanently"),
-        "{}",
-        mails[0]
+        mails
+            .iter()
+            .any(|m| m.contains("4 more job(s) failed permanently")),
+        "{mails:?}"
     );
 }
 

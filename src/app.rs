@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    background::{Alerts, Loops},
     config::Settings,
     control::{self, Agent, Role},
     coupons,
@@ -89,13 +90,29 @@ impl Application {
             tracing::warn!("{warning}");
         }
         let tasks = TaskTracker::new();
-        tasks.spawn(scheduler::run(
-            db.clone(),
-            settings.clone(),
-            fulfilment.clone(),
-            shutdown.clone(),
-        ));
-        tasks.spawn(ops::metrics_upkeep(shutdown.clone()));
+        let loops = Loops::new(Some(alerts(&db, &settings)));
+        {
+            let (db, settings, fulfilment, stop) = (
+                db.clone(),
+                settings.clone(),
+                fulfilment.clone(),
+                shutdown.clone(),
+            );
+            let pulses = scheduler::Pulses::new(&loops);
+            loops.supervise(&tasks, shutdown.clone(), "scheduler", move || {
+                scheduler::run(
+                    db.clone(),
+                    settings.clone(),
+                    fulfilment.clone(),
+                    pulses.clone(),
+                    stop.clone(),
+                )
+            });
+        }
+        let stop = shutdown.clone();
+        loops.supervise(&tasks, shutdown.clone(), "metrics_upkeep", move || {
+            ops::metrics_upkeep(stop.clone())
+        });
         let agent = Agent::new(
             db.clone(),
             worker.id(),
@@ -106,16 +123,23 @@ impl Application {
         agent.register().await;
         let finished = CancellationToken::new();
         let answering = tokio::spawn(agent.run(shutdown.clone(), finished.clone()));
-        tasks.spawn(worker.run(shutdown.clone(), grace));
+        supervise_worker(&loops, &tasks, worker, &shutdown, grace);
         let alarm = OutageAlarm::default();
-        tasks.spawn(alarm.clone().run(
-            postman,
-            settings.mail.admin_email.clone(),
-            settings.jobs.alert_interval,
-            shutdown.clone(),
-        ));
+        {
+            let (alarm, admin, interval, stop) = (
+                alarm.clone(),
+                settings.mail.admin_email.clone(),
+                settings.jobs.alert_interval,
+                shutdown.clone(),
+            );
+            loops.supervise(&tasks, shutdown.clone(), "outage_alarm", move || {
+                alarm
+                    .clone()
+                    .run(postman.clone(), admin.clone(), interval, stop.clone())
+            });
+        }
 
-        let app = router(db.clone(), fulfilment, &settings, alarm);
+        let app = router(db.clone(), fulfilment, &settings, alarm, loops);
         tracing::info!(%addr, backend = db.backend().name(), "listening");
         http::serve(listener, app, settings.read_timeout, &shutdown, grace).await;
         tasks.close();
@@ -131,7 +155,13 @@ impl Application {
 
 /// Every capability's routes, wrapped in the HTTP plumbing; answers that a
 /// database outage caused are reported to `alarm`.
-fn router(db: Db, fulfilment: Fulfilment, settings: &Settings, alarm: OutageAlarm) -> Router {
+fn router(
+    db: Db,
+    fulfilment: Fulfilment,
+    settings: &Settings,
+    alarm: OutageAlarm,
+    loops: Loops,
+) -> Router {
     let routes = Router::new()
         .merge(coupons::router(db.clone()))
         .merge(orders::routes::router(
@@ -153,7 +183,7 @@ fn router(db: Db, fulfilment: Fulfilment, settings: &Settings, alarm: OutageAlar
             db.clone(),
             AdminSecret(settings.control.admin_token.clone()),
         ))
-        .merge(ops::router(db));
+        .merge(ops::router(db, loops));
     let limits = http::BodyLimits {
         max_bytes: settings.max_body_bytes,
         read_timeout: settings.read_timeout,
@@ -200,6 +230,30 @@ fn worker_with(db: Db, settings: &Settings, postman: Arc<Postman>) -> anyhow::Re
     Ok(Worker::new(db, &settings.jobs, attempt_limit, handlers))
 }
 
+/// Who is told when a background loop fails.
+fn alerts(db: &Db, settings: &Settings) -> Alerts {
+    Alerts {
+        db: db.clone(),
+        admin: settings.mail.admin_email.clone(),
+        interval: settings.jobs.alert_interval,
+        max_attempts: settings.jobs.max_attempts(),
+    }
+}
+
+/// The job worker, started again if it ever panics or stops early.
+fn supervise_worker(
+    loops: &Loops,
+    tasks: &TaskTracker,
+    worker: Worker,
+    shutdown: &CancellationToken,
+    grace: std::time::Duration,
+) {
+    let stop = shutdown.clone();
+    loops.supervise(tasks, shutdown.clone(), "worker", move || {
+        worker.clone().run(stop.clone(), grace)
+    });
+}
+
 /// `allot worker`: job workers only, until `shutdown`.
 pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let db = Db::open(&settings.database).await?;
@@ -207,6 +261,8 @@ pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> anyh
         tracing::warn!("{warning}");
     }
     let worker = worker(db.clone(), &settings)?;
+    let tasks = TaskTracker::new();
+    let loops = Loops::new(Some(alerts(&db, &settings)));
     let agent = Agent::new(
         db.clone(),
         worker.id(),
@@ -217,7 +273,9 @@ pub async fn run_worker(settings: Settings, shutdown: CancellationToken) -> anyh
     agent.register().await;
     let finished = CancellationToken::new();
     let answering = tokio::spawn(agent.run(shutdown.clone(), finished.clone()));
-    worker.run(shutdown, settings.shutdown_grace).await;
+    supervise_worker(&loops, &tasks, worker, &shutdown, settings.shutdown_grace);
+    tasks.close();
+    tasks.wait().await;
     finished.cancel();
     let _ = answering.await;
     db.close().await;

@@ -16,12 +16,15 @@
 //! - [`ops`]: health, readiness and Prometheus metrics endpoints.
 //! - [`outage`]: the admin mailed when the database refuses requests (not via the outbox).
 //!
+//! - [`background`]: every background loop supervised: restarted, reported, never silent.
+//!
 //! On top, [`app`] wires them into a process and [`cli`] is the command line.
 //! Plumbing kept thin, importing no capability: [`config`] (settings), [`db`]
 //! (pools, transactions, the SQL idiom), [`http`] (errors, JSON, layers),
 //! [`clock`] (time), [`text`] (bounded text, email addresses), [`telemetry`] (logs).
 
 pub mod app;
+pub mod background;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -1,8 +1,8 @@
 //! Operations endpoints: `/healthz` (the process answers), `/readyz` (the
 //! database answers), `/metrics` (Prometheus text format), and the
 //! process-wide metrics recorder they read. Owns no table and imports no
-//! capability: readiness asks `db` only, so mail being down never makes
-//! the service "not ready".
+//! capability: readiness asks `db` and the process's background loops
+//! only, so mail being down never makes the service "not ready".
 
 use std::{sync::OnceLock, time::Duration};
 
@@ -17,23 +17,39 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::{db::Db, http::ApiError};
+use crate::{background::Loops, db::Db, http::ApiError};
 
-pub fn router(db: Db) -> Router {
+pub fn router(db: Db, loops: Loops) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
-        .with_state(db)
+        .with_state((db, loops))
 }
 
 async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-async fn readyz(State(db): State<Db>) -> Result<impl IntoResponse, ApiError> {
+/// Ready when the database answers and no background loop is down; the
+/// answer shows how each loop is doing.
+async fn readyz(State((db, loops)): State<(Db, Loops)>) -> Result<impl IntoResponse, ApiError> {
+    let down = loops.down();
+    if !down.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "background_loop_down",
+            format!(
+                "a background loop crashed and is being started again: {}",
+                down.join(", ")
+            ),
+        )
+        .retry_after(5));
+    }
     match db.ping().await {
-        Ok(()) => Ok(Json(json!({ "status": "ready" }))),
+        Ok(()) => Ok(Json(
+            json!({ "status": "ready", "loops": loops.snapshot() }),
+        )),
         Err(error) => {
             tracing::warn!(%error, "readiness check: database not reachable");
             Err(ApiError::new(

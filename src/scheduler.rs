@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    background::{Loops, Pulse},
     clock::now_ms,
     config::Settings,
     db::Db,
@@ -69,8 +70,32 @@ pub async fn check_low_stock(
     Ok(alerted)
 }
 
+/// What each kind of timed work reports its rounds through.
+#[derive(Clone)]
+pub struct Pulses {
+    low_stock: Pulse,
+    restock: Pulse,
+    housekeeping: Pulse,
+}
+
+impl Pulses {
+    pub fn new(loops: &Loops) -> Self {
+        Self {
+            low_stock: loops.pulse("low_stock_check"),
+            restock: loops.pulse("restock_sweep"),
+            housekeeping: loops.pulse("housekeeping"),
+        }
+    }
+}
+
 /// Runs the timed work until `shutdown`.
-pub async fn run(db: Db, settings: Settings, fulfilment: Fulfilment, shutdown: CancellationToken) {
+pub async fn run(
+    db: Db,
+    settings: Settings,
+    fulfilment: Fulfilment,
+    pulses: Pulses,
+    shutdown: CancellationToken,
+) {
     let cron = settings.intake.low_stock_cron.clone();
     let threshold = settings.intake.low_stock_threshold;
     let max_attempts = settings.jobs.max_attempts();
@@ -87,21 +112,37 @@ pub async fn run(db: Db, settings: Settings, fulfilment: Fulfilment, shutdown: C
             () = tokio::time::sleep(wait) => {
                 let run_at = next.timestamp_millis();
                 match check_low_stock(&db, threshold, run_at, max_attempts).await {
-                    Ok(skus) if !skus.is_empty() => tracing::warn!(?skus, threshold, "low stock; the admin is emailed"),
-                    Ok(_) => {}
-                    Err(error) => tracing::error!(error = %format!("{error:#}"), "the low-stock check failed"),
+                    Ok(skus) => {
+                        pulses.low_stock.ok();
+                        if !skus.is_empty() {
+                            tracing::warn!(?skus, threshold, "low stock; the admin is emailed");
+                        }
+                    }
+                    Err(error) => {
+                        let error = format!("{error:#}");
+                        pulses.low_stock.failed(&error);
+                        tracing::error!(%error, "the low-stock check failed");
+                    }
                 }
                 // Runs missed while this one was late are skipped, not caught up.
                 next = next_run(&cron, next.max(Utc::now()));
             }
             _ = housekeeping.tick() => {
-                if let Err(error) = keep_house(&db, retention, now_ms()).await {
-                    tracing::error!(%error, "rolling up statistics or pruning failed; trying again at the next tick");
+                match keep_house(&db, retention, now_ms()).await {
+                    Ok(_) => pulses.housekeeping.ok(),
+                    Err(error) => {
+                        pulses.housekeeping.failed(&error.to_string());
+                        tracing::error!(%error, "rolling up statistics or pruning failed; trying again at the next tick");
+                    }
                 }
             }
             _ = sweep.tick() => {
-                if let Err(error) = fulfilment.fulfil_all_waiting(now_ms()).await {
-                    tracing::error!(%error, "fulfilling waiting orders failed; trying again at the next tick");
+                match fulfilment.fulfil_all_waiting(now_ms()).await {
+                    Ok(_) => pulses.restock.ok(),
+                    Err(error) => {
+                        pulses.restock.failed(&error.to_string());
+                        tracing::error!(%error, "fulfilling waiting orders failed; trying again at the next tick");
+                    }
                 }
             }
         }

@@ -29,7 +29,8 @@ const TEMPLATES: &[(&str, &str)] = messages!(
     "database_unavailable",
     "endpoint_disabled",
     "order_refunded",
-    "refund_notice"
+    "refund_notice",
+    "background_failure"
 );
 
 fn environment() -> &'static Environment<'static> {

@@ -10,6 +10,7 @@ mod helpers;
 
 mod abuse;
 mod architecture;
+mod background;
 mod cli;
 mod control;
 mod coupon_contract;

@@ -74,7 +74,11 @@ impl OutageAlarm {
         interval: Duration,
         shutdown: CancellationToken,
     ) {
-        let Some(admin) = admin else { return };
+        let Some(admin) = admin else {
+            // Nothing to send; a loop ends only with the process.
+            shutdown.cancelled().await;
+            return;
+        };
         let mut quiet_until: Option<Instant> = None;
         loop {
             if !self.pending() {

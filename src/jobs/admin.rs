@@ -76,24 +76,7 @@ pub async fn attempts(db: &Db, job_id: i64) -> Result<Vec<Attempt>, sqlx::Error>
 /// `job_attempts`; the new run counts from 1 again. Returns how many were
 /// requeued.
 pub async fn retry_dead(db: &Db, id: Option<i64>, max_attempts: i32) -> Result<u64, sqlx::Error> {
-    let now = now_ms();
-    let done = on_db!(db, write, |pool, sql| {
-        sqlx::query(sql(
-            "update jobs set state = 'queued', attempts = 0, max_attempts = ?, run_at = ?,
-                    finished_at = null, updated_at = ?
-              where state = 'dead' and (? is null or id = ?)",
-        ))
-        .bind(max_attempts)
-        .bind(now)
-        .bind(now)
-        .bind(id)
-        .bind(id)
-        .execute(pool)
-        .await
-        .map(|done| done.rows_affected())
-    })?;
-    super::wake::notify(db).await?;
-    Ok(done)
+    requeue_dead(db, Dead::Id(id), max_attempts).await
 }
 
 /// Like [`retry_dead`] for the dead jobs whose dedupe key starts with
@@ -103,22 +86,39 @@ pub async fn retry_dead_with_prefix(
     prefix: &str,
     max_attempts: i32,
 ) -> Result<u64, sqlx::Error> {
+    requeue_dead(db, Dead::KeyPrefix(prefix), max_attempts).await
+}
+
+/// Which dead jobs to requeue: one (`Some`) or all, or by dedupe key.
+enum Dead<'a> {
+    Id(Option<i64>),
+    KeyPrefix(&'a str),
+}
+
+async fn requeue_dead(db: &Db, which: Dead<'_>, max_attempts: i32) -> Result<u64, sqlx::Error> {
     let now = now_ms();
-    let length = prefix.chars().count() as i32;
+    let (filter, id, prefix) = match which {
+        Dead::Id(id) => ("(? is null or id = ?)", id, None),
+        Dead::KeyPrefix(prefix) => ("substr(dedupe_key, 1, ?) = ?", None, Some(prefix)),
+    };
+    let update = format!(
+        "update jobs set state = 'queued', attempts = 0, max_attempts = ?, run_at = ?,
+                finished_at = null, updated_at = ?
+          where state = 'dead' and {filter}"
+    );
+    // Two binds for the filter either way: the id twice, or the prefix's
+    // length (an i32: PostgreSQL's substr takes integers) and the prefix.
+    let length = prefix.map(|p| p.chars().count() as i32);
     let done = on_db!(db, write, |pool, sql| {
-        sqlx::query(sql(
-            "update jobs set state = 'queued', attempts = 0, max_attempts = ?, run_at = ?,
-                    finished_at = null, updated_at = ?
-              where state = 'dead' and substr(dedupe_key, 1, ?) = ?",
-        ))
-        .bind(max_attempts)
-        .bind(now)
-        .bind(now)
-        .bind(length)
-        .bind(prefix)
-        .execute(pool)
-        .await
-        .map(|done| done.rows_affected())
+        let query = sqlx::query(sql(update))
+            .bind(max_attempts)
+            .bind(now)
+            .bind(now);
+        let query = match prefix {
+            Some(prefix) => query.bind(length).bind(prefix),
+            None => query.bind(id).bind(id),
+        };
+        query.execute(pool).await.map(|done| done.rows_affected())
     })?;
     super::wake::notify(db).await?;
     Ok(done)

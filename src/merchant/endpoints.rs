@@ -271,28 +271,21 @@ pub async fn attempts(db: &Db, id: i64, limit: i64) -> Result<Vec<AttemptRecord>
 /// Forgets attempt logs and events older than `before`, keeping every
 /// event a delivery not done yet still needs; how many rows went.
 pub async fn prune(db: &Db, before: i64, batch: i64) -> Result<u64, sqlx::Error> {
-    let attempts = on_db!(db, read, |pool, sql| {
-        sqlx::query_scalar::<_, i64>(sql(
-            "select id from endpoint_attempts where at < ? order by at limit ?",
-        ))
-        .bind(before)
-        .bind(batch)
-        .fetch_all(pool)
-        .await
-    })?;
     let oldest_needed = jobs::oldest_unfinished(db, "merchant_webhook").await?;
     let events_before = oldest_needed.map_or(before, |oldest| oldest.min(before));
-    let events = on_db!(db, read, |pool, sql| {
-        sqlx::query_scalar::<_, i64>(sql(
-            "select id from merchant_events where created_at < ? order by created_at limit ?",
-        ))
-        .bind(events_before)
-        .bind(batch)
-        .fetch_all(pool)
-        .await
-    })?;
     let mut pruned = 0;
-    for (table, ids) in [("endpoint_attempts", attempts), ("merchant_events", events)] {
+    for (table, column, before) in [
+        ("endpoint_attempts", "at", before),
+        ("merchant_events", "created_at", events_before),
+    ] {
+        let select = format!("select id from {table} where {column} < ? order by {column} limit ?");
+        let ids: Vec<i64> = on_db!(db, read, |pool, sql| {
+            sqlx::query_scalar(sql(select))
+                .bind(before)
+                .bind(batch)
+                .fetch_all(pool)
+                .await
+        })?;
         if ids.is_empty() {
             continue;
         }

@@ -42,7 +42,8 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
     format!("v1,{}", STANDARD.encode(signature))
 }
 
-/// Why a signed request was refused.
+/// Why a signed request (Standard Webhooks here, Stripe's in `payments`)
+/// was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
     /// A header is missing or unreadable.
@@ -51,18 +52,6 @@ pub enum Refused {
     Stale,
     /// No `v1` signature matches.
     Mismatch,
-}
-
-impl Refused {
-    pub fn describe(self) -> &'static str {
-        match self {
-            Refused::Malformed => {
-                "webhook-id, webhook-timestamp and webhook-signature headers are required"
-            }
-            Refused::Stale => "webhook-timestamp is too far from now (more than 5 minutes)",
-            Refused::Mismatch => "webhook-signature does not match the body and the secret",
-        }
-    }
 }
 
 /// Checks a Standard Webhooks request against `key`: the message id it

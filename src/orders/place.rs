@@ -52,7 +52,8 @@ impl Fulfilment {
         // delivers the event again until it is acknowledged, so a crash in
         // between is mended by the next delivery.
         if let Some(payment_ref) = payment_ref {
-            store::set_payment_ref(&self.db, source.as_str(), &order.order_id, payment_ref).await?;
+            super::refund::set_payment_ref(&self.db, source.as_str(), &order.order_id, payment_ref)
+                .await?;
         }
         Ok(placed)
     }

@@ -16,6 +16,7 @@ use crate::{
     jobs,
     keys::{self, LicenseKey, Revoked, Sku},
     merchant::{self, Event},
+    on_db, on_tx,
 };
 
 /// Which order a refund names: its id, or the payment it was paid with.
@@ -50,7 +51,7 @@ impl Fulfilment {
     ) -> Result<Refund, sqlx::Error> {
         retry_on_contention(|| async {
             let mut tx = self.db.begin().await?;
-            let found = store::lock_paid(
+            let found = lock_paid(
                 &mut tx,
                 order.source.as_str(),
                 order.order_id,
@@ -70,7 +71,7 @@ impl Fulfilment {
                 Some(key) => keys::revoke_id(&mut tx, key).await?,
                 None => false,
             };
-            store::refunded(&mut tx, id, now).await?;
+            refunded(&mut tx, id, now).await?;
             let detail = match summary.license_key_id {
                 Some(key) if revoked => format!("{why}; key #{key} revoked"),
                 Some(key) => format!("{why}; key #{key} was revoked already"),
@@ -127,8 +128,8 @@ impl Fulfilment {
                 coupon_code: order.coupon_code.as_deref(),
             };
             store::describe(&mut tx, id, &details, now).await?;
-            store::refunded(&mut tx, id, now).await?;
-            store::set_payment_ref_in(&mut tx, id, payment_ref).await?;
+            refunded(&mut tx, id, now).await?;
+            set_payment_ref_in(&mut tx, id, payment_ref).await?;
             let detail = format!(
                 "received from {}; its refund had arrived first: no key vended",
                 source.as_str()
@@ -197,4 +198,78 @@ pub async fn revoke_key(
     }
     tx.commit().await?;
     Ok(revoked)
+}
+
+// The statements of refunds and of the payment an order was paid with.
+
+/// The order of `source` with id `order_id`, or whose payment is
+/// `payment_ref`, locked: its row id and state.
+pub(super) async fn lock_paid(
+    tx: &mut Tx,
+    source: &str,
+    order_id: Option<&str>,
+    payment_ref: Option<&str>,
+) -> Result<Option<(i64, String)>, sqlx::Error> {
+    let select = format!(
+        "select id, state from orders
+          where source = ? and (order_id = ? or payment_ref = ?) order by id limit 1{}",
+        tx.backend().for_update()
+    );
+    on_tx!(tx, |conn, sql| {
+        sqlx::query_as(sql(select))
+            .bind(source)
+            .bind(order_id)
+            .bind(payment_ref)
+            .fetch_optional(conn)
+            .await
+    })
+}
+
+/// Notes the payment an order was paid with, so that a refund naming the
+/// payment finds it.
+pub(super) async fn set_payment_ref(
+    db: &Db,
+    source: &str,
+    order_id: &str,
+    payment_ref: &str,
+) -> Result<(), sqlx::Error> {
+    on_db!(db, write, |pool, sql| {
+        sqlx::query(sql(
+            "update orders set payment_ref = ? where source = ? and order_id = ? and payment_ref is null",
+        ))
+        .bind(payment_ref)
+        .bind(source)
+        .bind(order_id)
+        .execute(pool)
+        .await
+        .map(drop)
+    })
+}
+
+pub(super) async fn set_payment_ref_in(
+    tx: &mut Tx,
+    id: i64,
+    payment_ref: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    on_tx!(tx, |conn, sql| {
+        sqlx::query(sql("update orders set payment_ref = ? where id = ?"))
+            .bind(payment_ref)
+            .bind(id)
+            .execute(conn)
+            .await
+            .map(drop)
+    })
+}
+
+pub(super) async fn refunded(tx: &mut Tx, id: i64, now: i64) -> Result<(), sqlx::Error> {
+    on_tx!(tx, |conn, sql| {
+        sqlx::query(sql(
+            "update orders set state = 'refunded', raw_body = null, updated_at = ? where id = ?",
+        ))
+        .bind(now)
+        .bind(id)
+        .execute(conn)
+        .await
+        .map(drop)
+    })
 }

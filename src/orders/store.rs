@@ -1,7 +1,8 @@
 //! SQL of the `orders` and `order_events` tables: one text with `?`
 //! placeholders through `on_tx!`/`on_db!`, row locks from `Backend`, the
 //! idempotent insert through `insert_unless_exists!`. The order view's
-//! query lives with the view (`view.rs`).
+//! query lives with the view (`view.rs`), a refund's with refunds
+//! (`refund.rs`).
 
 use serde::Serialize;
 
@@ -332,77 +333,5 @@ pub(super) async fn summary_of(db: &Db, id: i64) -> Result<Option<Summary>, sqlx
             .bind(id)
             .fetch_optional(pool)
             .await
-    })
-}
-
-/// The order of `source` with id `order_id`, or whose payment is
-/// `payment_ref`, locked: its row id and state.
-pub(super) async fn lock_paid(
-    tx: &mut Tx,
-    source: &str,
-    order_id: Option<&str>,
-    payment_ref: Option<&str>,
-) -> Result<Option<(i64, String)>, sqlx::Error> {
-    let select = format!(
-        "select id, state from orders
-          where source = ? and (order_id = ? or payment_ref = ?) order by id limit 1{}",
-        tx.backend().for_update()
-    );
-    on_tx!(tx, |conn, sql| {
-        sqlx::query_as(sql(select))
-            .bind(source)
-            .bind(order_id)
-            .bind(payment_ref)
-            .fetch_optional(conn)
-            .await
-    })
-}
-
-/// Notes the payment an order was paid with, so that a refund naming the
-/// payment finds it.
-pub(super) async fn set_payment_ref(
-    db: &Db,
-    source: &str,
-    order_id: &str,
-    payment_ref: &str,
-) -> Result<(), sqlx::Error> {
-    on_db!(db, write, |pool, sql| {
-        sqlx::query(sql(
-            "update orders set payment_ref = ? where source = ? and order_id = ? and payment_ref is null",
-        ))
-        .bind(payment_ref)
-        .bind(source)
-        .bind(order_id)
-        .execute(pool)
-        .await
-        .map(drop)
-    })
-}
-
-pub(super) async fn set_payment_ref_in(
-    tx: &mut Tx,
-    id: i64,
-    payment_ref: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    on_tx!(tx, |conn, sql| {
-        sqlx::query(sql("update orders set payment_ref = ? where id = ?"))
-            .bind(payment_ref)
-            .bind(id)
-            .execute(conn)
-            .await
-            .map(drop)
-    })
-}
-
-pub(super) async fn refunded(tx: &mut Tx, id: i64, now: i64) -> Result<(), sqlx::Error> {
-    on_tx!(tx, |conn, sql| {
-        sqlx::query(sql(
-            "update orders set state = 'refunded', raw_body = null, updated_at = ? where id = ?",
-        ))
-        .bind(now)
-        .bind(id)
-        .execute(conn)
-        .await
-        .map(drop)
     })
 }

@@ -25,7 +25,7 @@ use crate::{
     config::{PaymentSettings, Secret},
     http::ApiError,
     intake::normalize::Source,
-    merchant::signing,
+    merchant::signing::{self, Refused},
 };
 
 #[derive(Clone)]
@@ -52,14 +52,33 @@ pub fn router(payments: Payments, settings: &PaymentSettings) -> Router {
         .with_state(state)
 }
 
-fn refused(
-    reason: &'static str,
-    status: StatusCode,
-    code: &'static str,
-    message: &str,
-) -> ApiError {
+/// The answer to a request whose signature does not hold; `header` names
+/// what was checked, `secret` the setting it was checked against.
+fn refused(problem: Refused, header: &str, secret: &str) -> ApiError {
+    let (reason, status, code, message) = match problem {
+        Refused::Malformed => (
+            "signature",
+            StatusCode::BAD_REQUEST,
+            "invalid_signature",
+            format!("{header} is missing or malformed"),
+        ),
+        Refused::Stale => (
+            "stale",
+            StatusCode::UNAUTHORIZED,
+            "stale_signature",
+            format!(
+                "{header}'s timestamp is more than 5 minutes from now: a replay, or a clock that is off"
+            ),
+        ),
+        Refused::Mismatch => (
+            "signature",
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            format!("{header} does not match the body and {secret}"),
+        ),
+    };
     metrics::counter!("allot_webhook_rejected_total", "reason" => reason).increment(1);
-    ApiError::new(status, code, message.to_string())
+    ApiError::new(status, code, message)
 }
 
 async fn from_stripe(
@@ -78,33 +97,8 @@ async fn from_stripe(
     let header = headers
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok());
-    match stripe::verify(secret.expose(), header, &body, now / 1000) {
-        Ok(()) => {}
-        Err(stripe::Refused::Malformed) => {
-            return Err(refused(
-                "signature",
-                StatusCode::BAD_REQUEST,
-                "invalid_signature",
-                "Stripe-Signature is missing or has no t= and v1= parts",
-            ));
-        }
-        Err(stripe::Refused::Stale) => {
-            return Err(refused(
-                "stale",
-                StatusCode::UNAUTHORIZED,
-                "stale_signature",
-                "Stripe-Signature's timestamp is more than 5 minutes from now: a replay, or a clock that is off",
-            ));
-        }
-        Err(stripe::Refused::Mismatch) => {
-            return Err(refused(
-                "signature",
-                StatusCode::UNAUTHORIZED,
-                "bad_signature",
-                "Stripe-Signature does not match the body and ALLOT_STRIPE_WEBHOOK_SECRET",
-            ));
-        }
-    }
+    stripe::verify(secret.expose(), header, &body, now / 1000)
+        .map_err(|problem| refused(problem, "Stripe-Signature", "ALLOT_STRIPE_WEBHOOK_SECRET"))?;
     let receipt = match stripe::parse(&body, &intake.stripe_skus) {
         Ok(event) => intake.payments.receive(event, &body, now).await?,
         // Signed by Stripe, yet unreadable: kept for a person, never refused.
@@ -131,33 +125,15 @@ async fn from_any_provider(
         ));
     };
     let now = now_ms();
-    let id = match signing::verify(key, &headers, &body, now / 1000, stripe::TOLERANCE) {
-        Ok(id) => id,
-        Err(problem @ signing::Refused::Malformed) => {
-            return Err(refused(
-                "signature",
-                StatusCode::BAD_REQUEST,
-                "invalid_signature",
-                problem.describe(),
-            ));
-        }
-        Err(problem @ signing::Refused::Stale) => {
-            return Err(refused(
-                "stale",
-                StatusCode::UNAUTHORIZED,
-                "stale_signature",
-                problem.describe(),
-            ));
-        }
-        Err(problem @ signing::Refused::Mismatch) => {
-            return Err(refused(
-                "signature",
-                StatusCode::UNAUTHORIZED,
-                "bad_signature",
-                problem.describe(),
-            ));
-        }
-    };
+    let id = signing::verify(key, &headers, &body, now / 1000, stripe::TOLERANCE).map_err(
+        |problem| {
+            refused(
+                problem,
+                "webhook-signature (with webhook-id and webhook-timestamp)",
+                "ALLOT_PAYMENT_WEBHOOK_SECRET",
+            )
+        },
+    )?;
     let event = generic::parse(&body, &id)
         .map_err(|problem| ApiError::new(StatusCode::BAD_REQUEST, "invalid_event", problem))?;
     Ok(Json(intake.payments.receive(event, &body, now).await?))

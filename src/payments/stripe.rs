@@ -14,21 +14,14 @@ use super::{Action, PaymentEvent};
 use crate::{
     intake::normalize::{self, Source},
     keys::Sku,
+    merchant::signing::Refused,
 };
 
 /// Stripe's own libraries refuse signatures older than this.
 pub const TOLERANCE: Duration = Duration::from_secs(300);
 
-/// Why a delivery was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
-    /// No `Stripe-Signature`, or no `t=` or `v1=` in it.
-    Malformed,
-    Stale,
-    Mismatch,
-}
-
-/// Checks `header` (the `Stripe-Signature` value) for `body`.
+/// Checks `header` (the `Stripe-Signature` value) for `body`. `Malformed`:
+/// no header, or no `t=` or `v1=` in it.
 pub fn verify(
     secret: &str,
     header: Option<&str>,

@@ -398,6 +398,11 @@ fn provider_signed(app: &TestApp, id: &str, body: &str) -> reqwest::RequestBuild
         .body(body.to_string())
 }
 
+/// Sends `body` as a provider would, and the answer.
+async fn from_provider(app: &TestApp, id: &str, body: &str) -> (u16, Value) {
+    status_and_json(provider_signed(app, id, body).send().await.unwrap()).await
+}
+
 async fn payment_events_from_any_provider_follow_the_same_path(backend: Backend) {
     let app = shop(backend).await;
     let db = app.connect().await;
@@ -406,39 +411,25 @@ async fn payment_events_from_any_provider_follow_the_same_path(backend: Backend)
         "reference": "order-77", "amount": 1999, "currency": "usd",
         "email": "gi@example.com", "sku": Sku::parse("course-101").unwrap().as_str()}})
     .to_string();
-    let (status, answer) =
-        status_and_json(provider_signed(&app, "msg_1", &paid).send().await.unwrap()).await;
+    let (status, answer) = from_provider(&app, "msg_1", &paid).await;
     assert_eq!(
         (status, answer["status"].as_str()),
         (200, Some("fulfilled")),
         "{answer}"
     );
-    let (_, again) =
-        status_and_json(provider_signed(&app, "msg_1", &paid).send().await.unwrap()).await;
+    let (_, again) = from_provider(&app, "msg_1", &paid).await;
     assert_eq!(again["status"], "duplicate");
     app.wait_for_mails(1, |m| m.contains("KEY-GEN-1")).await;
 
     let failed =
         json!({"id": "evt_g2", "type": "payment.failed", "data": {"reference": "order-78"}})
             .to_string();
-    let (_, answer) = status_and_json(
-        provider_signed(&app, "msg_2", &failed)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, answer) = from_provider(&app, "msg_2", &failed).await;
     assert_eq!(answer["status"], "recorded");
     let refunded =
         json!({"id": "evt_g3", "type": "payment.refunded", "data": {"reference": "order-77"}})
             .to_string();
-    let (_, answer) = status_and_json(
-        provider_signed(&app, "msg_3", &refunded)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, answer) = from_provider(&app, "msg_3", &refunded).await;
     assert_eq!(answer["status"], "refunded", "{answer}");
     let (_, order) = app.order("payments", "order-77").await;
     assert_eq!(order["state"], "refunded");
@@ -460,13 +451,7 @@ async fn payment_events_from_any_provider_follow_the_same_path(backend: Backend)
         (400, Some("invalid_signature"))
     );
     let unusable = json!({"type": "payment.refunded", "data": {}}).to_string();
-    let (status, answer) = status_and_json(
-        provider_signed(&app, "msg_5", &unusable)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, answer) = from_provider(&app, "msg_5", &unusable).await;
     assert_eq!(
         (status, answer["error"].as_str()),
         (400, Some("invalid_event")),

@@ -6,8 +6,9 @@ with the Standard Webhooks reference library and prints the event.
     scripts/webhook-receiver.py SECRET [PORT]
 
 Answers 204 to a request whose signature verifies, 401 to one that does
-not (allot then retries it, and a wrong secret shows in
-`allot endpoints attempts ID`).
+not (allot dead-letters it at once, as a wrong secret will not mend
+itself: it shows in `allot endpoints attempts ID`, and
+`allot endpoints redrive ID` resends once the secret is right).
 """
 import http.server, json, sys
 

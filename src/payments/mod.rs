@@ -28,7 +28,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::{
-    db::Db,
+    db::{Db, retry_on_contention},
     intake::normalize::{Order, Source},
     keys::Sku,
     merchant::{self, Event},
@@ -304,20 +304,23 @@ impl Payments {
         detail: &str,
         now: i64,
     ) -> Result<bool, sqlx::Error> {
-        let mut tx = self.db.begin().await?;
-        let new = store::insert(&mut tx, event, outcome, detail, now).await?;
         let kind = match event.action {
             Action::Paid { .. } => Some("payment.succeeded"),
             Action::Refunded => Some("payment.refunded"),
             Action::Failed => Some("payment.failed"),
             Action::Record(_) => None,
         };
-        if new && let Some(kind) = kind {
-            let announced = Event::new(kind, announcement(event));
-            merchant::emit(&mut tx, &announced, now, self.max_attempts).await?;
-        }
-        tx.commit().await?;
-        Ok(new)
+        retry_on_contention(|| async {
+            let mut tx = self.db.begin().await?;
+            let new = store::insert(&mut tx, event, outcome, detail, now).await?;
+            if new && let Some(kind) = kind {
+                let announced = Event::new(kind, announcement(event));
+                merchant::emit(&mut tx, &announced, now, self.max_attempts).await?;
+            }
+            tx.commit().await?;
+            Ok(new)
+        })
+        .await
     }
 }
 

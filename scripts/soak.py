@@ -39,7 +39,7 @@ env.update(
     ALLOT_ADMIN_EMAIL="admin@soak.test", ALLOT_MAIL_DIR=os.path.join(work, "mail"),
     ALLOT_STRIPE_WEBHOOK_SECRET=stripe_secret, ALLOT_PAYMENT_WEBHOOK_SECRET=payment_secret,
     ALLOT_WORKER_POLL_INTERVAL="200ms", ALLOT_LOW_STOCK_THRESHOLD="0",
-    RUST_LOG="warn",
+    RUST_LOG="info,sqlx=warn",
 )
 
 received = {"n": 0}

@@ -22,7 +22,7 @@ work = tempfile.mkdtemp(prefix="allot-stats-")
 env = {k: v for k, v in os.environ.items() if not k.startswith("ALLOT_")}
 env.update(ALLOT_DATABASE_URL=url, ALLOT_LOG_FORMAT="json", ALLOT_LISTEN="127.0.0.1:0",
            ALLOT_ADMIN_TOKEN="bench-admin", ALLOT_MAIL_DIR=os.path.join(work, "mail"),
-           ALLOT_WORKER_POLL_INTERVAL="1h", RUST_LOG="warn")
+           ALLOT_WORKER_POLL_INTERVAL="1h", RUST_LOG="info,sqlx=warn")
 subprocess.run([binary, "migrate"], env=env, cwd=work, check=True, capture_output=True)
 
 now = int(time.time() * 1000)

@@ -31,7 +31,7 @@ impl Fulfilment {
             });
         }
         let sku = self.sku_for(order, url_sku);
-        retry_on_contention(|| self.place_once(source, order, &sku, body, now)).await
+        retry_on_contention(|| self.place_once(source, order, &sku, None, body, now)).await
     }
 
     /// Places a paid order from a payment provider, whose SKU the provider's
@@ -46,16 +46,7 @@ impl Fulfilment {
         body: &[u8],
         now: i64,
     ) -> Result<Placed, sqlx::Error> {
-        let placed =
-            retry_on_contention(|| self.place_once(source, order, &sku, body, now)).await?;
-        // After the order's commit, and on every repeat: the provider
-        // delivers the event again until it is acknowledged, so a crash in
-        // between is mended by the next delivery.
-        if let Some(payment_ref) = payment_ref {
-            super::refund::set_payment_ref(&self.db, source.as_str(), &order.order_id, payment_ref)
-                .await?;
-        }
-        Ok(placed)
+        retry_on_contention(|| self.place_once(source, order, &sku, payment_ref, body, now)).await
     }
 
     /// The SKU from the URL, else the payload, else the service mapping.
@@ -84,6 +75,7 @@ impl Fulfilment {
         source: Source,
         order: &Order,
         sku: &Result<Sku, String>,
+        payment_ref: Option<&str>,
         body: &[u8],
         now: i64,
     ) -> Result<Placed, sqlx::Error> {
@@ -97,6 +89,11 @@ impl Fulfilment {
             metrics::counter!("allot_orders_total", "source" => source.as_str(), "status" => "duplicate").increment(1);
             return Ok(placed(Status::Duplicate, None));
         };
+        // With the order, so that a refund naming the payment finds it and
+        // merchants hear of it in `order.fulfilled`.
+        if payment_ref.is_some() {
+            super::refund::set_payment_ref_in(&mut tx, id, payment_ref).await?;
+        }
         let details = store::Details {
             email: Some(order.email.as_str()),
             product_sku: sku.as_ref().ok().map(Sku::as_str),

@@ -16,7 +16,7 @@ use crate::{
     jobs,
     keys::{self, LicenseKey, Revoked, Sku},
     merchant::{self, Event},
-    on_db, on_tx,
+    on_tx,
 };
 
 /// Which order a refund names: its id, or the payment it was paid with.
@@ -225,27 +225,8 @@ pub(super) async fn lock_paid(
     })
 }
 
-/// Notes the payment an order was paid with, so that a refund naming the
-/// payment finds it.
-pub(super) async fn set_payment_ref(
-    db: &Db,
-    source: &str,
-    order_id: &str,
-    payment_ref: &str,
-) -> Result<(), sqlx::Error> {
-    on_db!(db, write, |pool, sql| {
-        sqlx::query(sql(
-            "update orders set payment_ref = ? where source = ? and order_id = ? and payment_ref is null",
-        ))
-        .bind(payment_ref)
-        .bind(source)
-        .bind(order_id)
-        .execute(pool)
-        .await
-        .map(drop)
-    })
-}
-
+/// Notes the payment order `id` was paid with, so that a refund naming
+/// the payment finds it.
 pub(super) async fn set_payment_ref_in(
     tx: &mut Tx,
     id: i64,

@@ -32,8 +32,8 @@ jobs_sql = """insert into jobs (kind, payload, state, attempts, max_attempts, ru
         created_at, updated_at, finished_at)
     select case when g % 10 = 0 then 'merchant_webhook' else 'key_email' end, '{{}}',
            case when g % 100 = 0 then 'dead' else 'done' end, 1, 8,
-           {now} - g * {day} / {jobs}, {now} - g * {day} / {jobs},
-           {now} - g * {day} / {jobs} + 20 + g % 400, {now} - g * {day} / {jobs} + 20 + g % 400
+           {now} - g * {step}, {now} - g * {step},
+           {now} - g * {step} + 20 + g % 400, {now} - g * {step} + 20 + g % 400
       from {source}"""
 attempts_sql = """insert into job_attempts (job_id, attempt, worker, started_at, finished_at,
         outcome, duration_ms)
@@ -46,7 +46,7 @@ if scheme == "sqlite":
     path = url.split("://", 1)[1]
     db = sqlite3.connect(path)
     gen = lambda n: f"(with recursive s(g) as (select 1 union all select g + 1 from s where g < {n}) select g from s)"
-    db.execute(jobs_sql.format(now=now, day=day, jobs=jobs, source=gen(jobs)))
+    db.execute(jobs_sql.format(now=now, step=max(1, day // jobs), source=gen(jobs)))
     db.execute(attempts_sql)
     db.execute(queued_sql.format(now=now, later=now + day, source=gen(300)))
     db.commit()
@@ -54,14 +54,14 @@ if scheme == "sqlite":
     db.close()
 elif scheme.startswith("postgres"):
     gen = lambda n: f"generate_series(1, {n}) as s(g)"
-    script = ";\n".join([jobs_sql.format(now=now, day=day, jobs=jobs, source=gen(jobs)), attempts_sql,
+    script = ";\n".join([jobs_sql.format(now=now, step=max(1, day // jobs), source=gen(jobs)), attempts_sql,
                          queued_sql.format(now=now, later=now + day, source=gen(300)),
                          "vacuum analyze jobs", "vacuum analyze job_attempts"]) + ";"
     subprocess.run(["psql", url, "-q", "-v", "ON_ERROR_STOP=1"], input=script, text=True, check=True)
 else:
     u = urlparse(url)
     gen = lambda n: f"(select seq as g from seq_1_to_{n}) s"
-    script = ";\n".join([jobs_sql.format(now=now, day=day, jobs=jobs, source=gen(jobs)), attempts_sql,
+    script = ";\n".join([jobs_sql.format(now=now, step=max(1, day // jobs), source=gen(jobs)), attempts_sql,
                          queued_sql.format(now=now, later=now + day, source=gen(300)),
                          "analyze table jobs, job_attempts"]) + ";"
     args = ["mysql", "-h", u.hostname or "127.0.0.1", "-P", str(u.port or 3306), "-u", u.username or "root"]

@@ -88,15 +88,22 @@ pub async fn roll_up(db: &Db, now: i64) -> Result<i64, sqlx::Error> {
     Ok(cutoff)
 }
 
-/// Attempts that finished from `from` (rounded down to its minute) to now.
-pub async fn finished_since(db: &Db, from: i64) -> Result<Vec<Finished>, sqlx::Error> {
-    let rolled: i64 = on_db!(db, read, |pool, sql| {
+/// How far the roll-up got: attempts that finished before it are in
+/// `job_stats`. Read once per answer, so that every window of it splits
+/// rolled and live counts at the same point.
+pub async fn rolled_until(db: &Db) -> Result<i64, sqlx::Error> {
+    on_db!(db, read, |pool, sql| {
         sqlx::query_scalar(sql(
             "select rolled_until from job_stats_progress where id = 1",
         ))
         .fetch_one(pool)
         .await
-    })?;
+    })
+}
+
+/// Attempts that finished from `from` (rounded down to its minute) to now,
+/// given the roll-up's progress `rolled` ([`rolled_until`]).
+pub async fn finished_since(db: &Db, from: i64, rolled: i64) -> Result<Vec<Finished>, sqlx::Error> {
     let from = from - from.rem_euclid(MINUTE);
     let mut finished = Vec::new();
     if from < rolled {

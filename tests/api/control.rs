@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use crate::{
     helpers::{
-        Backend, ServeProcess, TOKEN, TestApp, TestDb, assert_invariant, claim, client, eventually,
-        get_coupon, race, status_and_json,
+        ADMIN, Backend, ServeProcess, TOKEN, TestApp, TestDb, assert_invariant, claim, client,
+        eventually, get_coupon, race, status_and_json,
     },
     on_every_backend,
 };
@@ -25,8 +25,6 @@ on_every_backend!(
     terminate_during_delivery_loses_nothing,
     a_cluster_pauses_and_resumes_delivery,
 );
-
-const ADMIN: &str = "test-admin-token";
 
 async fn app(backend: Backend) -> TestApp {
     TestApp::spawn_with(backend, |settings| {

@@ -16,7 +16,7 @@ use wiremock::{
 };
 
 use crate::{
-    helpers::{Backend, TOKEN, TestApp, World, allot_command, count, seed_keys},
+    helpers::{ADMIN, Backend, TOKEN, TestApp, World, allot_command, count, seed_keys},
     on_every_backend,
 };
 
@@ -26,8 +26,6 @@ on_every_backend!(
     an_endpoint_failing_too_long_is_disabled_and_the_admin_told,
     endpoints_are_managed_over_the_admin_api,
 );
-
-const ADMIN: &str = "test-admin-token";
 
 /// Checks a received request with the reference implementation.
 fn verify(secret: &str, request: &Request) -> Value {
@@ -69,10 +67,7 @@ async fn order_events_reach_endpoints_signed_and_without_keys_unless_asked(backe
         .respond_with(ResponseTemplate::new(204))
         .mount(&server)
         .await;
-    let app = TestApp::shop(backend, |s| {
-        s.control.admin_token = Some(ADMIN.to_string().into())
-    })
-    .await;
+    let app = TestApp::admin_shop(backend).await;
     let (status, crm) = admin(&app, reqwest::Method::POST, "/v1/admin/endpoints",
         Some(json!({"url": format!("{}/crm", server.uri()), "events": ["order.*"], "description": "CRM"}))).await;
     assert_eq!(status, 201, "{crm}");
@@ -384,10 +379,7 @@ async fn endpoints_are_managed_over_the_admin_api(backend: Backend) {
         (status, body["error"].as_str()),
         (503, Some("admin_disabled"))
     );
-    let app = TestApp::shop(backend, |s| {
-        s.control.admin_token = Some(ADMIN.to_string().into())
-    })
-    .await;
+    let app = TestApp::admin_shop(backend).await;
     let wrong = app
         .client
         .get(app.url("/v1/admin/endpoints"))

@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{Backend, TOKEN, TestApp, World, count, race, seed_keys, status_and_json},
+    helpers::{ADMIN, Backend, TOKEN, TestApp, World, count, race, seed_keys, status_and_json},
     on_every_backend,
 };
 
@@ -16,8 +16,6 @@ on_every_backend!(
     stats_follow_orders_placed_concurrently,
     done_jobs_are_pruned_after_the_retention,
 );
-
-const ADMIN: &str = "test-admin-token";
 
 async fn stats(app: &TestApp) -> (u16, Value, String) {
     let response = app
@@ -42,10 +40,7 @@ async fn an_empty_database_gives_zeros_and_nulls(backend: Backend) {
         (503, Some("admin_disabled"))
     );
 
-    let app = TestApp::shop(backend, |s| {
-        s.control.admin_token = Some(ADMIN.to_string().into())
-    })
-    .await;
+    let app = TestApp::admin_shop(backend).await;
     let wrong = app
         .client
         .get(app.url("/v1/stats"))
@@ -75,12 +70,7 @@ async fn an_empty_database_gives_zeros_and_nulls(backend: Backend) {
 }
 
 async fn stats_follow_orders_placed_concurrently(backend: Backend) {
-    let app = Arc::new(
-        TestApp::shop(backend, |s| {
-            s.control.admin_token = Some(ADMIN.to_string().into())
-        })
-        .await,
-    );
+    let app = Arc::new(TestApp::admin_shop(backend).await);
     let db = app.connect().await;
     let keys: Vec<String> = (0..150).map(|i| format!("KEY-STATS-{i}")).collect();
     seed_keys(&db, "course-101", &keys).await;

@@ -90,6 +90,9 @@ impl TestApp {
 /// The webhook token of [`TestApp::shop`].
 pub const TOKEN: &str = "test-webhook-token";
 
+/// The admin token of [`TestApp::admin_shop`].
+pub const ADMIN: &str = "test-admin-token";
+
 impl TestApp {
     /// An app that takes orders: webhook token [`TOKEN`], admin
     /// `admin@shop.test`, Amelia service 3 sold as SKU `course-101`.
@@ -102,6 +105,14 @@ impl TestApp {
                 .service_skus
                 .insert("3".into(), "course-101".into());
             tweak(settings);
+        })
+        .await
+    }
+
+    /// [`Self::shop`] with the admin routes on (token [`ADMIN`]).
+    pub async fn admin_shop(backend: Backend) -> Self {
+        Self::shop(backend, |s| {
+            s.control.admin_token = Some(ADMIN.to_string().into())
         })
         .await
     }

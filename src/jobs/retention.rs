@@ -36,13 +36,18 @@ pub async fn prune_done(db: &Db, before: i64, batch: i64) -> Result<u64, sqlx::E
             .await
             .map(|done| done.rows_affected())
     })?;
-    on_db!(db, write, |pool, sql| {
-        sqlx::query(sql("delete from job_stats where minute < ?"))
-            .bind(before)
-            .execute(pool)
-            .await
-            .map(drop)
-    })?;
+    for trim in [
+        "delete from job_stats where minute < ?",
+        "delete from job_stats_hourly where hour < ?",
+    ] {
+        on_db!(db, write, |pool, sql| {
+            sqlx::query(sql(trim))
+                .bind(before)
+                .execute(pool)
+                .await
+                .map(drop)
+        })?;
+    }
     Ok(deleted)
 }
 

@@ -2,10 +2,11 @@
 //! per minute, kind, outcome and latency bucket (enqueue to finish), rolled
 //! up into `job_stats` once a minute has been over for a minute (attempts
 //! of that minute have all been recorded by then), so that statistics never
-//! scan the outbox. Minutes not rolled up yet are counted live from
-//! `job_attempts` (a minute or two of rows). Everything is computed from
-//! the database: several processes see the same numbers, and a restart
-//! loses nothing.
+//! scan the outbox. Complete hours are summed again into `job_stats_hourly`,
+//! so a day is 24 rows per kind and bucket rather than 1440. Minutes not
+//! rolled up yet are counted live from `job_attempts` (a minute or two of
+//! rows). Everything is computed from the database: several processes see
+//! the same numbers, and a restart loses nothing.
 
 use crate::{
     db::{Backend, Db},
@@ -20,6 +21,7 @@ pub const BUCKET_BOUNDS_MS: [i64; 17] = [
 ];
 
 const MINUTE: i64 = 60_000;
+const HOUR: i64 = 60 * MINUTE;
 
 /// The bucket of `a.finished_at - j.created_at`, as SQL.
 fn bucket_sql() -> String {
@@ -43,20 +45,32 @@ pub struct Finished {
     pub count: i64,
 }
 
+/// How far the roll-up got: every attempt that finished before `minutes`
+/// is counted in `job_stats`, and every minute before `hours` (a whole
+/// hour, never after `minutes`) is summed into `job_stats_hourly`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct Progress {
+    #[sqlx(rename = "rolled_until")]
+    pub minutes: i64,
+    #[sqlx(rename = "hours_rolled_until")]
+    pub hours: i64,
+}
+
+const PROGRESS: &str =
+    "select rolled_until, hours_rolled_until from job_stats_progress where id = 1";
+
 /// Rolls up every complete minute that ended at least a minute before
-/// `now`. Several processes may call it: the progress row is locked, so
-/// each minute is counted once. Returns the new `rolled_until`.
-pub async fn roll_up(db: &Db, now: i64) -> Result<i64, sqlx::Error> {
+/// `now`, and every complete hour of those minutes. Several processes may
+/// call it: the progress row is locked, so each minute is counted once.
+/// Returns the new progress.
+pub async fn roll_up(db: &Db, now: i64) -> Result<Progress, sqlx::Error> {
     let cutoff = (now - MINUTE) - (now - MINUTE).rem_euclid(MINUTE);
     let mut tx = db.begin().await?;
-    let select = format!(
-        "select rolled_until from job_stats_progress where id = 1{}",
-        tx.backend().for_update()
-    );
-    let rolled: i64 = on_tx!(&mut tx, |conn, sql| {
-        sqlx::query_scalar(sql(select)).fetch_one(conn).await
+    let select = format!("{PROGRESS}{}", tx.backend().for_update());
+    let rolled: Progress = on_tx!(&mut tx, |conn, sql| {
+        sqlx::query_as(sql(select)).fetch_one(conn).await
     })?;
-    if cutoff <= rolled {
+    if cutoff <= rolled.minutes {
         return Ok(rolled);
     }
     let insert = format!(
@@ -69,57 +83,107 @@ pub async fn roll_up(db: &Db, now: i64) -> Result<i64, sqlx::Error> {
     );
     on_tx!(&mut tx, |conn, sql| {
         sqlx::query(sql(insert))
-            .bind(rolled)
+            .bind(rolled.minutes)
             .bind(cutoff)
             .execute(conn)
             .await
             .map(drop)
     })?;
+    let hours = cutoff - cutoff.rem_euclid(HOUR);
+    if hours > rolled.hours {
+        let insert = format!(
+            "insert into job_stats_hourly (hour, kind, outcome, bucket, count)
+             select minute - (minute % {HOUR}), kind, outcome, bucket, {}
+               from job_stats where minute >= ? and minute < ?
+              group by 1, 2, 3, 4",
+            sum_of_counts(tx.backend())
+        );
+        on_tx!(&mut tx, |conn, sql| {
+            sqlx::query(sql(insert))
+                .bind(rolled.hours)
+                .bind(hours)
+                .execute(conn)
+                .await
+                .map(drop)
+        })?;
+    }
+    let progress = Progress {
+        minutes: cutoff,
+        hours: hours.max(rolled.hours),
+    };
     on_tx!(&mut tx, |conn, sql| {
         sqlx::query(sql(
-            "update job_stats_progress set rolled_until = ? where id = 1",
+            "update job_stats_progress set rolled_until = ?, hours_rolled_until = ? where id = 1",
         ))
-        .bind(cutoff)
+        .bind(progress.minutes)
+        .bind(progress.hours)
         .execute(conn)
         .await
         .map(drop)
     })?;
     tx.commit().await?;
-    Ok(cutoff)
+    Ok(progress)
 }
 
-/// How far the roll-up got: attempts that finished before it are in
-/// `job_stats`. Read once per answer, so that every window of it splits
-/// rolled and live counts at the same point.
-pub async fn rolled_until(db: &Db) -> Result<i64, sqlx::Error> {
+/// `sum(count)` as a 64-bit integer: the servers widen a bigint's sum.
+fn sum_of_counts(backend: Backend) -> &'static str {
+    match backend {
+        Backend::MySql => "cast(sum(count) as signed)",
+        Backend::Postgres | Backend::Sqlite => "cast(sum(count) as bigint)",
+    }
+}
+
+/// How far the roll-up got. Read once per answer, so that every window of
+/// it splits hours, minutes and live counts at the same points.
+pub async fn progress(db: &Db) -> Result<Progress, sqlx::Error> {
     on_db!(db, read, |pool, sql| {
-        sqlx::query_scalar(sql(
-            "select rolled_until from job_stats_progress where id = 1",
-        ))
-        .fetch_one(pool)
-        .await
+        sqlx::query_as(sql(PROGRESS)).fetch_one(pool).await
     })
 }
 
 /// Attempts that finished from `from` (rounded down to its minute) to now,
-/// given the roll-up's progress `rolled` ([`rolled_until`]).
-pub async fn finished_since(db: &Db, from: i64, rolled: i64) -> Result<Vec<Finished>, sqlx::Error> {
+/// given the roll-up's `progress`: whole hours from `job_stats_hourly`, the
+/// minutes around them from `job_stats`, the rest live from `job_attempts`.
+pub async fn finished_since(
+    db: &Db,
+    from: i64,
+    progress: Progress,
+) -> Result<Vec<Finished>, sqlx::Error> {
     let from = from - from.rem_euclid(MINUTE);
+    let total = sum_of_counts(db.backend());
     let mut finished = Vec::new();
-    if from < rolled {
-        // sum() of a bigint is a wider type on the servers; cast it back.
-        let total = match db.backend() {
-            Backend::MySql => "cast(sum(count) as signed)",
-            Backend::Postgres | Backend::Sqlite => "cast(sum(count) as bigint)",
-        };
+    // Hours [first_hour, progress.hours) are summed; the minutes before
+    // and after them are read one by one.
+    let first_hour = from + (HOUR - from.rem_euclid(HOUR)).rem_euclid(HOUR);
+    let (head_end, tail_start) = if first_hour < progress.hours {
+        let select = format!(
+            "select kind, outcome, bucket, {total} as count from job_stats_hourly
+              where hour >= ? and hour < ? group by kind, outcome, bucket"
+        );
+        let rows: Vec<Finished> = on_db!(db, read, |pool, sql| {
+            sqlx::query_as(sql(select))
+                .bind(first_hour)
+                .bind(progress.hours)
+                .fetch_all(pool)
+                .await
+        })?;
+        finished.extend(rows);
+        (first_hour, progress.hours)
+    } else {
+        (from, from)
+    };
+    if from < progress.minutes {
         let select = format!(
             "select kind, outcome, bucket, {total} as count from job_stats
-              where minute >= ? and minute < ? group by kind, outcome, bucket"
+              where (minute >= ? and minute < ?) or (minute >= ? and minute < ?)
+              group by kind, outcome, bucket"
         );
         let rows: Vec<Finished> = on_db!(db, read, |pool, sql| {
             sqlx::query_as(sql(select))
                 .bind(from)
-                .bind(rolled)
+                .bind(head_end)
+                .bind(tail_start)
+                .bind(progress.minutes)
                 .fetch_all(pool)
                 .await
         })?;
@@ -134,7 +198,7 @@ pub async fn finished_since(db: &Db, from: i64, rolled: i64) -> Result<Vec<Finis
     );
     let rows: Vec<Finished> = on_db!(db, read, |pool, sql| {
         sqlx::query_as(sql(live))
-            .bind(from.max(rolled))
+            .bind(from.max(progress.minutes))
             .fetch_all(pool)
             .await
     })?;

@@ -88,10 +88,10 @@ pub async fn compute(db: &Db, now: i64) -> Result<Value, sqlx::Error> {
             .or_default() += n;
     }
 
-    let rolled = rollup::rolled_until(db).await?;
+    let progress = rollup::progress(db).await?;
     let mut windows = serde_json::Map::new();
     for (name, width) in WINDOWS {
-        windows.insert(name.to_string(), window(db, now, width, rolled).await?);
+        windows.insert(name.to_string(), window(db, now, width, progress).await?);
     }
     Ok(json!({
         "generated_at": rfc3339(now),
@@ -109,8 +109,13 @@ pub async fn compute(db: &Db, now: i64) -> Result<Value, sqlx::Error> {
 /// Deliveries that finished in the last `width`: how many succeeded and
 /// failed (per kind too), latency percentiles (enqueue to done) and
 /// throughput.
-async fn window(db: &Db, now: i64, width: Duration, rolled: i64) -> Result<Value, sqlx::Error> {
-    let finished = rollup::finished_since(db, now - width.as_millis() as i64, rolled).await?;
+async fn window(
+    db: &Db,
+    now: i64,
+    width: Duration,
+    progress: rollup::Progress,
+) -> Result<Value, sqlx::Error> {
+    let finished = rollup::finished_since(db, now - width.as_millis() as i64, progress).await?;
     let (mut succeeded, mut failed) = (0i64, 0i64);
     let mut latency: Vec<(i32, i64)> = Vec::new();
     let mut by_kind: BTreeMap<String, (i64, i64)> = BTreeMap::new();

@@ -14,6 +14,7 @@ use crate::{
 on_every_backend!(
     an_empty_database_gives_zeros_and_nulls,
     stats_follow_orders_placed_concurrently,
+    hours_minutes_and_live_counts_add_up_the_same,
     done_jobs_are_pruned_after_the_retention,
 );
 
@@ -144,6 +145,78 @@ async fn stats_follow_orders_placed_concurrently(backend: Backend) {
     assert!(count(&db, "select count(*) from job_stats").await > 0);
     let after = allot::stats::compute(&db, now + 120_000).await.unwrap();
     assert_eq!(before["windows"], after["windows"]);
+}
+
+/// A day of deliveries counted live, then from minutes and whole hours
+/// after one roll-up, then after a later one: every window gives the same
+/// figures, and the day counts exactly the attempts that finished in it.
+async fn hours_minutes_and_live_counts_add_up_the_same(backend: Backend) {
+    let world = World::new(backend, |_| {}).await;
+    let db = &world.db;
+    let now = allot::clock::now_ms();
+    let (minute, day) = (60_000, 86_400_000);
+    // One job every 13 minutes over 26 hours, some slow, every fifth dead.
+    let jobs: Vec<(i64, i64, &str)> = (0..120)
+        .map(|i| {
+            let finished = now - i * 13 * minute - 7_000;
+            let latency = [30, 300, 3_000, 40_000][i as usize % 4];
+            (finished, latency, if i % 5 == 0 { "dead" } else { "done" })
+        })
+        .collect();
+    let rows: Vec<String> = jobs
+        .iter()
+        .map(|(finished, latency, state)| {
+            let created = finished - latency;
+            format!(
+                "('merchant_webhook', '{{}}', '{state}', 1, 8, {created}, {created}, {finished}, {finished})"
+            )
+        })
+        .collect();
+    crate::helpers::execute(
+        db,
+        &format!(
+            "insert into jobs (kind, payload, state, attempts, max_attempts, run_at, created_at,
+                updated_at, finished_at) values {}",
+            rows.join(", ")
+        ),
+    )
+    .await;
+    crate::helpers::execute(
+        db,
+        "insert into job_attempts (job_id, attempt, worker, started_at, finished_at, outcome,
+            duration_ms)
+         select id, 1, 'test', created_at, finished_at, state, finished_at - created_at from jobs",
+    )
+    .await;
+    let from = (now - day) - (now - day).rem_euclid(minute);
+    let in_day = |state: &str| {
+        jobs.iter()
+            .filter(|(finished, _, s)| *finished >= from && *s == state)
+            .count() as i64
+    };
+
+    let live = allot::stats::compute(db, now).await.unwrap();
+    let deliveries = &live["windows"]["1d"]["deliveries"];
+    assert_eq!(deliveries["succeeded"], in_day("done"), "{deliveries}");
+    assert_eq!(deliveries["failed"], in_day("dead"), "{deliveries}");
+
+    let progress = allot::jobs::rollup::roll_up(db, now).await.unwrap();
+    assert!(progress.hours > now - 2 * 3_600_000 && progress.hours <= progress.minutes);
+    assert!(count(db, "select count(*) from job_stats_hourly").await >= 24);
+    let rolled = allot::stats::compute(db, now).await.unwrap();
+    assert_eq!(live["windows"], rolled["windows"]);
+
+    // Three hours on, the same attempts seen from later: rolled once more
+    // or not, the windows agree.
+    let later = now + 3 * 3_600_000;
+    let before = allot::stats::compute(db, later).await.unwrap();
+    allot::jobs::rollup::roll_up(db, later).await.unwrap();
+    let after = allot::stats::compute(db, later).await.unwrap();
+    assert_eq!(before["windows"], after["windows"]);
+    assert_ne!(
+        before["windows"]["1d"], live["windows"]["1d"],
+        "the day moved on"
+    );
 }
 
 async fn done_jobs_are_pruned_after_the_retention(backend: Backend) {

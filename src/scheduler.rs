@@ -157,10 +157,14 @@ const HOUSEKEEPING: Duration = Duration::from_secs(30);
 const PRUNE_BATCH: i64 = 1000;
 const PRUNE_BATCHES_PER_TICK: usize = 20;
 
-/// Rolls the finished minutes up into `job_stats` and prunes done jobs,
-/// attempt logs and merchant events older than `retention`.
+/// Rolls the finished minutes up into `job_stats`, prunes done jobs,
+/// attempt logs and merchant events older than `retention`, and on SQLite
+/// cuts the write-ahead log back.
 pub async fn keep_house(db: &Db, retention: Duration, now: i64) -> Result<u64, sqlx::Error> {
     jobs::rollup::roll_up(db, now).await?;
+    if !crate::db::checkpoint(db).await? {
+        tracing::debug!("readers held up the checkpoint of the write-ahead log; next time");
+    }
     let before = now - retention.as_millis() as i64;
     let mut pruned = 0;
     for _ in 0..PRUNE_BATCHES_PER_TICK {

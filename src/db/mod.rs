@@ -8,6 +8,7 @@
 mod notify;
 mod settings;
 mod sql;
+mod sqlite;
 
 use std::{str::FromStr, time::Duration};
 
@@ -17,7 +18,6 @@ use sqlx::{
     Sqlite, SqlitePool, Transaction,
     mysql::{MySqlConnectOptions, MySqlPoolOptions},
     postgres::{PgConnectOptions, PgPoolOptions},
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
 pub use notify::{listen, notify, notify_in};
@@ -26,6 +26,7 @@ pub use sql::{
     is_contention, is_unavailable, is_unique_violation, retry_on_contention, sql_as_is,
     sql_for_postgres,
 };
+pub use sqlite::checkpoint;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -80,7 +81,7 @@ impl Db {
         let max = settings.max_connections;
         let acquire = settings.acquire_timeout;
         let db = match backend {
-            Backend::Sqlite => connect_sqlite(url, max, acquire).await?,
+            Backend::Sqlite => sqlite::connect(url, max, acquire).await?,
             Backend::Postgres => {
                 let fail = cannot("connect to PostgreSQL");
                 let options = PgConnectOptions::from_str(url).map_err(&fail)?;
@@ -226,80 +227,6 @@ fn mysql_url(url: &str) -> String {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("mariadb") => format!("mysql://{rest}"),
         _ => url.to_string(),
     }
-}
-
-async fn connect_sqlite(url: &str, max: u32, acquire: Duration) -> anyhow::Result<Db> {
-    let parse_fail = cannot("open the SQLite database");
-    let options = SqliteConnectOptions::from_str(url).map_err(&parse_fail)?;
-    let path = options.get_filename().to_path_buf();
-    // SQLite says only "unable to open database file"; the file system
-    // says why (read-only, no such directory, permission denied).
-    let fail = move |error: sqlx::Error| match unwritable(&path) {
-        Some(why) => anyhow::anyhow!(
-            "cannot open the SQLite database (ALLOT_DATABASE_URL): {}: {why}",
-            path.display()
-        ),
-        None => parse_fail(error),
-    };
-    let options = options
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        // FULL: every commit is on disk before it returns. NORMAL would
-        // survive a process crash but could lose, on power loss, orders
-        // already answered 200 to the shop.
-        .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(Duration::from_secs(5))
-        .foreign_keys(true);
-    let writer = SqlitePoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(acquire.max(Duration::from_secs(30)))
-        // A statement that fails with "disk full" or an I/O error makes
-        // SQLite roll the transaction back by itself; sqlx's own ROLLBACK
-        // then fails and it goes on counting the transaction as open, so
-        // every later BEGIN on this connection would fail, until a restart.
-        // Such a connection is closed instead (the ping runs after the
-        // queued rollback), and the next write opens a fresh one.
-        .after_release(|conn, _| {
-            Box::pin(async move {
-                conn.ping().await?;
-                Ok(!conn.is_in_transaction())
-            })
-        })
-        .connect_with(options.clone())
-        .await
-        .map_err(&fail)?;
-    let reader = SqlitePoolOptions::new()
-        .max_connections(max)
-        .acquire_timeout(acquire)
-        .connect_with(options.read_only(true))
-        .await
-        .map_err(&fail)?;
-    Ok(Db::Sqlite { writer, reader })
-}
-
-/// Why the SQLite file at `path` (or, before it exists, its directory)
-/// cannot be written, if it cannot: allot must write to serve.
-fn unwritable(path: &std::path::Path) -> Option<std::io::Error> {
-    let opened = if path.exists() {
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map(drop)
-    } else {
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
-        probe_dir(dir)
-    };
-    opened.err()
-}
-
-/// Creates and removes a file in `dir`.
-fn probe_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    let probe = dir.join(format!(".allot-probe-{}", std::process::id()));
-    std::fs::File::create(&probe)?;
-    std::fs::remove_file(&probe)
 }
 
 /// An open write transaction on any backend: what a business change and the

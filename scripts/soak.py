@@ -87,11 +87,16 @@ host, port = addr.rsplit(":", 1)
 
 
 def rss_kib():
+    """VmRSS and its parts: anonymous memory (the heap: what could leak),
+    file pages (the binary's code, faulted in as code paths first run) and
+    shared memory (SQLite's write-ahead-log index)."""
+    parts = {}
     with open(f"/proc/{serve.pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                parts[name] = int(value.split()[0])
+    return parts
 
 
 counts, errors, lock = {}, {}, threading.Lock()
@@ -193,10 +198,19 @@ serve.wait(timeout=60)
 
 steady = [(t, r) for t, r in samples if t >= WARMUP]
 xs = [t / 60 for t, _ in steady]
-ys = [r for _, r in steady]
-mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / max(
-    1e-9, sum((x - mean_x) ** 2 for x in xs))
+mean_x = sum(xs) / len(xs)
+
+
+def slope_of(part):
+    """Least-squares slope, in KiB per minute, of one part of the RSS."""
+    ys = [r[part] for _, r in steady]
+    mean_y = sum(ys) / len(ys)
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / max(
+        1e-9, sum((x - mean_x) ** 2 for x in xs))
+
+
+ys = [r["VmRSS"] for _, r in steady]
+slope = slope_of("VmRSS")
 print(json.dumps({
     "backend": url.split(":")[0],
     "minutes": minutes, "threads": threads,
@@ -207,5 +221,9 @@ print(json.dumps({
     "slope_pct_of_start_per_min": round(100 * slope / ys[0], 3),
     "requests": counts, "requests_per_s": round(sum(counts.values()) / (time.time() - started), 1),
     "unexpected_answers": errors, "merchant_webhooks_received": received["n"],
-    "samples_kib": [r for _, r in samples],
+    "parts_start_end_slope_mib": {
+        part: [round(steady[0][1][part] / 1024, 1), round(steady[-1][1][part] / 1024, 1),
+               round(slope_of(part) / 1024, 3)]
+        for part in ("RssAnon", "RssFile", "RssShmem")},
+    "samples_kib": [r["VmRSS"] for _, r in samples],
 }))

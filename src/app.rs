@@ -139,7 +139,7 @@ impl Application {
             });
         }
 
-        let app = router(db.clone(), fulfilment, &settings, alarm, loops);
+        let app = router(db.clone(), fulfilment, &settings, alarm, loops, &tasks);
         tracing::info!(%addr, backend = db.backend().name(), "listening");
         http::serve(listener, app, settings.read_timeout, &shutdown, grace).await;
         tasks.close();
@@ -161,9 +161,10 @@ fn router(
     settings: &Settings,
     alarm: OutageAlarm,
     loops: Loops,
+    tasks: &TaskTracker,
 ) -> Router {
     let routes = Router::new()
-        .merge(coupons::router(db.clone()))
+        .merge(coupons::router(db.clone(), tasks.clone()))
         .merge(orders::routes::router(
             db.clone(),
             fulfilment.clone(),

@@ -16,7 +16,7 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Application, app, config::Settings, db::Db, telemetry};
+use crate::{Application, app, bench, config::Settings, db::Db, telemetry};
 use coupons::CouponsCommand;
 use endpoints::EndpointsCommand;
 use jobs::{JobsCommand, MailCommand};
@@ -59,6 +59,27 @@ enum Command {
     Ctl {
         #[command(subcommand)]
         command: Option<ctl::CtlCommand>,
+    },
+    /// Load-test a server and verify what it did (starts one on
+    /// ALLOT_DATABASE_URL unless --url names a running one).
+    Bench {
+        #[arg(value_enum)]
+        scenario: bench::Scenario,
+        /// Base URL of a running server, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        url: Option<String>,
+        /// Concurrent connections, each sending one request after another.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// How long to send, e.g. 10s or 1m.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Also measure GET /healthz first, for as long, and print the ratio.
+        #[arg(long)]
+        healthz: bool,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -123,6 +144,26 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 None => console::run(db, &settings).await,
             })
             .await
+        }
+        Command::Bench {
+            scenario,
+            url,
+            connections,
+            duration,
+            healthz,
+            json,
+        } => {
+            let options = bench::Options {
+                scenario,
+                url,
+                connections,
+                duration,
+                healthz,
+            };
+            let report = bench::run(settings, options).await?;
+            bench::print(&report, json)?;
+            anyhow::ensure!(report.verified, "verification failed");
+            Ok(())
         }
         Command::Mail(MailCommand::Test { address }) => {
             with_db(&settings, async |db| {

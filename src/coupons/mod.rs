@@ -5,6 +5,8 @@
 //!   the HTTP routes and the CLI share;
 //! - `store`: its SQL (one text for every backend but the row lock) and the
 //!   one claim algorithm;
+//! - `combiner`: group commit, many concurrent claims on a coupon in one
+//!   transaction;
 //! - `routes`: the HTTP contract.
 //!
 //! Atomicity never depends on this process: the coupon row lock (or SQLite's
@@ -14,8 +16,11 @@
 //! Owns the `coupons` and `coupon_claims` tables; imports plumbing only, and
 //! nothing imports it but `app` and `cli`.
 
+mod combiner;
 mod routes;
 mod store;
+
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -24,6 +29,7 @@ use crate::{
     text::BoundedText,
 };
 
+pub use combiner::{Combiner, MAX_BATCH};
 pub use routes::router;
 
 /// A coupon name that is safe to store and compare on every backend.
@@ -105,8 +111,17 @@ pub enum CouponError {
     AlreadyClaimed,
     #[error("this coupon has no units left")]
     OutOfStock,
-    #[error("database error")]
-    Database(#[from] sqlx::Error),
+    /// Shared: one failed batch answers each of its claims with it.
+    #[error("database error: {0}")]
+    Database(Arc<sqlx::Error>),
+    #[error("the claim was interrupted before it was decided")]
+    Interrupted,
+}
+
+impl From<sqlx::Error> for CouponError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Database(Arc::new(error))
+    }
 }
 
 pub async fn create(db: &Db, name: &CouponName, amount: Amount) -> Result<Coupon, CouponError> {
@@ -126,21 +141,21 @@ pub async fn show(db: &Db, name: &CouponName) -> Result<Coupon, CouponError> {
     store::find(db, name).await?.ok_or(CouponError::NotFound)
 }
 
-/// Claims one unit for `user`. Already-claimed is decided before stock, so a
-/// user who holds a unit hears "already claimed" even after a sell-out.
-pub async fn claim(db: &Db, name: &CouponName, user: &UserId) -> Result<(), CouponError> {
-    let result = match store::claim_batch(db, name, std::slice::from_ref(user)).await {
-        Ok(Some(outcomes)) => match outcomes.first() {
-            Some(ClaimOutcome::Granted) => Ok(()),
-            Some(ClaimOutcome::AlreadyClaimed) => Err(CouponError::AlreadyClaimed),
-            Some(ClaimOutcome::OutOfStock) => Err(CouponError::OutOfStock),
-            None => unreachable!("claim_batch answers once per user"),
-        },
-        Ok(None) => Err(CouponError::NotFound),
+/// Claims one unit for `user`, in one transaction with the other claims on
+/// the coupon in flight in this process (see [`Combiner`]). Already-claimed
+/// is decided before stock, so a user who holds a unit hears "already
+/// claimed" even after a sell-out.
+pub async fn claim(claims: &Combiner, name: &CouponName, user: &UserId) -> Result<(), CouponError> {
+    let result = match claims.claim(name, user).await {
+        Ok(ClaimOutcome::Granted) => Ok(()),
+        Ok(ClaimOutcome::AlreadyClaimed) => Err(CouponError::AlreadyClaimed),
+        Ok(ClaimOutcome::OutOfStock) => Err(CouponError::OutOfStock),
         // The row lock makes this unreachable; the UNIQUE constraint is the
         // last line of defence and still means "already claimed".
-        Err(e) if is_unique_violation(&e) => Err(CouponError::AlreadyClaimed),
-        Err(e) => Err(e.into()),
+        Err(CouponError::Database(e)) if is_unique_violation(&e) => {
+            Err(CouponError::AlreadyClaimed)
+        }
+        Err(e) => Err(e),
     };
     let outcome = match &result {
         Ok(()) => "granted",

@@ -8,21 +8,24 @@ use axum::{
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
+use tokio_util::task::TaskTracker;
 
-use super::{Amount, Coupon, CouponError, CouponName, UserId};
+use super::{Amount, Combiner, Coupon, CouponError, CouponName, UserId};
 use crate::{
     db::Db,
     http::{ApiError, ApiJson},
 };
 
-pub fn router(db: Db) -> Router {
+/// One [`Combiner`] per router: claims of this process on a coupon share
+/// its transactions.
+pub fn router(db: Db, tasks: TaskTracker) -> Router {
     Router::new()
         .route("/api/coupons", post(create))
         // The static segment wins over `{name}`, so GET on it must still show
         // the coupon that happens to be named "claim".
         .route("/api/coupons/claim", post(claim).get(show_named_claim))
         .route("/api/coupons/{name}", get(show))
-        .with_state(db)
+        .with_state(Combiner::new(db, tasks))
 }
 
 impl From<CouponError> for ApiError {
@@ -40,7 +43,13 @@ impl From<CouponError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "already_claimed", message)
             }
             CouponError::OutOfStock => Self::new(StatusCode::CONFLICT, "out_of_stock", message),
-            CouponError::Database(e) => e.into(),
+            CouponError::Database(e) => e.as_ref().into(),
+            CouponError::Interrupted => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "interrupted",
+                "the claim was interrupted; nothing was changed, try again",
+            )
+            .retry_after(1),
         }
     }
 }
@@ -52,12 +61,12 @@ struct CreateCoupon {
 }
 
 async fn create(
-    State(db): State<Db>,
+    State(claims): State<Combiner>,
     ApiJson(body): ApiJson<CreateCoupon>,
 ) -> Result<(StatusCode, Json<Coupon>), ApiError> {
     let name = CouponName::parse(body.name)?;
     let amount = Amount::parse(body.amount)?;
-    let coupon = super::create(&db, &name, amount).await?;
+    let coupon = super::create(claims.db(), &name, amount).await?;
     Ok((StatusCode::CREATED, Json(coupon)))
 }
 
@@ -75,12 +84,12 @@ struct Claimed {
 }
 
 async fn claim(
-    State(db): State<Db>,
+    State(claims): State<Combiner>,
     ApiJson(body): ApiJson<ClaimCoupon>,
 ) -> Result<Json<Claimed>, ApiError> {
     let user = UserId::parse(body.user_id)?;
     let name = CouponName::parse(body.coupon_name).map_err(|e| rename_field(e, "coupon_name"))?;
-    super::claim(&db, &name, &user).await?;
+    super::claim(&claims, &name, &user).await?;
     Ok(Json(Claimed {
         status: "claimed",
         coupon_name: name.as_str().to_string(),
@@ -96,12 +105,15 @@ fn rename_field(error: CouponError, field: &str) -> CouponError {
     }
 }
 
-async fn show(State(db): State<Db>, Path(name): Path<String>) -> Result<Json<Coupon>, ApiError> {
+async fn show(
+    State(claims): State<Combiner>,
+    Path(name): Path<String>,
+) -> Result<Json<Coupon>, ApiError> {
     // A name that could never have been created cannot exist.
     let name = CouponName::parse(name).map_err(|_| CouponError::NotFound)?;
-    Ok(Json(super::show(&db, &name).await?))
+    Ok(Json(super::show(claims.db(), &name).await?))
 }
 
-async fn show_named_claim(state: State<Db>) -> Result<Json<Coupon>, ApiError> {
+async fn show_named_claim(state: State<Combiner>) -> Result<Json<Coupon>, ApiError> {
     show(state, Path("claim".to_string())).await
 }

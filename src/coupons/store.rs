@@ -6,6 +6,8 @@
 
 use std::collections::HashSet;
 
+use sqlx::QueryBuilder;
+
 use super::{Amount, ClaimOutcome, Coupon, CouponName, UserId};
 use crate::{
     db::{Backend, Db, Tx},
@@ -49,10 +51,12 @@ pub(super) async fn find(db: &Db, name: &CouponName) -> Result<Option<Coupon>, s
     }))
 }
 
-/// Decides and records the claims of `users` on one coupon in ONE transaction,
-/// in order; `None` when the coupon does not exist. Today each HTTP claim is a
-/// batch of one; the batch shape is what lets many claims on a hot coupon share
-/// one lock and one commit later.
+/// Decides and records the claims of `users` on one coupon in ONE
+/// transaction, in order, with exactly the outcomes the same claims would get
+/// one by one (a user twice in the list: granted, then already claimed);
+/// `None` when the coupon does not exist. Four statements and one commit
+/// whatever the number of users: lock the coupon, find who of them already
+/// holds a unit, insert the new claims, take the stock.
 pub(super) async fn claim_batch(
     db: &Db,
     coupon: &CouponName,
@@ -64,23 +68,25 @@ pub(super) async fn claim_batch(
     let Some(mut remaining) = lock_coupon(&mut tx, coupon).await? else {
         return Ok(None);
     };
-    let mut granted_now = HashSet::new();
+    let mut holders = claimed_among(&mut tx, coupon, users).await?;
+    let mut granted = Vec::new();
     let mut outcomes = Vec::with_capacity(users.len());
     for user in users {
-        let outcome = if granted_now.contains(user) || has_claimed(&mut tx, coupon, user).await? {
+        let outcome = if holders.contains(user.as_str()) {
             ClaimOutcome::AlreadyClaimed
         } else if remaining == 0 {
             ClaimOutcome::OutOfStock
         } else {
-            insert_claim(&mut tx, coupon, user).await?;
-            granted_now.insert(user);
+            holders.insert(user.as_str().to_string());
+            granted.push(user.as_str());
             remaining -= 1;
             ClaimOutcome::Granted
         };
         outcomes.push(outcome);
     }
-    if !granted_now.is_empty() {
-        take(&mut tx, coupon, granted_now.len() as i64).await?;
+    if !granted.is_empty() {
+        insert_claims(&mut tx, coupon, &granted).await?;
+        take(&mut tx, coupon, granted.len() as i64).await?;
         tx.commit().await?;
     }
     Ok(Some(outcomes))
@@ -106,29 +112,35 @@ async fn lock_coupon(tx: &mut Tx, coupon: &str) -> Result<Option<i64>, sqlx::Err
     })
 }
 
-async fn has_claimed(tx: &mut Tx, coupon: &str, user: &UserId) -> Result<bool, sqlx::Error> {
-    let claims: i64 = on_tx!(tx, |conn, sql| {
-        sqlx::query_scalar(sql(
-            "select count(*) from coupon_claims where coupon_name = ? and user_id = ?",
-        ))
-        .bind(coupon)
-        .bind(user.as_str())
-        .fetch_one(conn)
-        .await
+/// Which of `users` already hold a unit of the coupon.
+async fn claimed_among(
+    tx: &mut Tx,
+    coupon: &str,
+    users: &[UserId],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let found: Vec<String> = on_tx!(tx, |conn, _sql| {
+        let mut select =
+            QueryBuilder::new("select user_id from coupon_claims where coupon_name = ");
+        select.push_bind(coupon).push(" and user_id in (");
+        let mut list = select.separated(", ");
+        for user in users {
+            list.push_bind(user.as_str());
+        }
+        select.push(")");
+        select.build_query_scalar().fetch_all(conn).await
     })?;
-    Ok(claims > 0)
+    Ok(found.into_iter().collect())
 }
 
-async fn insert_claim(tx: &mut Tx, coupon: &str, user: &UserId) -> Result<(), sqlx::Error> {
-    on_tx!(tx, |conn, sql| {
-        sqlx::query(sql(
-            "insert into coupon_claims (coupon_name, user_id) values (?, ?)",
-        ))
-        .bind(coupon)
-        .bind(user.as_str())
-        .execute(conn)
-        .await
-        .map(drop)
+/// One multi-row insert; ids follow the list, so `claimed_by` keeps the
+/// order in which the claims were decided.
+async fn insert_claims(tx: &mut Tx, coupon: &str, users: &[&str]) -> Result<(), sqlx::Error> {
+    on_tx!(tx, |conn, _sql| {
+        let mut insert = QueryBuilder::new("insert into coupon_claims (coupon_name, user_id) ");
+        insert.push_values(users, |mut row, user| {
+            row.push_bind(coupon).push_bind(*user);
+        });
+        insert.build().execute(conn).await.map(drop)
     })
 }
 

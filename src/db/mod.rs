@@ -80,6 +80,12 @@ impl Db {
         let backend = Backend::from_url(url).context("ALLOT_DATABASE_URL: unsupported scheme")?;
         let max = settings.max_connections;
         let acquire = settings.acquire_timeout;
+        // The pools do not ping a connection before handing it out: that is
+        // a round trip on every transaction. A connection the server ended
+        // (failover, restart) fails its first statement with an I/O error,
+        // which answers 503 with Retry-After (`is_unavailable`) and which
+        // sqlx's check on release then drops from the pool; background loops
+        // try again on their next turn.
         let db = match backend {
             Backend::Sqlite => sqlite::connect(url, max, acquire).await?,
             Backend::Postgres => {
@@ -90,6 +96,7 @@ impl Db {
                     PgPoolOptions::new()
                         .max_connections(max)
                         .acquire_timeout(acquire)
+                        .test_before_acquire(false)
                         .connect_with(options)
                         .await
                         .map_err(&fail)?,
@@ -103,6 +110,7 @@ impl Db {
                     MySqlPoolOptions::new()
                         .max_connections(max)
                         .acquire_timeout(acquire)
+                        .test_before_acquire(false)
                         // Each statement must see rows committed by the transaction
                         // that held a lock before us; REPEATABLE READ would show an
                         // older snapshot to plain reads that follow a locking read.

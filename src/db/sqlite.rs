@@ -47,6 +47,8 @@ pub(super) async fn connect(url: &str, max: u32, acquire: Duration) -> anyhow::R
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
         .acquire_timeout(acquire.max(Duration::from_secs(30)))
+        // In-process: no server can end the connection.
+        .test_before_acquire(false)
         // A statement that fails with "disk full" or an I/O error makes
         // SQLite roll the transaction back by itself; sqlx's own ROLLBACK
         // then fails and it goes on counting the transaction as open, so
@@ -65,6 +67,7 @@ pub(super) async fn connect(url: &str, max: u32, acquire: Duration) -> anyhow::R
     let reader = SqlitePoolOptions::new()
         .max_connections(max)
         .acquire_timeout(acquire)
+        .test_before_acquire(false)
         .connect_with(
             options
                 .read_only(true)

@@ -51,7 +51,14 @@ impl ApiError {
 /// `Retry-After`: nothing was committed, and trying again will work.
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        if crate::db::is_contention(&error) {
+        Self::from(&error)
+    }
+}
+
+/// The same, for an error that several requests share (a failed batch).
+impl From<&sqlx::Error> for ApiError {
+    fn from(error: &sqlx::Error) -> Self {
+        if crate::db::is_contention(error) {
             tracing::warn!(error = %error, "database lock contention");
             return Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -60,7 +67,7 @@ impl From<sqlx::Error> for ApiError {
             )
             .retry_after(1);
         }
-        if crate::db::is_unavailable(&error) {
+        if crate::db::is_unavailable(error) {
             tracing::error!(error = %error, "database unavailable");
             let mut unavailable = Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -11,6 +11,7 @@ on_every_backend!(
     coupons_can_be_created_and_shown_from_the_command_line,
     migrate_is_repeatable,
     dead_letters_are_listed_explained_and_redriven_from_the_command_line,
+    bench_starts_a_server_loads_it_and_verifies_what_it_did,
 );
 
 fn allot(dir: &std::path::Path, db: &TestDb, args: &[&str]) -> Output {
@@ -293,4 +294,41 @@ fn an_unreachable_database_is_explained_once() {
         assert_eq!(stderr.matches(cause).count(), 1, "{cause:?} once: {stderr}");
         assert!(!stderr.contains(" at line "), "{stderr}");
     }
+}
+
+/// `allot bench` on a server it starts: the JSON report names the scenario,
+/// counts answers, and the database agrees with them.
+async fn bench_starts_a_server_loads_it_and_verifies_what_it_did(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    for scenario in ["claims", "orders"] {
+        let out = allot(
+            dir.path(),
+            &db,
+            &[
+                "bench",
+                scenario,
+                "--duration",
+                "1s",
+                "--connections",
+                "4",
+                "--json",
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["scenario"], scenario, "{report}");
+        assert_eq!(report["verified"], true, "{report}");
+        assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
+        assert!(report["ops_per_s"].as_f64().unwrap() > 0.0, "{report}");
+        assert!(report["p50_ms"].as_f64().unwrap() <= report["p99_ms"].as_f64().unwrap());
+        assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    }
+    let out = allot(dir.path(), &db, &["bench", "jobs", "--duration", "1s"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("not built yet"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -11,6 +11,7 @@ mod helpers;
 mod abuse;
 mod architecture;
 mod background;
+mod claim_batches;
 mod cli;
 mod control;
 mod coupon_contract;

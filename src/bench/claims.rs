@@ -1,0 +1,88 @@
+//! `allot bench claims`: new users claiming one hot coupon, as fast as
+//! they can. Verified afterwards: every 200 is a claim row, no user holds
+//! two, and stock plus claims is the coupon's amount.
+
+use std::collections::HashSet;
+
+use indicatif::ProgressBar;
+use serde_json::json;
+
+use super::{Options, Target, load};
+use crate::coupons::{self, Amount, CouponName};
+
+/// Large enough that the run never sells out: the figure is granted
+/// claims per second.
+const STOCK: i64 = 1_000_000_000;
+
+pub(super) async fn run(
+    target: &Target,
+    options: &Options,
+    progress: &ProgressBar,
+) -> anyhow::Result<(load::Tally, Result<Vec<String>, Vec<String>>)> {
+    let run = super::run_id();
+    let name = CouponName::parse(format!("bench-{run}"))?;
+    coupons::create(&target.db, &name, Amount::parse(STOCK)?).await?;
+    let url = format!("{}/api/coupons/claim", target.base);
+    let coupon = name.as_str().to_string();
+    let tally = load::drive(
+        options.connections,
+        options.duration,
+        progress,
+        move |connection, sequence, client| {
+            let body =
+                json!({ "user_id": format!("u{connection}-{sequence}"), "coupon_name": coupon });
+            let url = url.clone();
+            async move {
+                match client.post(&url).json(&body).send().await {
+                    Ok(r) if r.status() == 200 => Ok(()),
+                    other => Err(load::error_kind(other).await),
+                }
+            }
+        },
+    )
+    .await?;
+    let checks = verify(target, &name, &tally).await?;
+    Ok((tally, checks))
+}
+
+async fn verify(
+    target: &Target,
+    name: &CouponName,
+    tally: &load::Tally,
+) -> anyhow::Result<Result<Vec<String>, Vec<String>>> {
+    let coupon = coupons::show(&target.db, name).await?;
+    let claims = coupon.claimed_by.len() as u64;
+    let holders: HashSet<&String> = coupon.claimed_by.iter().collect();
+    // A request that timed out or lost its connection may have committed.
+    let unanswered: u64 = tally
+        .errors
+        .iter()
+        .filter(|(kind, _)| matches!(kind.as_str(), "timeout" | "connection"))
+        .map(|(_, n)| n)
+        .sum();
+    let mut checks = Vec::new();
+    let mut problems = Vec::new();
+    let mut check = |ok: bool, what: String| match ok {
+        true => checks.push(what),
+        false => problems.push(what),
+    };
+    check(
+        (tally.ok()..=tally.ok() + unanswered).contains(&claims),
+        format!("{claims} claim rows for {} granted answers", tally.ok()),
+    );
+    check(
+        holders.len() as u64 == claims,
+        format!("{} distinct holders of {claims} claims", holders.len()),
+    );
+    check(
+        coupon.remaining_amount + claims as i64 == coupon.amount,
+        format!(
+            "{} left + {claims} claimed = {} (the amount)",
+            coupon.remaining_amount, coupon.amount
+        ),
+    );
+    Ok(match problems.is_empty() {
+        true => Ok(checks),
+        false => Err(problems),
+    })
+}

@@ -1,0 +1,254 @@
+//! `allot bench`: a load generator and verifier, like `pgbench`. It drives
+//! a running server (`--url`) or one it starts in this process on
+//! `ALLOT_DATABASE_URL`, for a while from N connections, then checks in the
+//! database that what the server acknowledged is what it did.
+//!
+//! - `load`: the connections, latencies and error counts;
+//! - `claims`, `orders`: what each scenario sends and verifies.
+//!
+//! Top of the module graph beside `cli`: it uses the application as a
+//! user would, and nothing imports it but `cli`.
+
+mod claims;
+mod load;
+mod orders;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Application,
+    config::{MailTransport, Settings},
+    db::Db,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Coupon claims by new users on one hot coupon.
+    Claims,
+    /// Webhook orders (new order ids) for one SKU: key vended, email queued.
+    Orders,
+    /// No-op jobs drained through the workers.
+    Jobs,
+    /// Claims and orders at once.
+    Mixed,
+}
+
+pub struct Options {
+    pub scenario: Scenario,
+    /// A running server; without it one is started in this process.
+    pub url: Option<String>,
+    pub connections: usize,
+    pub duration: Duration,
+    /// Also measure `GET /healthz` of the same server, as the reference.
+    pub healthz: bool,
+}
+
+/// What `--json` prints.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub scenario: &'static str,
+    pub backend: &'static str,
+    pub connections: usize,
+    pub duration_s: f64,
+    pub ops: u64,
+    pub ops_per_s: f64,
+    pub p50_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    pub errors: BTreeMap<String, u64>,
+    pub verified: bool,
+    /// What was checked, or what was found wrong.
+    pub checks: Vec<String>,
+    pub healthz_ops_per_s: Option<f64>,
+    pub ratio_to_healthz: Option<f64>,
+}
+
+/// The server under load and the database behind it.
+struct Target {
+    base: String,
+    db: Db,
+    webhook_token: String,
+    server: Option<(
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    )>,
+    _mail: Option<tempfile::TempDir>,
+}
+
+pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<Report> {
+    let scenario = match options.scenario {
+        Scenario::Claims => "claims",
+        Scenario::Orders => "orders",
+        Scenario::Jobs | Scenario::Mixed => {
+            anyhow::bail!("this scenario is not built yet; claims and orders are")
+        }
+    };
+    anyhow::ensure!(options.connections > 0, "--connections must be at least 1");
+    let target = Target::start(&mut settings, options.url.as_deref()).await?;
+    let progress = progress_bar(options.duration, scenario);
+    let healthz = match options.healthz {
+        true => Some(healthz(&target, &options, &progress).await?),
+        false => None,
+    };
+    progress.set_message(scenario);
+    let (tally, checks) = match options.scenario {
+        Scenario::Claims => claims::run(&target, &options, &progress).await?,
+        _ => orders::run(&target, &options, &progress).await?,
+    };
+    progress.finish_and_clear();
+    let backend = target.db.backend().name();
+    target.stop().await;
+    let ops_per_s = tally.ops_per_s();
+    Ok(Report {
+        scenario,
+        backend,
+        connections: options.connections,
+        duration_s: tally.elapsed.as_secs_f64(),
+        ops: tally.ok(),
+        ops_per_s,
+        p50_ms: tally.quantile_ms(0.5),
+        p90_ms: tally.quantile_ms(0.9),
+        p99_ms: tally.quantile_ms(0.99),
+        max_ms: tally.quantile_ms(1.0),
+        verified: checks.is_ok(),
+        checks: checks.unwrap_or_else(|problems| problems),
+        errors: tally.errors,
+        healthz_ops_per_s: healthz,
+        ratio_to_healthz: healthz.map(|h| ops_per_s / h),
+    })
+}
+
+impl Target {
+    async fn start(settings: &mut Settings, url: Option<&str>) -> anyhow::Result<Self> {
+        let db = Db::open(&settings.database).await?;
+        let token = settings
+            .intake
+            .webhook_token
+            .as_ref()
+            .map(|t| t.expose().to_string());
+        if let Some(url) = url {
+            return Ok(Self {
+                base: url.trim_end_matches('/').to_string(),
+                db,
+                webhook_token: token.unwrap_or_default(),
+                server: None,
+                _mail: None,
+            });
+        }
+        let mail = tempfile::tempdir().context("a directory for the bench's mail")?;
+        let token = token.unwrap_or_else(|| format!("bench-{}", rand::random::<u64>()));
+        settings.listen = "127.0.0.1:0".into();
+        settings.mail.transport = MailTransport::File {
+            dir: mail.path().to_path_buf(),
+        };
+        settings.intake.webhook_token = Some(token.clone().into());
+        let app = Application::build(settings.clone()).await?;
+        let base = format!("http://{}", app.local_addr());
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        Ok(Self {
+            base,
+            db,
+            webhook_token: token,
+            server: Some((shutdown, server)),
+            _mail: Some(mail),
+        })
+    }
+
+    async fn stop(self) {
+        if let Some((shutdown, server)) = self.server {
+            shutdown.cancel();
+            let _ = server.await;
+        }
+        self.db.close().await;
+    }
+}
+
+fn progress_bar(duration: Duration, scenario: &str) -> ProgressBar {
+    let progress = ProgressBar::new_spinner();
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} {msg}: {pos} requests, {per_sec} [{elapsed}]")
+    {
+        progress.set_style(style);
+    }
+    progress.set_message(scenario.to_string());
+    progress.enable_steady_tick(duration.min(Duration::from_millis(200)));
+    progress
+}
+
+/// Requests per second of `GET /healthz` on the same server, for as long
+/// as the scenario will run: the reference its figure is a ratio to.
+async fn healthz(
+    target: &Target,
+    options: &Options,
+    progress: &ProgressBar,
+) -> anyhow::Result<f64> {
+    progress.set_message("healthz");
+    let url = format!("{}/healthz", target.base);
+    let tally = load::drive(
+        options.connections,
+        options.duration,
+        progress,
+        move |_, _, client| {
+            let url = url.clone();
+            async move {
+                let response = client.get(&url).send().await;
+                match response {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    other => Err(load::error_kind(other).await),
+                }
+            }
+        },
+    )
+    .await?;
+    progress.set_position(0);
+    Ok(tally.ops_per_s())
+}
+
+/// A name no earlier run used: runs against one database do not mix.
+fn run_id() -> String {
+    format!("{:x}", chrono::Utc::now().timestamp_millis())
+}
+
+/// Prints the report as a short table, or as one JSON object.
+pub fn print(report: &Report, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+        return Ok(());
+    }
+    let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1} ms"));
+    println!(
+        "{} on {}, {} connections, {:.1} s",
+        report.scenario, report.backend, report.connections, report.duration_s
+    );
+    println!("  {:.0} ops/s ({} ok)", report.ops_per_s, report.ops);
+    if let (Some(h), Some(r)) = (report.healthz_ops_per_s, report.ratio_to_healthz) {
+        println!("  /healthz {h:.0} req/s; ratio {r:.3}");
+    }
+    println!(
+        "  latency p50 {}, p90 {}, p99 {}, max {}",
+        ms(report.p50_ms),
+        ms(report.p90_ms),
+        ms(report.p99_ms),
+        ms(report.max_ms)
+    );
+    for (kind, n) in &report.errors {
+        println!("  error {kind}: {n}");
+    }
+    let verdict = if report.verified {
+        "verified"
+    } else {
+        "NOT VERIFIED"
+    };
+    println!("  {verdict}:");
+    for check in &report.checks {
+        println!("    {check}");
+    }
+    Ok(())
+}

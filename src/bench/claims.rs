@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use indicatif::ProgressBar;
 use serde_json::json;
 
-use super::{Options, Target, load};
+use super::{Checks, Options, Target, Verdict, load};
 use crate::coupons::{self, Amount, CouponName};
 
 /// Large enough that the run never sells out: the figure is granted
@@ -18,7 +18,7 @@ pub(super) async fn run(
     target: &Target,
     options: &Options,
     progress: &ProgressBar,
-) -> anyhow::Result<(load::Tally, Result<Vec<String>, Vec<String>>)> {
+) -> anyhow::Result<(load::Tally, Verdict)> {
     let run = super::run_id();
     let name = CouponName::parse(format!("bench-{run}"))?;
     coupons::create(&target.db, &name, Amount::parse(STOCK)?).await?;
@@ -49,40 +49,26 @@ async fn verify(
     target: &Target,
     name: &CouponName,
     tally: &load::Tally,
-) -> anyhow::Result<Result<Vec<String>, Vec<String>>> {
+) -> anyhow::Result<Verdict> {
     let coupon = coupons::show(&target.db, name).await?;
     let claims = coupon.claimed_by.len() as u64;
     let holders: HashSet<&String> = coupon.claimed_by.iter().collect();
-    // A request that timed out or lost its connection may have committed.
-    let unanswered: u64 = tally
-        .errors
-        .iter()
-        .filter(|(kind, _)| matches!(kind.as_str(), "timeout" | "connection"))
-        .map(|(_, n)| n)
-        .sum();
-    let mut checks = Vec::new();
-    let mut problems = Vec::new();
-    let mut check = |ok: bool, what: String| match ok {
-        true => checks.push(what),
-        false => problems.push(what),
-    };
-    check(
+    let unanswered = tally.unanswered();
+    let mut checks = Checks::default();
+    checks.check(
         (tally.ok()..=tally.ok() + unanswered).contains(&claims),
         format!("{claims} claim rows for {} granted answers", tally.ok()),
     );
-    check(
+    checks.check(
         holders.len() as u64 == claims,
         format!("{} distinct holders of {claims} claims", holders.len()),
     );
-    check(
+    checks.check(
         coupon.remaining_amount + claims as i64 == coupon.amount,
         format!(
             "{} left + {claims} claimed = {} (the amount)",
             coupon.remaining_amount, coupon.amount
         ),
     );
-    Ok(match problems.is_empty() {
-        true => Ok(checks),
-        false => Err(problems),
-    })
+    Ok(checks.verdict())
 }

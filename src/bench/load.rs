@@ -27,6 +27,16 @@ impl Tally {
         self.latencies_us.len() as u64
     }
 
+    /// Requests that timed out or lost their connection: each may or may
+    /// not have been done.
+    pub fn unanswered(&self) -> u64 {
+        self.errors
+            .iter()
+            .filter(|(kind, _)| matches!(kind.as_str(), "timeout" | "connection"))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     pub fn ops_per_s(&self) -> f64 {
         self.ok() as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }

@@ -211,6 +211,32 @@ async fn healthz(
     Ok(tally.ops_per_s())
 }
 
+/// What a scenario checked afterwards: `Ok` with what held, or `Err` with
+/// what did not.
+type Verdict = Result<Vec<String>, Vec<String>>;
+
+#[derive(Default)]
+struct Checks {
+    held: Vec<String>,
+    broken: Vec<String>,
+}
+
+impl Checks {
+    fn check(&mut self, ok: bool, what: String) {
+        match ok {
+            true => self.held.push(what),
+            false => self.broken.push(what),
+        }
+    }
+
+    fn verdict(self) -> Verdict {
+        match self.broken.is_empty() {
+            true => Ok(self.held),
+            false => Err(self.broken),
+        }
+    }
+}
+
 /// A name no earlier run used: runs against one database do not mix.
 fn run_id() -> String {
     format!("{:x}", chrono::Utc::now().timestamp_millis())

@@ -7,7 +7,7 @@
 use indicatif::ProgressBar;
 use serde_json::json;
 
-use super::{Options, Target, load};
+use super::{Checks, Options, Target, Verdict, load};
 use crate::{db::Db, keys, on_db};
 
 /// Keys imported per second of the run, more than any backend sells;
@@ -18,7 +18,7 @@ pub(super) async fn run(
     target: &Target,
     options: &Options,
     progress: &ProgressBar,
-) -> anyhow::Result<(load::Tally, Result<Vec<String>, Vec<String>>)> {
+) -> anyhow::Result<(load::Tally, Verdict)> {
     anyhow::ensure!(
         !target.webhook_token.is_empty(),
         "the orders scenario against --url needs ALLOT_WEBHOOK_TOKEN, the server's webhook token"
@@ -79,7 +79,7 @@ async fn verify(
     sku: &keys::Sku,
     orders_like: &str,
     tally: &load::Tally,
-) -> anyhow::Result<Result<Vec<String>, Vec<String>>> {
+) -> anyhow::Result<Verdict> {
     let rows: Vec<StateRow> = on_db!(db, read, |pool, sql| {
         sqlx::query_as(sql("select state, count(*), count(license_key_id),
                     count(distinct license_key_id), count(email_job_id)
@@ -102,20 +102,10 @@ async fn verify(
         .filter(|r| r.0 != "fulfilled" && r.0 != "awaiting_stock")
         .map(|r| r.1)
         .sum();
-    let unanswered: u64 = tally
-        .errors
-        .iter()
-        .filter(|(kind, _)| matches!(kind.as_str(), "timeout" | "connection"))
-        .map(|(_, n)| n)
-        .sum();
+    let unanswered = tally.unanswered();
     let placed = (fulfilled.1 + waiting) as u64;
-    let mut checks = Vec::new();
-    let mut problems = Vec::new();
-    let mut check = |ok: bool, what: String| match ok {
-        true => checks.push(what),
-        false => problems.push(what),
-    };
-    check(
+    let mut checks = Checks::default();
+    checks.check(
         (tally.ok()..=tally.ok() + unanswered).contains(&placed) && others == 0,
         format!(
             "{} acknowledged orders: {} fulfilled, {waiting} waiting for stock, {others} otherwise",
@@ -123,19 +113,16 @@ async fn verify(
             fulfilled.1
         ),
     );
-    check(
+    checks.check(
         fulfilled.1 == fulfilled.2 && fulfilled.2 == fulfilled.3 && fulfilled.1 == fulfilled.4,
         format!(
             "{} fulfilled orders hold {} keys ({} distinct) and {} email jobs",
             fulfilled.1, fulfilled.2, fulfilled.3, fulfilled.4
         ),
     );
-    check(
+    checks.check(
         assigned == fulfilled.1,
         format!("{assigned} keys of the SKU assigned, one per fulfilled order"),
     );
-    Ok(match problems.is_empty() {
-        true => Ok(checks),
-        false => Err(problems),
-    })
+    Ok(checks.verdict())
 }

@@ -23,8 +23,8 @@ fn main() -> ExitCode {
 /// resident set climb for minutes under steady load (a soak on SQLite:
 /// +3.7 % of the start per minute over four minutes with the default,
 /// +1.2 % with two arenas, at the same throughput). One arena per core
-/// keeps allocation parallel and memory flat. Must run before any thread
-/// starts, hence before the runtime.
+/// keeps allocation parallel and bounds what the arenas hold. Must run
+/// before any thread starts, hence before the runtime.
 fn bound_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -305,7 +305,6 @@ fn sku_map(
     Ok(map)
 }
 
-/// A secret setting: blank is unset.
 /// Connections per pool when `ALLOT_DATABASE_MAX_CONNECTIONS` is unset. On
 /// SQLite they are the readers, each a thread of this process on its cores
 /// with its own page and statement caches: beyond a few they add memory,
@@ -317,6 +316,7 @@ fn default_max_connections(backend: Backend) -> u32 {
     }
 }
 
+/// A secret setting: blank is unset.
 fn optional_secret(value: &Option<String>) -> Option<Secret> {
     value
         .as_deref()

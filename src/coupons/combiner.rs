@@ -32,7 +32,7 @@ use crate::db::{Db, is_contention, is_unavailable};
 /// The most claims one transaction decides. Bounded so that one batch's
 /// statements stay small (the `in (…)` list, the multi-row insert) and its
 /// lock is held briefly; the rest wait for the next batch.
-pub const MAX_BATCH: usize = 256;
+const MAX_BATCH: usize = 256;
 
 type Answer = Result<ClaimOutcome, CouponError>;
 

@@ -29,7 +29,7 @@ use crate::{
     text::BoundedText,
 };
 
-pub use combiner::{Combiner, MAX_BATCH};
+pub use combiner::Combiner;
 pub use routes::router;
 
 /// A coupon name that is safe to store and compare on every backend.

@@ -167,7 +167,7 @@ fn router(
         .merge(coupons::router(db.clone(), tasks.clone()))
         .merge(orders::routes::router(
             db.clone(),
-            fulfilment.clone(),
+            fulfilment.clone().grouped(tasks.clone()),
             settings,
         ))
         .merge(payments::routes::router(

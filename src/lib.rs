@@ -19,12 +19,14 @@
 //! - [`background`]: every background loop supervised: restarted, reported, never silent.
 //!
 //! On top, [`app`] wires them into a process and [`cli`] is the command line.
-//! Plumbing kept thin, importing no capability: [`config`] (settings), [`db`]
+//! Plumbing kept thin, importing no capability: [`batch`] (group commit),
+//! [`config`] (settings), [`db`]
 //! (pools, transactions, the SQL idiom), [`http`] (errors, JSON, layers),
-//! [`clock`] (time), [`text`] (bounded text, email addresses), [`telemetry`] (logs).
+//! [`clock`] (time), [`memory`] (the allocator handing memory back), [`text`] (bounded text, email addresses), [`telemetry`] (logs).
 
 pub mod app;
 pub mod background;
+pub mod batch;
 pub mod bench;
 pub mod cli;
 pub mod clock;
@@ -37,6 +39,7 @@ pub mod intake;
 pub mod jobs;
 pub mod keys;
 pub mod mail;
+pub mod memory;
 pub mod merchant;
 pub mod notices;
 pub mod ops;

@@ -4,12 +4,14 @@
 //! database that what the server acknowledged is what it did.
 //!
 //! - `load`: the connections, latencies and error counts;
-//! - `claims`, `orders`: what each scenario sends and verifies.
+//! - `claims`, `orders`: what each scenario sends and verifies;
+//! - `jobs`: no-op jobs drained by the worker loop in this process.
 //!
 //! Top of the module graph beside `cli`: it uses the application as a
 //! user would, and nothing imports it but `cli`.
 
 mod claims;
+mod jobs;
 mod load;
 mod orders;
 
@@ -85,11 +87,15 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<Rep
     let scenario = match options.scenario {
         Scenario::Claims => "claims",
         Scenario::Orders => "orders",
-        Scenario::Jobs | Scenario::Mixed => {
-            anyhow::bail!("this scenario is not built yet; claims and orders are")
+        Scenario::Jobs => "jobs",
+        Scenario::Mixed => {
+            anyhow::bail!("the mixed scenario is not built yet; claims, orders and jobs are")
         }
     };
     anyhow::ensure!(options.connections > 0, "--connections must be at least 1");
+    if options.scenario == Scenario::Jobs {
+        return run_jobs(settings, &options).await;
+    }
     let target = Target::start(&mut settings, options.url.as_deref()).await?;
     let progress = progress_bar(options.duration, scenario);
     let healthz = match options.healthz {
@@ -104,8 +110,34 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<Rep
     progress.finish_and_clear();
     let backend = target.db.backend().name();
     target.stop().await;
+    Ok(report(scenario, backend, &options, tally, checks, healthz))
+}
+
+/// The jobs scenario needs no server: its workers run in this process.
+async fn run_jobs(settings: Settings, options: &Options) -> anyhow::Result<Report> {
+    anyhow::ensure!(
+        options.url.is_none() && !options.healthz,
+        "the jobs scenario runs the workers itself on ALLOT_DATABASE_URL; --url and --healthz do not apply"
+    );
+    let db = Db::open(&settings.database).await?;
+    let progress = progress_bar(options.duration, "jobs");
+    let (tally, checks) = jobs::run(&settings, &db, options, &progress).await?;
+    progress.finish_and_clear();
+    let backend = db.backend().name();
+    db.close().await;
+    Ok(report("jobs", backend, options, tally, checks, None))
+}
+
+fn report(
+    scenario: &'static str,
+    backend: &'static str,
+    options: &Options,
+    tally: load::Tally,
+    checks: Verdict,
+    healthz: Option<f64>,
+) -> Report {
     let ops_per_s = tally.ops_per_s();
-    Ok(Report {
+    Report {
         scenario,
         backend,
         connections: options.connections,
@@ -121,7 +153,7 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<Rep
         errors: tally.errors,
         healthz_ops_per_s: healthz,
         ratio_to_healthz: healthz.map(|h| ops_per_s / h),
-    })
+    }
 }
 
 impl Target {

@@ -33,7 +33,7 @@ pub use combiner::Combiner;
 pub use routes::router;
 
 /// A coupon name that is safe to store and compare on every backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CouponName(BoundedText);
 
 /// The id of the user claiming a coupon, as the shop knows it.

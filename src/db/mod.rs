@@ -5,6 +5,7 @@
 //! queries next to its logic (`coupons::store`, `keys::store`, …). It must
 //! not import any capability.
 
+mod nodelay;
 mod notify;
 mod settings;
 mod sql;
@@ -97,6 +98,12 @@ impl Db {
                         .max_connections(max)
                         .acquire_timeout(acquire)
                         .test_before_acquire(false)
+                        .after_connect(|_, _| {
+                            Box::pin(async move {
+                                nodelay::set_on_every_socket();
+                                Ok(())
+                            })
+                        })
                         .connect_with(options)
                         .await
                         .map_err(&fail)?,
@@ -116,6 +123,7 @@ impl Db {
                         // older snapshot to plain reads that follow a locking read.
                         .after_connect(|conn, _| {
                             Box::pin(async move {
+                                nodelay::set_on_every_socket();
                                 conn.execute(
                                     "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
                                 )

@@ -12,6 +12,7 @@
 //! - `store`: the SQL of leasing and recording attempts;
 //! - `admin`: listing, redriving and discarding jobs (CLI, statistics);
 //! - `worker`: the loop that leases, runs and records;
+//! - `completer`: done attempts recorded many per transaction;
 //! - `retention`: pruning done jobs after `ALLOT_JOB_RETENTION`;
 //! - `rollup`: what finished per minute, for statistics that never scan;
 //! - `steering`: pausing and resuming a worker, and what it reports;
@@ -21,6 +22,7 @@
 //! can move the clock without sleeping.
 
 mod admin;
+mod completer;
 mod handler;
 mod retention;
 mod retry;
@@ -181,6 +183,19 @@ pub fn dedupe_part(value: &str) -> String {
 /// the caller's change or not at all. `Ok(None)`: the dedupe key existed.
 pub async fn enqueue(tx: &mut Tx, job: &NewJob, now: i64) -> Result<Option<i64>, sqlx::Error> {
     store::insert(tx, job, now.max(0)).await
+}
+
+/// Adds many jobs in one statement inside the caller's transaction, each
+/// with a dedupe key: ids in the order of `jobs`, `None` for a job whose
+/// key exists already. On MySQL, which cannot skip a duplicate in a
+/// multi-row insert without hiding other errors, an existing key is an
+/// error instead (the caller's transaction must not commit).
+pub async fn enqueue_many(
+    tx: &mut Tx,
+    jobs: &[NewJob],
+    now: i64,
+) -> Result<Vec<Option<i64>>, sqlx::Error> {
+    store::insert_many(tx, jobs, now.max(0)).await
 }
 
 /// Enqueues one job in a transaction of its own.

@@ -3,7 +3,12 @@
 //! `on_tx!`/`on_db!`; row locks from `Backend`.
 
 use super::{NewJob, Priority, handler::Leased};
-use crate::{db::Tx, insert_unless_exists, on_tx};
+use sqlx::QueryBuilder;
+
+use crate::{
+    db::{Backend, Tx},
+    insert_unless_exists, on_tx,
+};
 
 pub(super) async fn insert(
     tx: &mut Tx,
@@ -25,9 +30,81 @@ pub(super) async fn insert(
     Ok(id)
 }
 
-/// Leases up to `limit` due jobs in one short transaction. On the servers the
-/// scan skips rows other workers have locked; SQLite's single writer needs
-/// no such clause.
+/// See [`super::enqueue_many`].
+pub(super) async fn insert_many(
+    tx: &mut Tx,
+    jobs: &[NewJob],
+    now: i64,
+) -> Result<Vec<Option<i64>>, sqlx::Error> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut keys = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        match &job.dedupe_key {
+            Some(key) => keys.push(key.as_str()),
+            None => {
+                return Err(sqlx::Error::Protocol(format!(
+                    "a {} job enqueued with others has no dedupe key",
+                    job.kind
+                )));
+            }
+        }
+    }
+    let payloads: Vec<String> = jobs.iter().map(|job| job.payload.to_string()).collect();
+    let mysql = tx.backend() == Backend::MySql;
+    // The statement's shape follows the number of jobs: not kept among
+    // the connection's prepared statements, where it would push out those
+    // that are used again.
+    let inserted: Vec<(i64, String)> = on_tx!(tx, |conn, _sql| {
+        let mut insert = QueryBuilder::new(
+            "insert into jobs (kind, payload, dedupe_key, max_attempts, priority, run_at, created_at, updated_at) ",
+        );
+        insert.push_values(jobs.iter().zip(&payloads), |mut row, (job, payload)| {
+            let run_at = if job.run_at > 0 { job.run_at } else { now };
+            row.push_bind(job.kind.as_str())
+                .push_bind(payload.as_str())
+                .push_bind(job.dedupe_key.as_deref())
+                .push_bind(job.max_attempts)
+                .push_bind(job.priority as i16)
+                .push_bind(run_at)
+                .push_bind(now)
+                .push_bind(now);
+        });
+        if mysql {
+            insert.build().persistent(false).execute(&mut *conn).await?;
+            let mut select =
+                QueryBuilder::new("select id, dedupe_key from jobs where dedupe_key in (");
+            let mut list = select.separated(", ");
+            for key in &keys {
+                list.push_bind(*key);
+            }
+            select.push(")");
+            select
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(conn)
+                .await
+        } else {
+            insert.push(" on conflict (dedupe_key) do nothing returning id, dedupe_key");
+            insert
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(conn)
+                .await
+        }
+    })?;
+    if !inserted.is_empty() {
+        super::wake::notify_in(tx).await?;
+    }
+    let ids: std::collections::HashMap<String, i64> =
+        inserted.into_iter().map(|(id, key)| (key, id)).collect();
+    Ok(keys.iter().map(|key| ids.get(*key).copied()).collect())
+}
+
+/// Leases up to `limit` due jobs in one short transaction of a few
+/// statements, however many it leases. On the servers the scan skips rows
+/// other workers have locked; SQLite's single writer needs no such clause.
 pub(super) async fn lease(
     db: &crate::db::Db,
     worker: &str,
@@ -58,35 +135,54 @@ pub(super) async fn lease(
         })?;
         jobs.extend(batch);
     }
+    if jobs.is_empty() {
+        return Ok(jobs);
+    }
+    // Two statements for the whole batch: the rows are locked (SQLite:
+    // the write lock), so `attempts + 1` is the attempt each job sees.
+    on_tx!(&mut tx, |conn, _sql| {
+        let mut update = QueryBuilder::new(
+            "update jobs set state = 'running', attempts = attempts + 1, locked_until = ",
+        );
+        update
+            .push_bind(locked_until)
+            .push(", locked_by = ")
+            .push_bind(worker);
+        update
+            .push(", updated_at = ")
+            .push_bind(now)
+            .push(" where id in (");
+        let mut ids = update.separated(", ");
+        for job in &jobs {
+            ids.push_bind(job.id);
+        }
+        update.push(")");
+        update
+            .build()
+            .persistent(false)
+            .execute(conn)
+            .await
+            .map(drop)
+    })?;
     for job in &mut jobs {
         job.attempt += 1;
-        on_tx!(&mut tx, |conn, sql| {
-            sqlx::query(sql(
-                "update jobs set state = 'running', attempts = ?, locked_until = ?, locked_by = ?, updated_at = ?
-                  where id = ?",
-            ))
-            .bind(job.attempt)
-            .bind(locked_until)
-            .bind(worker)
-            .bind(now)
-            .bind(job.id)
-            .execute(conn)
-            .await
-            .map(|done| done.rows_affected())
-        })?;
-        on_tx!(&mut tx, |conn, sql| {
-            sqlx::query(sql(
-                "insert into job_attempts (job_id, attempt, worker, started_at) values (?, ?, ?, ?)",
-            ))
-            .bind(job.id)
-            .bind(job.attempt)
-            .bind(worker)
-            .bind(now)
-            .execute(conn)
-            .await
-            .map(|done| done.rows_affected())
-        })?;
     }
+    on_tx!(&mut tx, |conn, _sql| {
+        let mut insert =
+            QueryBuilder::new("insert into job_attempts (job_id, attempt, worker, started_at) ");
+        insert.push_values(&jobs, |mut row, job| {
+            row.push_bind(job.id)
+                .push_bind(job.attempt)
+                .push_bind(worker)
+                .push_bind(now);
+        });
+        insert
+            .build()
+            .persistent(false)
+            .execute(conn)
+            .await
+            .map(drop)
+    })?;
     tx.commit().await?;
     Ok(jobs)
 }

@@ -1,5 +1,6 @@
 //! Workers: lease due jobs in one short transaction, do the work outside any
-//! transaction, record the outcome in a second short one.
+//! transaction, record the outcome in a second short one (done attempts
+//! together with those that finish meanwhile, see `completer`).
 //!
 //! [`Worker::run_once`] is one unit of work (lease a batch, run it, record
 //! it), which tests drive step by step with a clock of their choosing;
@@ -8,7 +9,7 @@
 //! knows kinds, leases and outcomes.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -23,6 +24,7 @@ use tracing::Instrument;
 
 use super::{
     JobError, RetryPolicy,
+    completer::{Completer, Done},
     handler::{Handlers, Leased},
     steering::Steering,
     store::{self, Lease, Outcome},
@@ -56,6 +58,8 @@ struct Inner {
     handlers: Handlers,
     policy: RetryPolicy,
     steering: Steering,
+    /// Done attempts, recorded in batches.
+    completer: Completer,
 }
 
 impl Worker {
@@ -68,6 +72,7 @@ impl Worker {
             std::process::id(),
             rand::random::<u16>()
         );
+        let completer = Completer::new(db.clone(), &id);
         Self {
             inner: Arc::new(Inner {
                 db,
@@ -79,6 +84,7 @@ impl Worker {
                     schedule: jobs.retry_schedule.clone(),
                 },
                 steering: Steering::default(),
+                completer,
             }),
         }
     }
@@ -121,12 +127,19 @@ impl Worker {
 
     async fn work(self, wake: Arc<Notify>, shutdown: CancellationToken, grace: Duration) {
         let inner = self.inner;
-        let slots = Arc::new(Semaphore::new(inner.jobs.concurrency));
+        let concurrency = inner.jobs.concurrency;
+        let slots = Arc::new(Semaphore::new(concurrency));
+        // Attempts running or whose outcomes wait to be recorded.
+        let recording = Arc::new(Semaphore::new(4 * concurrency));
         let in_flight: Arc<Mutex<HashMap<i64, i32>>> = Arc::default();
+        // Leased but not started: one batch ahead of the running jobs, so
+        // that a job finishing does not wait for a lease round trip.
+        let lookahead = concurrency;
+        let mut ahead: VecDeque<(Leased, Instant)> = VecDeque::with_capacity(lookahead);
         let mut tasks = JoinSet::new();
         let mut tick = tokio::time::interval(inner.jobs.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tracing::info!(worker = %inner.id, concurrency = inner.jobs.concurrency, "worker started");
+        tracing::info!(worker = %inner.id, concurrency, "worker started");
 
         // Housekeeping (expired leases, gauges) runs once per poll interval,
         // busy or idle, rather than before every batch.
@@ -144,7 +157,9 @@ impl Worker {
                 super::admin::publish_gauges(&inner.db).await;
             }
             if inner.steering.is_paused() {
-                // Paused by the operator: lease nothing, let what runs finish.
+                // Paused by the operator: lease nothing, give back what waits,
+                // let what runs finish.
+                inner.release_all(&mut ahead).await;
                 tokio::select! {
                     () = shutdown.cancelled() => {}
                     () = inner.steering.resumed() => {}
@@ -152,27 +167,16 @@ impl Worker {
                 }
                 continue;
             }
-            let free = slots.available_permits();
+            let running = concurrency - slots.available_permits();
+            let room = (concurrency + lookahead).saturating_sub(running + ahead.len());
             let mut leased = 0;
-            if free > 0 {
-                let now = now_ms();
-                match inner.lease(free, now).await {
+            // Refill when half the batch ahead is used up.
+            if ahead.len() * 2 <= lookahead && room > 0 {
+                match inner.lease(room, now_ms()).await {
                     Ok(jobs) => {
                         leased = jobs.len();
-                        for job in jobs {
-                            let permit =
-                                slots.clone().acquire_owned().await.expect("semaphore open");
-                            in_flight.lock().unwrap().insert(job.id, job.attempt);
-                            let (inner, in_flight) = (inner.clone(), in_flight.clone());
-                            inner.steering.started_one();
-                            tasks.spawn(async move {
-                                let id = job.id;
-                                inner.process(job, now).await;
-                                in_flight.lock().unwrap().remove(&id);
-                                inner.steering.finished_one();
-                                drop(permit);
-                            });
-                        }
+                        let at = Instant::now();
+                        ahead.extend(jobs.into_iter().map(|job| (job, at)));
                     }
                     Err(error) => {
                         metrics::counter!("allot_worker_errors_total").increment(1);
@@ -180,17 +184,51 @@ impl Worker {
                     }
                 }
             }
+            while !ahead.is_empty() {
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    break;
+                };
+                let Some((job, leased_at)) = ahead.pop_front() else {
+                    break;
+                };
+                // Half its lease spent waiting (slow jobs held the slots):
+                // give it back rather than risk its lease running out mid-run
+                // and a second worker running it too.
+                if leased_at.elapsed() * 2 >= inner.jobs.lease {
+                    inner.release(job.id, job.attempt).await;
+                    continue;
+                }
+                in_flight.lock().unwrap().insert(job.id, job.attempt);
+                let (inner, in_flight) = (inner.clone(), in_flight.clone());
+                let recording = recording.clone();
+                inner.steering.started_one();
+                tasks.spawn(async move {
+                    let id = job.id;
+                    // The slot is free once the attempt ends, while its outcome
+                    // waits to be recorded with others; at most `recording`
+                    // outcomes wait at once, and the task (which shutdown
+                    // waits for) ends only once its outcome is written.
+                    let held = recording.acquire_owned().await.expect("semaphore open");
+                    inner
+                        .process_then(job, now_ms(), move || drop(permit))
+                        .await;
+                    drop(held);
+                    in_flight.lock().unwrap().remove(&id);
+                    inner.steering.finished_one();
+                });
+            }
             // A full batch means more may be due: lease again at once.
-            if free > 0 && leased == free {
+            if leased > 0 && leased == room {
                 continue;
             }
             tokio::select! {
                 () = shutdown.cancelled() => {}
-                () = wake.notified() => {}
+                () = wake.notified(), if ahead.is_empty() => {}
                 _ = tick.tick() => {}
                 Some(finished) = tasks.join_next(), if !tasks.is_empty() => log_task_failure(finished),
             }
         }
+        inner.release_all(&mut ahead).await;
 
         let running = tasks.len();
         if running > 0 {
@@ -245,6 +283,17 @@ impl Inner {
     /// Runs one leased job and records its outcome. Never returns an error:
     /// whatever fails is recorded, logged and counted.
     async fn process(&self, job: Leased, leased_at: i64) -> Option<WorkerEvent> {
+        self.process_then(job, leased_at, || {}).await
+    }
+
+    /// [`Self::process`], calling `attempted` once the attempt has ended,
+    /// before its outcome is recorded.
+    async fn process_then(
+        &self,
+        job: Leased,
+        leased_at: i64,
+        attempted: impl FnOnce(),
+    ) -> Option<WorkerEvent> {
         let span =
             tracing::info_span!("job", job_id = job.id, kind = %job.kind, attempt = job.attempt);
         async {
@@ -257,6 +306,7 @@ impl Inner {
             let elapsed = started.elapsed();
             let now = leased_at + elapsed.as_millis() as i64;
             let outcome = self.outcome(&job, result, now);
+            attempted();
             self.record(&job, outcome, now, elapsed).await
         }
         .instrument(span)
@@ -325,15 +375,27 @@ impl Inner {
             attempt: job.attempt,
             worker: &self.id,
         };
-        let recorded = store::finish(
-            &self.db,
-            lease,
-            &outcome,
-            now,
-            elapsed.as_millis() as i64,
-            &alerts,
-        )
-        .await;
+        let recorded = match outcome {
+            Outcome::Done => {
+                let done = Done {
+                    job_id: job.id,
+                    attempt: job.attempt,
+                    finished_at: now,
+                    duration_ms: elapsed.as_millis() as i64,
+                };
+                self.completer.record(done).await
+            }
+            _ => store::finish(
+                &self.db,
+                lease,
+                &outcome,
+                now,
+                elapsed.as_millis() as i64,
+                &alerts,
+            )
+            .await
+            .map_err(|error| error.to_string()),
+        };
         match recorded {
             Ok(true) => {}
             Ok(false) => {
@@ -369,6 +431,13 @@ impl Inner {
                 Some(WorkerEvent::Dead { job_id: job.id })
             }
             Outcome::Released => None,
+        }
+    }
+
+    /// Gives back every leased job that has not started.
+    async fn release_all(&self, ahead: &mut VecDeque<(Leased, Instant)>) {
+        for (job, _) in ahead.drain(..) {
+            self.release(job.id, job.attempt).await;
         }
     }
 

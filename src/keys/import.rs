@@ -189,6 +189,15 @@ pub async fn import_file(
     }
     flush(db, sku, &mut batch, &mut report).await?;
     progress.set_position(rows.bytes_read());
+    if report.imported > 0 {
+        // Vending reads the oldest keys of a SKU in index order only if
+        // the planner knows the SKU has many; until autovacuum gets to it,
+        // PostgreSQL's statistics say it has none, and it sorts every
+        // available key of the SKU for each batch of orders instead.
+        if let Err(error) = store::refresh_statistics(db).await {
+            tracing::warn!(%error, "keys imported, but their statistics were not refreshed");
+        }
+    }
     Ok(report)
 }
 

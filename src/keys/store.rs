@@ -42,22 +42,7 @@ pub(super) async fn vend(
         let Some(picked) = pick_oldest(tx, sku).await? else {
             return Ok(None);
         };
-        let assigned = on_tx!(tx, |conn, sql| {
-            sqlx::query(sql(
-                "update license_keys set status = 'assigned', assigned_to_email = ?, assigned_order_id = ?,
-                        assigned_coupon_code = ?, assigned_at = ?
-                  where id = ? and status = 'available'",
-            ))
-            .bind(to.email)
-            .bind(to.order_id)
-            .bind(to.coupon_code)
-            .bind(now)
-            .bind(picked.id)
-            .execute(conn)
-            .await
-            .map(|done| done.rows_affected())
-        })?;
-        if assigned == 1 {
+        if assign(tx, picked.id, to, now).await? {
             return Ok(Some(Vended {
                 id: picked.id,
                 key: stored_key(picked.license_key)?,
@@ -71,6 +56,105 @@ pub(super) async fn vend(
     Err(sqlx::Error::Protocol(
         "could not vend a key after three attempts".into(),
     ))
+}
+
+/// Assigns key `id` if it is still available; `false` if it is not.
+pub(super) async fn assign(
+    tx: &mut Tx,
+    id: i64,
+    to: &Assignment<'_>,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    on_tx!(tx, |conn, sql| {
+        sqlx::query(sql(
+            "update license_keys set status = 'assigned', assigned_to_email = ?, assigned_order_id = ?,
+                    assigned_coupon_code = ?, assigned_at = ?
+              where id = ? and status = 'available'",
+        ))
+        .bind(to.email)
+        .bind(to.order_id)
+        .bind(to.coupon_code)
+        .bind(now)
+        .bind(id)
+        .execute(conn)
+        .await
+        .map(|done| done.rows_affected() == 1)
+    })
+}
+
+/// Assigns each key of `assignments` (locked by [`reserve`] in this
+/// transaction) to its buyer in one statement; how many it found.
+pub(super) async fn assign_many(
+    tx: &mut Tx,
+    assignments: &[(i64, Assignment<'_>)],
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    if assignments.is_empty() {
+        return Ok(0);
+    }
+    on_tx!(tx, |conn, _sql| {
+        let mut update = QueryBuilder::new("update license_keys set status = 'assigned'");
+        let columns: [(&str, Vec<Option<&str>>); 3] = [
+            (
+                "assigned_to_email",
+                assignments.iter().map(|(_, a)| Some(a.email)).collect(),
+            ),
+            (
+                "assigned_order_id",
+                assignments.iter().map(|(_, a)| Some(a.order_id)).collect(),
+            ),
+            (
+                "assigned_coupon_code",
+                assignments.iter().map(|(_, a)| a.coupon_code).collect(),
+            ),
+        ];
+        for (column, values) in columns {
+            update.push(format!(", {column} = case id"));
+            for ((id, _), value) in assignments.iter().zip(values) {
+                update
+                    .push(" when ")
+                    .push_bind(*id)
+                    .push(" then ")
+                    .push_bind(value);
+            }
+            update.push(" end");
+        }
+        update.push(", assigned_at = ").push_bind(now);
+        // By id alone: `reserve` read these keys as available under the
+        // locks this transaction still holds. A status test here would
+        // lead SQLite's planner to scan the SKU's available keys.
+        update.push(" where id in (");
+        let mut ids = update.separated(", ");
+        for (id, _) in assignments {
+            ids.push_bind(*id);
+        }
+        update.push(")");
+        // Its shape follows the batch: not kept as a prepared statement.
+        update
+            .build()
+            .persistent(false)
+            .execute(conn)
+            .await
+            .map(|done| done.rows_affected())
+    })
+}
+
+/// The ids of up to `n` of the oldest available keys of the SKU, oldest
+/// first, locked like [`pick_oldest`]'s.
+pub(super) async fn reserve(tx: &mut Tx, sku: &Sku, n: usize) -> Result<Vec<i64>, sqlx::Error> {
+    let select = format!(
+        "select id from license_keys
+          where status = 'available' and product_sku = ? order by id limit ?{}",
+        tx.backend().for_update_skip_locked()
+    );
+    let limit = i64::try_from(n).unwrap_or(i64::MAX);
+    on_tx!(tx, |conn, sql| {
+        sqlx::query_scalar(sql(select))
+            .bind(sku.as_str())
+            .bind(limit)
+            .fetch_all(conn)
+            .await
+    })
 }
 
 /// The oldest available key of the SKU. On the servers, rows other
@@ -282,4 +366,14 @@ where
             .push_bind(now);
     });
     query
+}
+
+/// Brings the planner's statistics of `license_keys` up to date after an
+/// import (PostgreSQL; the other backends keep theirs without being asked,
+/// or plan vending from the index alone).
+pub(super) async fn refresh_statistics(db: &Db) -> Result<(), sqlx::Error> {
+    if let Db::Postgres(pool) = db {
+        sqlx::query("analyze license_keys").execute(pool).await?;
+    }
+    Ok(())
 }

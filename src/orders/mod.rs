@@ -8,6 +8,8 @@
 //! - this file: what a delivery is answered with, and receiving one;
 //! - `place`: one order, one transaction (idempotency by source and order
 //!   id, the vend, the buyer's email job), waiting for stock, setting aside;
+//! - `batch`: group commit, concurrent orders for one SKU placed in one
+//!   transaction;
 //! - `restock`: fulfilling waiting orders oldest first when keys arrive;
 //! - `refund`: a paid order taken back, its key revoked; revoking by hand;
 //! - `notices`: what the buyer and the admin are emailed, and when;
@@ -23,6 +25,7 @@
 //! (`order.fulfilled`, `order.awaiting_stock`, `order.needs_attention`,
 //! `order.refunded`, `stock.sold_out`, `key.revoked`).
 
+mod batch;
 pub mod notices;
 mod place;
 mod refund;
@@ -36,7 +39,10 @@ use std::{collections::BTreeMap, time::Duration};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use tokio_util::task::TaskTracker;
+
 use crate::{
+    batch::Batcher,
     config::Settings,
     db::Db,
     intake::normalize::{self, Source},
@@ -119,6 +125,8 @@ pub struct Fulfilment {
     service_skus: BTreeMap<String, String>,
     max_attempts: i32,
     alert_interval: Duration,
+    /// With [`Self::grouped`]: webhook orders combined per SKU.
+    batches: Option<Batcher<batch::Orders>>,
 }
 
 impl Fulfilment {
@@ -128,7 +136,36 @@ impl Fulfilment {
             service_skus: settings.intake.service_skus.clone(),
             max_attempts: settings.jobs.max_attempts(),
             alert_interval: settings.jobs.alert_interval,
+            batches: None,
         }
+    }
+
+    /// Webhook orders for the same SKU that arrive while another is being
+    /// placed share its next transaction (see `batch`); their runners are
+    /// tasks of `tasks`. Without it, each order is a transaction of its own.
+    pub fn grouped(self, tasks: TaskTracker) -> Self {
+        let alone = Self {
+            batches: None,
+            ..self.clone()
+        };
+        let batches = Batcher::new(
+            batch::Orders(alone),
+            tasks,
+            batch::MAX_BATCH,
+            "allot_order_batch_size",
+        );
+        Self {
+            batches: Some(batches),
+            ..self
+        }
+    }
+
+    /// With [`Self::grouped`]: how many orders for `sku` wait for the batch
+    /// in flight to commit (`None` when none is in flight), and how many
+    /// batches were placed.
+    pub fn batching(&self, sku: &Sku) -> Option<(Option<usize>, u64)> {
+        let batches = self.batches.as_ref()?;
+        Some((batches.waiting(sku), batches.batches()))
     }
 
     /// Normalises a webhook body from `source` and places each order in it.

@@ -31,6 +31,19 @@ impl Fulfilment {
             });
         }
         let sku = self.sku_for(order, url_sku);
+        if let (Ok(sku), Some(batches)) = (&sku, &self.batches) {
+            let request = super::batch::Request {
+                source,
+                order: order.clone(),
+                now,
+            };
+            // Only a panic while placing the batch leaves it unanswered:
+            // the shop is told to deliver again.
+            return batches
+                .submit(sku, request)
+                .await
+                .unwrap_or(Err(sqlx::Error::WorkerCrashed));
+        }
         retry_on_contention(|| self.place_once(source, order, &sku, None, body, now)).await
     }
 
@@ -70,7 +83,7 @@ impl Fulfilment {
 
     /// One order, one transaction: the order row (which makes a repeat a
     /// duplicate), the key and the buyer's email job commit together.
-    async fn place_once(
+    pub(super) async fn place_once(
         &self,
         source: Source,
         order: &Order,
@@ -161,27 +174,60 @@ impl Fulfilment {
         alert: bool,
         now: i64,
     ) -> Result<(), sqlx::Error> {
+        let targets = merchant::subscribers(tx, "order.awaiting_stock").await?;
+        self.record_wait(tx, id, sku, detail, alert, now, &targets)
+            .await
+    }
+
+    /// [`Self::wait_for_stock`], announced to `targets` (the subscribers of
+    /// `order.awaiting_stock`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn record_wait(
+        &self,
+        tx: &mut Tx,
+        id: i64,
+        sku: &Sku,
+        detail: &str,
+        alert: bool,
+        now: i64,
+        targets: &[i64],
+    ) -> Result<(), sqlx::Error> {
         store::wait(tx, id, now).await?;
         store::event(tx, id, now, "awaiting_stock", detail).await?;
         if alert {
-            let sell_out = keys::newest_key(tx, sku).await?;
-            let first = notices::out_of_stock(
-                tx,
-                sku,
-                id,
-                sell_out,
-                now,
-                self.alert_interval,
-                self.max_attempts,
-            )
-            .await?;
-            if first {
-                let event = Event::new("stock.sold_out", json!({ "sku": sku.as_str() }));
-                merchant::emit(tx, &event, now, self.max_attempts).await?;
-            }
+            self.sold_out(tx, sku, id, now).await?;
         }
-        self.announce(tx, id, "order.awaiting_stock", now).await?;
+        self.announce_to(tx, targets, id, "order.awaiting_stock", now)
+            .await?;
         metrics::counter!("allot_orders_awaiting_stock_total").increment(1);
+        Ok(())
+    }
+
+    /// Tells the admin that order `id` waits because `sku` ran out: at once
+    /// for the first order of a sell-out (and merchants `stock.sold_out`),
+    /// in the window's digest after it.
+    pub(super) async fn sold_out(
+        &self,
+        tx: &mut Tx,
+        sku: &Sku,
+        id: i64,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        let sell_out = keys::newest_key(tx, sku).await?;
+        let first = notices::out_of_stock(
+            tx,
+            sku,
+            id,
+            sell_out,
+            now,
+            self.alert_interval,
+            self.max_attempts,
+        )
+        .await?;
+        if first {
+            let event = Event::new("stock.sold_out", json!({ "sku": sku.as_str() }));
+            merchant::emit(tx, &event, now, self.max_attempts).await?;
+        }
         Ok(())
     }
 
@@ -206,9 +252,29 @@ impl Fulfilment {
         let Some(vended) = keys::vend(tx, sku, &assignment, now).await? else {
             return Ok(false);
         };
-        let job = notices::key_email(id, vended.id, self.max_attempts);
+        let targets = merchant::subscribers(tx, "order.fulfilled").await?;
+        self.record_fulfilment(tx, id, vended.id, sku, how, now, &targets)
+            .await?;
+        Ok(true)
+    }
+
+    /// What follows a vend of key `key` to order `id`: the buyer's email
+    /// job, the order's new state and history, `order.fulfilled` to
+    /// `targets`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn record_fulfilment(
+        &self,
+        tx: &mut Tx,
+        id: i64,
+        key: i64,
+        sku: &Sku,
+        how: &str,
+        now: i64,
+        targets: &[i64],
+    ) -> Result<(), sqlx::Error> {
+        let job = notices::key_email(id, key, self.max_attempts);
         let job_id = jobs::enqueue(tx, &job, now).await?;
-        store::fulfilled(tx, id, vended.id, job_id, now).await?;
+        store::fulfilled(tx, id, key, job_id, now).await?;
         store::event(
             tx,
             id,
@@ -216,15 +282,16 @@ impl Fulfilment {
             "fulfilled",
             &format!(
                 "{how}; key #{} of {} assigned, email to the buyer queued (job {})",
-                vended.id,
+                key,
                 sku.as_str(),
                 job_id.map_or_else(|| "-".into(), |j| j.to_string())
             ),
         )
         .await?;
-        self.announce(tx, id, "order.fulfilled", now).await?;
+        self.announce_to(tx, targets, id, "order.fulfilled", now)
+            .await?;
         metrics::counter!("allot_keys_vended_total").increment(1);
-        Ok(true)
+        Ok(())
     }
 
     /// Keeps a body that gave no usable order, with the reason, under a

@@ -159,12 +159,25 @@ impl Fulfilment {
         now: i64,
     ) -> Result<(), sqlx::Error> {
         let targets = merchant::subscribers(tx, kind).await?;
+        self.announce_to(tx, &targets, id, kind, now).await
+    }
+
+    /// [`Self::announce`] to `targets`, read once by a caller that announces
+    /// many orders in one transaction.
+    pub(super) async fn announce_to(
+        &self,
+        tx: &mut Tx,
+        targets: &[i64],
+        id: i64,
+        kind: &'static str,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
         if targets.is_empty() {
             return Ok(());
         }
         let order = store::summary(tx, id).await?;
         let event = Event::new(kind, json!({ "order": order })).with_key(order.license_key_id);
-        merchant::publish(tx, &targets, &event, now, self.max_attempts).await
+        merchant::publish(tx, targets, &event, now, self.max_attempts).await
     }
 }
 

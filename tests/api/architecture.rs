@@ -159,7 +159,9 @@ fn plumbing_and_the_outbox_know_no_capability() {
         "merchant",
         "payments",
     ];
-    for plumbing in ["http", "db", "config", "clock", "text", "jobs"] {
+    for plumbing in [
+        "http", "db", "config", "clock", "text", "jobs", "batch", "memory",
+    ] {
         let knows: Vec<_> = graph[plumbing]
             .iter()
             .filter(|m| capabilities.contains(&m.as_str()))

@@ -6,61 +6,16 @@
 //! lock) so that the first claim's batch waits in the database; the claims
 //! queued meanwhile, in a known order, become the next batch.
 
-use allot::coupons::{Amount, ClaimOutcome, Combiner, CouponError, CouponName, UserId};
-use sqlx::Connection;
-
 use crate::{
-    helpers::{Backend, TestDb, eventually},
+    helpers::{Backend, Holder, TestDb, eventually, reject_inserts},
     on_every_backend,
 };
+use allot::coupons::{Amount, ClaimOutcome, Combiner, CouponError, CouponName, UserId};
 
 on_every_backend!(
     claims_held_up_together_are_decided_as_one_batch,
     a_claim_that_breaks_its_batch_fails_alone,
 );
-
-/// A transaction of another connection that holds coupon `HOT`.
-enum Holder {
-    Sqlite(sqlx::SqliteConnection),
-    Postgres(sqlx::PgConnection),
-    MySql(sqlx::MySqlConnection),
-}
-
-impl Holder {
-    async fn hold(backend: Backend, url: &str) -> Self {
-        use sqlx::Executor;
-        let lock = "select 1 from coupons where name = 'HOT' for update";
-        match backend {
-            Backend::Sqlite => {
-                let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
-                c.execute("begin immediate").await.unwrap();
-                Holder::Sqlite(c)
-            }
-            Backend::Postgres => {
-                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
-                c.execute("begin").await.unwrap();
-                c.execute(lock).await.unwrap();
-                Holder::Postgres(c)
-            }
-            Backend::MySql => {
-                let mut c = sqlx::MySqlConnection::connect(url).await.unwrap();
-                c.execute("begin").await.unwrap();
-                c.execute(lock).await.unwrap();
-                Holder::MySql(c)
-            }
-        }
-    }
-
-    async fn release(self) {
-        use sqlx::Executor;
-        match self {
-            Holder::Sqlite(mut c) => c.execute("rollback").await.map(drop),
-            Holder::Postgres(mut c) => c.execute("rollback").await.map(drop),
-            Holder::MySql(mut c) => c.execute("rollback").await.map(drop),
-        }
-        .unwrap();
-    }
-}
 
 type Pending = tokio::task::JoinHandle<Result<ClaimOutcome, CouponError>>;
 
@@ -81,10 +36,11 @@ async fn scene(backend: Backend, amount: i64, rejected: Option<&str>) -> Scene {
         .await
         .unwrap();
     if let Some(user) = rejected {
-        reject_user(backend, &test_db.url, user).await;
+        reject_inserts(backend, &test_db.url, "coupon_claims", "user_id", user).await;
     }
     let claims = Combiner::new(db, tokio_util::task::TaskTracker::new());
-    let holder = Holder::hold(backend, &test_db.url).await;
+    let lock = "select 1 from coupons where name = 'HOT' for update";
+    let holder = Holder::hold(backend, &test_db.url, lock).await;
     let first = queue(&claims, "first");
     eventually("the first batch to be in flight", async || {
         claims.waiting("HOT") == Some(0)
@@ -197,48 +153,4 @@ async fn a_claim_that_breaks_its_batch_fails_alone(backend: Backend) {
         5,
         "the first claim, the batch that failed, then each of its claims alone"
     );
-}
-
-/// A trigger that makes inserting a claim of `user` fail.
-async fn reject_user(backend: Backend, url: &str, user: &str) {
-    use sqlx::Executor;
-    match backend {
-        Backend::Sqlite => {
-            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
-            c.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "create trigger reject_claim before insert on coupon_claims
-                   when new.user_id = '{user}'
-                 begin select raise(abort, 'claim rejected'); end"
-            ))))
-            .await
-            .unwrap();
-        }
-        Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
-            c.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "create function reject_claim() returns trigger language plpgsql as $$
-                 begin
-                   if new.user_id = '{user}' then raise exception 'claim rejected'; end if;
-                   return new;
-                 end $$;
-                 create trigger reject_claim before insert on coupon_claims
-                   for each row execute function reject_claim();"
-            ))))
-            .await
-            .unwrap();
-        }
-        Backend::MySql => {
-            let mut c = sqlx::MySqlConnection::connect(url).await.unwrap();
-            c.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "create trigger reject_claim before insert on coupon_claims for each row
-                 begin
-                   if new.user_id = '{user}' then
-                     signal sqlstate '45000' set message_text = 'claim rejected';
-                   end if;
-                 end"
-            ))))
-            .await
-            .unwrap();
-        }
-    }
 }

@@ -296,12 +296,13 @@ fn an_unreachable_database_is_explained_once() {
     }
 }
 
-/// `allot bench` on a server it starts: the JSON report names the scenario,
-/// counts answers, and the database agrees with them.
+/// `allot bench` on a server it starts (claims, orders) or on workers it
+/// runs (jobs): the JSON report names the scenario, counts what was done,
+/// and the database agrees with it.
 async fn bench_starts_a_server_loads_it_and_verifies_what_it_did(backend: Backend) {
     let db = TestDb::create(backend).await;
     let dir = tempfile::tempdir().unwrap();
-    for scenario in ["claims", "orders"] {
+    for scenario in ["claims", "orders", "jobs"] {
         let out = allot(
             dir.path(),
             &db,
@@ -324,7 +325,7 @@ async fn bench_starts_a_server_loads_it_and_verifies_what_it_did(backend: Backen
         assert!(report["p50_ms"].as_f64().unwrap() <= report["p99_ms"].as_f64().unwrap());
         assert_eq!(report["errors"], serde_json::json!({}), "{report}");
     }
-    let out = allot(dir.path(), &db, &["bench", "jobs", "--duration", "1s"]);
+    let out = allot(dir.path(), &db, &["bench", "mixed", "--duration", "1s"]);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("not built yet"),

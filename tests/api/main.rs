@@ -25,6 +25,7 @@ mod faults;
 mod key_bank;
 mod merchant_webhooks;
 mod operations;
+mod order_batches;
 mod payments;
 mod processes;
 mod properties;

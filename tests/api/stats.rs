@@ -120,6 +120,12 @@ async fn stats_follow_orders_placed_concurrently(backend: Backend) {
     assert!(reads >= 1);
 
     app.wait_for_mails(150, |m| m.contains("KEY-STATS-")).await;
+    // A delivery's outcome is recorded just after its mail is written.
+    crate::helpers::eventually("every key email recorded as delivered", async || {
+        let (_, body, _) = stats(&app).await;
+        body["windows"]["5m"]["deliveries"]["by_kind"]["key_email"]["succeeded"] == 150
+    })
+    .await;
     let (_, body, _) = stats(&app).await;
     assert_eq!(body["orders"]["by_state"]["fulfilled"], 150, "{body}");
     assert_eq!(body["orders"]["by_state"]["awaiting_stock"], 50);

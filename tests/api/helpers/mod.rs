@@ -3,12 +3,14 @@
 //! - `app`: the app in this process ([`TestApp`]) or its worker on a test clock ([`World`]);
 //! - `process`: `allot` child processes ([`ServeProcess`], [`ctl`]);
 //! - `smtp`: the SMTP server process ([`SmtpServer`]);
+//! - `hold`: a batch held up in the database, a row made to fail (group commit);
 //! - `outside`: what fault tests break: a small disk, a private PostgreSQL;
 //! - `shop`: orders streamed and retried like WordPress, and the checks after a fault;
 //! - `requests`: HTTP calls, a starting gate for races, the coupon invariant.
 
 mod app;
 mod db;
+mod hold;
 mod outside;
 mod process;
 mod requests;
@@ -19,6 +21,7 @@ use std::time::Duration;
 
 pub use app::*;
 pub use db::*;
+pub use hold::*;
 pub use outside::*;
 pub use process::*;
 pub use requests::*;

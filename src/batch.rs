@@ -1,0 +1,185 @@
+//! Group commit: concurrent requests on one hot row (a coupon, a SKU's key
+//! pool) share one transaction, so the row is not held to one commit per
+//! request.
+//!
+//! Each key with requests in flight has a queue and one runner task. A
+//! request joins its key's queue; if no runner is active it starts one. The
+//! runner takes everything queued (up to a bound), hands it to the
+//! [`Decide`] implementation as one batch, answers each request, and goes
+//! on until the queue is empty. A lone request is therefore decided at once
+//! (no window to wait out), and under load each batch gathers the requests
+//! that arrived while the previous one committed.
+//!
+//! The runner is a task of its own, so a client that hangs up cannot cancel
+//! a batch half-way for the others; a crash loses only requests that were
+//! never answered. Correctness stays with the decider and the database: a
+//! batch must give each request the outcome it would get alone, in arrival
+//! order, and row locks order the batches of different processes.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    hash::Hash,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use tokio::sync::oneshot;
+use tokio_util::task::TaskTracker;
+
+/// Decides a batch of requests that share one key.
+pub trait Decide: Send + Sync + 'static {
+    type Key: Clone + Eq + Hash + Send + Sync + 'static;
+    type Request: Send + 'static;
+    type Answer: Send + 'static;
+
+    /// One answer per request, in the order of `batch`. A missing answer
+    /// reaches its request as `None` from [`Batcher::submit`].
+    fn decide(
+        &self,
+        key: &Self::Key,
+        batch: Vec<Self::Request>,
+    ) -> impl Future<Output = Vec<Self::Answer>> + Send;
+}
+
+type Queue<D> = Vec<(
+    <D as Decide>::Request,
+    oneshot::Sender<<D as Decide>::Answer>,
+)>;
+
+/// The queues of the keys with requests in flight, shared by all requests
+/// of one process. A key's entry exists exactly while its runner runs, so
+/// idle keys hold no memory. Cheap to clone.
+pub struct Batcher<D: Decide> {
+    decider: Arc<D>,
+    queues: Arc<Mutex<HashMap<D::Key, Queue<D>>>>,
+    /// The application's tasks: it waits for runners before closing the pool.
+    tasks: TaskTracker,
+    max_batch: usize,
+    /// Names the batch-size histogram (`allot_<name>_batch_size`).
+    histogram: &'static str,
+    /// Batches handed to the decider so far.
+    batches: Arc<AtomicU64>,
+}
+
+impl<D: Decide> Clone for Batcher<D> {
+    fn clone(&self) -> Self {
+        Self {
+            decider: self.decider.clone(),
+            queues: self.queues.clone(),
+            tasks: self.tasks.clone(),
+            max_batch: self.max_batch,
+            histogram: self.histogram,
+            batches: self.batches.clone(),
+        }
+    }
+}
+
+impl<D: Decide> Batcher<D> {
+    /// `max_batch` bounds one transaction's statements and how long it holds
+    /// its locks; the rest wait for the next batch.
+    pub fn new(decider: D, tasks: TaskTracker, max_batch: usize, histogram: &'static str) -> Self {
+        Self {
+            decider: Arc::new(decider),
+            queues: Arc::default(),
+            tasks,
+            max_batch: max_batch.max(1),
+            histogram,
+            batches: Arc::default(),
+        }
+    }
+
+    pub fn decider(&self) -> &D {
+        &self.decider
+    }
+
+    /// How many batches were handed to the decider.
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+
+    /// How many requests on `key` wait for the batch in flight to commit;
+    /// `None` when no batch of it is in flight.
+    pub fn waiting(&self, key: &D::Key) -> Option<usize> {
+        self.lock().get(key).map(Vec::len)
+    }
+
+    /// Decides one request together with whatever else is in flight on the
+    /// same key. `None` only if the decider panicked or gave no answer.
+    pub async fn submit(&self, key: &D::Key, request: D::Request) -> Option<D::Answer> {
+        let (answer, answered) = oneshot::channel();
+        let start_runner = {
+            let mut queues = self.lock();
+            match queues.get_mut(key) {
+                Some(queue) => {
+                    queue.push((request, answer));
+                    false
+                }
+                None => {
+                    queues.insert(key.clone(), vec![(request, answer)]);
+                    true
+                }
+            }
+        };
+        if start_runner {
+            self.tasks.spawn(self.clone().run(key.clone()));
+        }
+        answered.await.ok()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<D::Key, Queue<D>>> {
+        // A panic elsewhere while holding the lock leaves the map whole
+        // (every change to it is one call), so its data is still good.
+        self.queues
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs batches for `key` until its queue is empty, then retires.
+    async fn run(self, key: D::Key) {
+        // Should the decider panic, the guard retires the key, so the next
+        // request starts a runner again instead of queueing forever; the
+        // requests of the failed batch see their senders dropped.
+        let _retire = Retire {
+            batcher: &self,
+            key: &key,
+        };
+        loop {
+            let batch: Queue<D> = {
+                let mut queues = self.lock();
+                let Some(queue) = queues.get_mut(&key) else {
+                    return;
+                };
+                if queue.is_empty() {
+                    queues.remove(&key);
+                    return;
+                }
+                let n = queue.len().min(self.max_batch);
+                queue.drain(..n).collect()
+            };
+            metrics::histogram!(self.histogram).record(batch.len() as f64);
+            self.batches.fetch_add(1, Ordering::Relaxed);
+            let (requests, senders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            let answers = self.decider.decide(&key, requests).await;
+            for (sender, answer) in senders.into_iter().zip(answers) {
+                let _ = sender.send(answer);
+            }
+        }
+    }
+}
+
+struct Retire<'a, D: Decide> {
+    batcher: &'a Batcher<D>,
+    key: &'a D::Key,
+}
+
+impl<D: Decide> Drop for Retire<'_, D> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Those still queued are answered by dropping their senders.
+            self.batcher.lock().remove(self.key);
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The multi-row SQL of a batch of orders, on the `orders` and
+//! `order_events` tables. Each statement's shape follows the size of the
+//! batch, so none is kept among the connection's prepared statements, where
+//! it would push out those that are used again.
+
+use std::collections::HashMap;
+
+use sqlx::QueryBuilder;
+
+use crate::{
+    db::{Backend, Tx},
+    on_tx,
+};
+
+/// An order already stored under one of the batch's order ids.
+#[derive(sqlx::FromRow)]
+pub(super) struct Stored {
+    pub order_id: String,
+    pub state: String,
+}
+
+/// The orders of `source` stored under any of `order_ids`.
+pub(super) async fn stored(
+    tx: &mut Tx,
+    source: &str,
+    order_ids: &[&str],
+) -> Result<Vec<Stored>, sqlx::Error> {
+    on_tx!(tx, |conn, _sql| {
+        let mut select = QueryBuilder::new("select order_id, state from orders where source = ");
+        select.push_bind(source).push(" and order_id in (");
+        let mut list = select.separated(", ");
+        for id in order_ids {
+            list.push_bind(*id);
+        }
+        select.push(")");
+        select
+            .build_query_as()
+            .persistent(false)
+            .fetch_all(conn)
+            .await
+    })
+}
+
+/// A new order of the batch, as its payload describes it.
+pub(super) struct NewOrder<'a> {
+    pub order_id: &'a str,
+    pub email: &'a str,
+    pub coupon_code: Option<&'a str>,
+}
+
+/// Inserts `orders` of `source` for `sku` as placeholders (settled before
+/// the transaction commits). Returns the new rows' ids by order id; an
+/// order another transaction stored meanwhile is left out on PostgreSQL
+/// and SQLite, and fails the statement on MySQL (which has no "do nothing"
+/// that spares other errors).
+pub(super) async fn insert(
+    tx: &mut Tx,
+    source: &str,
+    sku: &str,
+    orders: &[NewOrder<'_>],
+    now: i64,
+) -> Result<HashMap<String, i64>, sqlx::Error> {
+    let mysql = tx.backend() == Backend::MySql;
+    let rows: Vec<(i64, String)> = on_tx!(tx, |conn, _sql| {
+        let mut insert = QueryBuilder::new(
+            "insert into orders (source, order_id, state, email, product_sku, coupon_code, created_at, updated_at) ",
+        );
+        insert.push_values(orders, |mut row, order| {
+            row.push_bind(source)
+                .push_bind(order.order_id)
+                .push_bind("needs_attention")
+                .push_bind(order.email)
+                .push_bind(sku)
+                .push_bind(order.coupon_code)
+                .push_bind(now)
+                .push_bind(now);
+        });
+        if mysql {
+            insert.build().persistent(false).execute(&mut *conn).await?;
+            let mut select = QueryBuilder::new("select id, order_id from orders where source = ");
+            select.push_bind(source).push(" and order_id in (");
+            let mut list = select.separated(", ");
+            for order in orders {
+                list.push_bind(order.order_id);
+            }
+            select.push(")");
+            select
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(conn)
+                .await
+        } else {
+            insert.push(" on conflict (source, order_id) do nothing returning id, order_id");
+            insert
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(conn)
+                .await
+        }
+    })?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, order_id)| (order_id, id))
+        .collect())
+}
+
+/// Marks each order fulfilled with its key and email job.
+pub(super) async fn fulfilled(
+    tx: &mut Tx,
+    orders: &[(i64, i64, Option<i64>)],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    on_tx!(tx, |conn, _sql| {
+        let mut update =
+            QueryBuilder::new("update orders set state = 'fulfilled', license_key_id = case id");
+        for (id, key, _) in orders {
+            update
+                .push(" when ")
+                .push_bind(*id)
+                .push(" then ")
+                .push_bind(*key);
+        }
+        update.push(" end, email_job_id = case id");
+        for (id, _, job) in orders {
+            update
+                .push(" when ")
+                .push_bind(*id)
+                .push(" then ")
+                .push_bind(*job);
+        }
+        update.push(" end, problem = null, raw_body = null, updated_at = ");
+        update.push_bind(now).push(" where id in (");
+        let mut ids = update.separated(", ");
+        for (id, _, _) in orders {
+            ids.push_bind(*id);
+        }
+        update.push(")");
+        update
+            .build()
+            .persistent(false)
+            .execute(conn)
+            .await
+            .map(drop)
+    })
+}
+
+/// Marks the orders `ids` as waiting for stock.
+pub(super) async fn waiting(tx: &mut Tx, ids: &[i64], now: i64) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    on_tx!(tx, |conn, _sql| {
+        let mut update = QueryBuilder::new(
+            "update orders set state = 'awaiting_stock', problem = null, raw_body = null, updated_at = ",
+        );
+        update.push_bind(now).push(" where id in (");
+        let mut list = update.separated(", ");
+        for id in ids {
+            list.push_bind(*id);
+        }
+        update.push(")");
+        update
+            .build()
+            .persistent(false)
+            .execute(conn)
+            .await
+            .map(drop)
+    })
+}
+
+/// Adds one history entry (order, state, detail) per order.
+pub(super) async fn events(
+    tx: &mut Tx,
+    events: &[(i64, &str, String)],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    on_tx!(tx, |conn, _sql| {
+        let mut insert =
+            QueryBuilder::new("insert into order_events (order_ref, at, state, detail) ");
+        insert.push_values(events, |mut row, (id, state, detail)| {
+            row.push_bind(*id)
+                .push_bind(now)
+                .push_bind(*state)
+                .push_bind(detail.as_str());
+        });
+        insert
+            .build()
+            .persistent(false)
+            .execute(conn)
+            .await
+            .map(drop)
+    })
+}

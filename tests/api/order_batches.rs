@@ -1,0 +1,237 @@
+//! Group commit for webhook orders: orders for one SKU that arrive while a
+//! batch is in flight are placed together in the next transaction, with the
+//! outcomes they would get one by one.
+//!
+//! An outside transaction holds the first order's row (an uncommitted
+//! insert of the same order id; SQLite's write lock) so that the first
+//! order's batch waits in the database; the orders queued meanwhile, in a
+//! known order, become the next batch.
+
+use allot::{
+    intake::normalize::Source,
+    keys::Sku,
+    orders::{Fulfilment, Receipt, Status},
+};
+use serde_json::json;
+
+use crate::{
+    helpers::{Backend, Holder, World, eventually, reject_inserts, seed_keys},
+    on_every_backend,
+};
+
+on_every_backend!(
+    orders_held_up_together_are_placed_as_one_batch,
+    an_order_that_breaks_its_batch_fails_alone,
+);
+
+type Pending = tokio::task::JoinHandle<Result<Receipt, sqlx::Error>>;
+
+struct Scene {
+    world: World,
+    fulfilment: Fulfilment,
+    holder: Holder,
+    first: Pending,
+}
+
+fn course() -> Sku {
+    Sku::parse("course").unwrap()
+}
+
+/// `keys` keys for SKU `course`, the first order's row held by an outside
+/// transaction, and that order's batch waiting for it; an order with id
+/// `rejected` will fail to insert.
+async fn scene(backend: Backend, keys: usize, rejected: Option<&str>) -> Scene {
+    let world = World::new(backend, |_| {}).await;
+    let url = world.settings.database.url.clone();
+    let keys: Vec<String> = (1..=keys).map(|n| format!("KEY-{n:03}")).collect();
+    seed_keys(&world.db, "course", &keys).await;
+    if let Some(order_id) = rejected {
+        reject_inserts(backend, &url, "orders", "order_id", order_id).await;
+    }
+    let fulfilment = Fulfilment::new(world.db.clone(), &world.settings)
+        .grouped(tokio_util::task::TaskTracker::new());
+    let hold = "insert into orders (source, order_id, state, created_at, updated_at)
+                values ('generic', 'first', 'needs_attention', 0, 0)";
+    let holder = Holder::hold(backend, &url, hold).await;
+    let first = place(&fulfilment, "first");
+    eventually("the first batch to be in flight", async || {
+        fulfilment.batching(&course()) == Some((Some(0), 1))
+    })
+    .await;
+    Scene {
+        world,
+        fulfilment,
+        holder,
+        first,
+    }
+}
+
+fn place(fulfilment: &Fulfilment, order_id: &str) -> Pending {
+    let body = json!({ "order_id": order_id, "email": format!("{order_id}@buyer.test") });
+    let fulfilment = fulfilment.clone();
+    tokio::spawn(async move {
+        let body = body.to_string();
+        let now = allot::clock::now_ms();
+        fulfilment
+            .receive(Source::Generic, body.as_bytes(), Some(&course()), now)
+            .await
+    })
+}
+
+/// Queues orders one after the other, so the batch keeps their order.
+async fn queue_in_order(fulfilment: &Fulfilment, order_ids: &[&str]) -> Vec<Pending> {
+    let mut pending = Vec::new();
+    for (n, order_id) in order_ids.iter().enumerate() {
+        pending.push(place(fulfilment, order_id));
+        eventually("the order to join the queue", async || {
+            fulfilment.batching(&course()) == Some((Some(n + 1), 1))
+        })
+        .await;
+    }
+    pending
+}
+
+async fn statuses(pending: Vec<Pending>) -> Vec<Result<Status, String>> {
+    let mut statuses = Vec::new();
+    for p in pending {
+        statuses.push(match p.await.unwrap() {
+            Ok(receipt) => Ok(receipt.status),
+            Err(error) => Err(error.to_string()),
+        });
+    }
+    statuses
+}
+
+/// (order id, key) of every order holding a key, in the order the orders
+/// were stored.
+async fn keys_by_order(world: &World) -> Vec<(String, String)> {
+    let rows: Vec<(String, String)> = allot::on_db!(&world.db, read, |pool, sql| {
+        sqlx::query_as(sql("select o.order_id, k.license_key from orders o
+               join license_keys k on k.id = o.license_key_id order by o.id"))
+        .fetch_all(pool)
+        .await
+    })
+    .unwrap();
+    rows
+}
+
+async fn count(world: &World, query: &'static str) -> i64 {
+    allot::on_db!(&world.db, read, |pool, sql| {
+        sqlx::query_scalar(sql(query)).fetch_one(pool).await
+    })
+    .unwrap()
+}
+
+/// Duplicates (inside the batch and of an order stored before it) and a
+/// sell-out inside one batch: five keys, the first order served alone,
+/// then eight deliveries of seven orders in one batch.
+async fn orders_held_up_together_are_placed_as_one_batch(backend: Backend) {
+    let scene = scene(backend, 5, None).await;
+    let order_ids = ["a", "b", "a", "first", "c", "d", "e", "f"];
+    let pending = queue_in_order(&scene.fulfilment, &order_ids).await;
+    scene.holder.release().await;
+
+    assert_eq!(
+        scene.first.await.unwrap().unwrap().status,
+        Status::Fulfilled
+    );
+    use Status::*;
+    assert_eq!(
+        statuses(pending).await,
+        [
+            Ok(Fulfilled),
+            Ok(Fulfilled),
+            Ok(Duplicate),
+            Ok(Duplicate),
+            Ok(Fulfilled),
+            Ok(Fulfilled),
+            Ok(AwaitingStock),
+            Ok(AwaitingStock),
+        ]
+    );
+    // Oldest key to the earliest order, each key once.
+    let expected: Vec<(String, String)> = ["first", "a", "b", "c", "d"]
+        .iter()
+        .enumerate()
+        .map(|(n, o)| (o.to_string(), format!("KEY-{:03}", n + 1)))
+        .collect();
+    assert_eq!(keys_by_order(&scene.world).await, expected);
+    assert_eq!(
+        scene.fulfilment.batching(&course()).map(|(_, b)| b),
+        Some(2),
+        "the first order, then one batch"
+    );
+    let world = &scene.world;
+    assert_eq!(count(world, "select count(*) from orders").await, 7);
+    assert_eq!(
+        count(world, "select count(*) from jobs where kind = 'key_email'").await,
+        5,
+        "one email per key"
+    );
+    assert_eq!(
+        count(
+            world,
+            "select count(*) from order_events e join orders o on o.id = e.order_ref
+              where o.state = 'awaiting_stock' and e.state = 'awaiting_stock'"
+        )
+        .await,
+        2,
+        "each waiting order's history says so"
+    );
+    assert_eq!(
+        count(
+            world,
+            "select count(*) from jobs where kind = 'out_of_stock_alert'"
+        )
+        .await,
+        1,
+        "the sell-out alerts the admin once"
+    );
+    for (order_id, state) in [("e", "awaiting_stock"), ("d", "fulfilled")] {
+        let view = allot::orders::find(&world.db, Source::Generic, order_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(view.state, state);
+        assert_eq!(
+            view.email.as_deref(),
+            Some(&*format!("{order_id}@buyer.test"))
+        );
+        assert_eq!(view.product_sku.as_deref(), Some("course"));
+    }
+    eventually("the runner to retire", async || {
+        scene.fulfilment.batching(&course()) == Some((None, 2))
+    })
+    .await;
+}
+
+/// A trigger rejects one order's row: the batch's transaction fails, and
+/// only that order fails with it; the others are fulfilled, each once.
+async fn an_order_that_breaks_its_batch_fails_alone(backend: Backend) {
+    let scene = scene(backend, 10, Some("poison")).await;
+    let pending = queue_in_order(&scene.fulfilment, &["a", "poison", "b"]).await;
+    scene.holder.release().await;
+
+    assert_eq!(
+        scene.first.await.unwrap().unwrap().status,
+        Status::Fulfilled
+    );
+    let outcomes = statuses(pending).await;
+    assert_eq!(outcomes[0], Ok(Status::Fulfilled), "{outcomes:?}");
+    assert!(outcomes[1].is_err(), "{outcomes:?}");
+    assert_eq!(outcomes[2], Ok(Status::Fulfilled), "{outcomes:?}");
+    let holders: Vec<String> = keys_by_order(&scene.world)
+        .await
+        .into_iter()
+        .map(|(order, _)| order)
+        .collect();
+    assert_eq!(holders, ["first", "a", "b"]);
+    assert_eq!(
+        count(
+            &scene.world,
+            "select count(*) from jobs where kind = 'key_email'"
+        )
+        .await,
+        3
+    );
+}

@@ -19,30 +19,57 @@ pub(super) async fn run(
     options: &Options,
     progress: &ProgressBar,
 ) -> anyhow::Result<(load::Tally, Verdict)> {
-    let run = super::run_id();
-    let name = CouponName::parse(format!("bench-{run}"))?;
-    coupons::create(&target.db, &name, Amount::parse(STOCK)?).await?;
-    let url = format!("{}/api/coupons/claim", target.base);
-    let coupon = name.as_str().to_string();
-    let tally = load::drive(
-        options.connections,
-        options.duration,
-        progress,
-        move |connection, sequence, client| {
-            let body =
-                json!({ "user_id": format!("u{connection}-{sequence}"), "coupon_name": coupon });
-            let url = url.clone();
-            async move {
-                match client.post(&url).json(&body).send().await {
-                    Ok(r) if r.status() == 200 => Ok(()),
-                    other => Err(load::error_kind(other).await),
-                }
-            }
-        },
-    )
-    .await?;
-    let checks = verify(target, &name, &tally).await?;
+    let claims = Claims::prepare(target).await?;
+    let tally = claims.drive(target, options, progress).await?;
+    let checks = verify(target, &claims.coupon, &tally).await?;
     Ok((tally, checks))
+}
+
+/// A new coupon, claimed by new users.
+pub(super) struct Claims {
+    coupon: CouponName,
+}
+
+impl Claims {
+    pub(super) async fn prepare(target: &Target) -> anyhow::Result<Self> {
+        let coupon = CouponName::parse(format!("bench-{}", super::run_id()))?;
+        coupons::create(&target.db, &coupon, Amount::parse(STOCK)?).await?;
+        Ok(Self { coupon })
+    }
+
+    pub(super) async fn drive(
+        &self,
+        target: &Target,
+        options: &Options,
+        progress: &ProgressBar,
+    ) -> anyhow::Result<load::Tally> {
+        let url = format!("{}/api/coupons/claim", target.base);
+        let coupon = self.coupon.as_str().to_string();
+        load::drive(
+            options.connections,
+            options.duration,
+            progress,
+            move |connection, sequence, client| {
+                let body = json!({ "user_id": format!("u{connection}-{sequence}"), "coupon_name": coupon });
+                let url = url.clone();
+                async move {
+                    match client.post(&url).json(&body).send().await {
+                        Ok(r) if r.status() == 200 => Ok(()),
+                        other => Err(load::error_kind(other).await),
+                    }
+                }
+            },
+        )
+        .await
+    }
+
+    pub(super) async fn verify(
+        &self,
+        target: &Target,
+        tally: &load::Tally,
+    ) -> anyhow::Result<Verdict> {
+        verify(target, &self.coupon, tally).await
+    }
 }
 
 async fn verify(

@@ -37,6 +37,17 @@ impl Tally {
             .sum()
     }
 
+    /// Counts `other`'s answers in this tally too, its error kinds
+    /// prefixed by `prefix`; the longer of the two elapsed times is kept.
+    /// Latencies come unsorted: sort them before taking quantiles.
+    pub fn add(&mut self, prefix: &str, other: Tally) {
+        self.latencies_us.extend(other.latencies_us);
+        for (kind, n) in other.errors {
+            *self.errors.entry(format!("{prefix}{kind}")).or_default() += n;
+        }
+        self.elapsed = self.elapsed.max(other.elapsed);
+    }
+
     pub fn ops_per_s(&self) -> f64 {
         self.ok() as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
@@ -90,11 +101,7 @@ where
     }
     let mut total = Tally::default();
     while let Some(tally) = tasks.join_next().await {
-        let tally = tally?;
-        total.latencies_us.extend(tally.latencies_us);
-        for (kind, n) in tally.errors {
-            *total.errors.entry(kind).or_default() += n;
-        }
+        total.add("", tally?);
     }
     total.elapsed = started.elapsed();
     total.latencies_us.sort_unstable();

@@ -5,6 +5,7 @@
 //!
 //! - `load`: the connections, latencies and error counts;
 //! - `claims`, `orders`: what each scenario sends and verifies;
+//! - `mixed`: both at once, each on half the connections;
 //! - `jobs`: no-op jobs drained by the worker loop in this process.
 //!
 //! Top of the module graph beside `cli`: it uses the application as a
@@ -13,6 +14,7 @@
 mod claims;
 mod jobs;
 mod load;
+mod mixed;
 mod orders;
 
 use std::{collections::BTreeMap, time::Duration};
@@ -69,6 +71,9 @@ pub struct Report {
     pub checks: Vec<String>,
     pub healthz_ops_per_s: Option<f64>,
     pub ratio_to_healthz: Option<f64>,
+    /// `mixed`: requests per second of each half, by scenario.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parts: Option<BTreeMap<String, f64>>,
 }
 
 /// The server under load and the database behind it.
@@ -88,9 +93,7 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<Rep
         Scenario::Claims => "claims",
         Scenario::Orders => "orders",
         Scenario::Jobs => "jobs",
-        Scenario::Mixed => {
-            anyhow::bail!("the mixed scenario is not built yet; claims, orders and jobs are")
-        }
+        Scenario::Mixed => "mixed",
     };
     anyhow::ensure!(options.connections > 0, "--connections must be at least 1");
     if options.scenario == Scenario::Jobs {
@@ -103,14 +106,31 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<Rep
         false => None,
     };
     progress.set_message(scenario);
-    let (tally, checks) = match options.scenario {
-        Scenario::Claims => claims::run(&target, &options, &progress).await?,
-        _ => orders::run(&target, &options, &progress).await?,
+    let (tally, checks, parts) = match options.scenario {
+        Scenario::Claims => {
+            let (tally, checks) = claims::run(&target, &options, &progress).await?;
+            (tally, checks, None)
+        }
+        Scenario::Mixed => {
+            let mixed = mixed::run(&target, &options, &progress).await?;
+            (mixed.tally, mixed.verdict, Some(mixed.parts))
+        }
+        _ => {
+            let (tally, checks) = orders::run(&target, &options, &progress).await?;
+            (tally, checks, None)
+        }
     };
     progress.finish_and_clear();
     let backend = target.db.backend().name();
     target.stop().await;
-    Ok(report(scenario, backend, &options, tally, checks, healthz))
+    let mut report = report(scenario, backend, &options, tally, checks, healthz);
+    report.parts = parts.map(|parts| {
+        parts
+            .into_iter()
+            .map(|(part, ops)| (part.to_string(), ops))
+            .collect()
+    });
+    Ok(report)
 }
 
 /// The jobs scenario needs no server: its workers run in this process.
@@ -153,6 +173,7 @@ fn report(
         errors: tally.errors,
         healthz_ops_per_s: healthz,
         ratio_to_healthz: healthz.map(|h| ops_per_s / h),
+        parts: None,
     }
 }
 
@@ -286,6 +307,9 @@ pub fn print(report: &Report, json: bool) -> anyhow::Result<()> {
         report.scenario, report.backend, report.connections, report.duration_s
     );
     println!("  {:.0} ops/s ({} ok)", report.ops_per_s, report.ops);
+    for (part, ops) in report.parts.iter().flatten() {
+        println!("    {part}: {ops:.0} ops/s");
+    }
     if let (Some(h), Some(r)) = (report.healthz_ops_per_s, report.ratio_to_healthz) {
         println!("  /healthz {h:.0} req/s; ratio {r:.3}");
     }

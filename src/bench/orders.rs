@@ -19,48 +19,78 @@ pub(super) async fn run(
     options: &Options,
     progress: &ProgressBar,
 ) -> anyhow::Result<(load::Tally, Verdict)> {
-    anyhow::ensure!(
-        !target.webhook_token.is_empty(),
-        "the orders scenario against --url needs ALLOT_WEBHOOK_TOKEN, the server's webhook token"
-    );
-    let run = super::run_id();
-    let sku = keys::Sku::parse(&format!("bench-{run}"))?;
-    let keys = (options.duration.as_secs_f64() * KEYS_PER_SECOND).clamp(1_000.0, 2_000_000.0);
-    import_keys(&target.db, &sku, &run, keys as usize).await?;
-    let url = format!(
-        "{}/v1/webhooks/generic?token={}&sku={}",
-        target.base,
-        target.webhook_token,
-        sku.as_str()
-    );
-    let prefix = format!("B{run}-");
-    let tally = load::drive(
-        options.connections,
-        options.duration,
-        progress,
-        move |connection, sequence, client| {
-            let body = json!({
-                "order_id": format!("{prefix}{connection}-{sequence}"),
-                "email": format!("buyer{connection}x{sequence}@bench.invalid"),
-            });
-            let url = url.clone();
-            async move {
-                match client.post(&url).json(&body).send().await {
-                    Ok(r) if r.status() == 200 => {
-                        let answer: serde_json::Value = r.json().await.unwrap_or_default();
-                        match answer["status"].as_str() {
-                            Some("fulfilled" | "awaiting_stock") => Ok(()),
-                            other => Err(format!("200 {}", other.unwrap_or("?"))),
-                        }
-                    }
-                    other => Err(load::error_kind(other).await),
-                }
-            }
-        },
-    )
-    .await?;
-    let checks = verify(&target.db, &sku, &format!("B{run}-%"), &tally).await?;
+    let orders = Orders::prepare(target, options).await?;
+    let tally = orders.drive(target, options, progress).await?;
+    let checks = orders.verify(target, &tally).await?;
     Ok((tally, checks))
+}
+
+/// New orders for a new SKU, its keys imported first.
+pub(super) struct Orders {
+    run: String,
+    sku: keys::Sku,
+}
+
+impl Orders {
+    pub(super) async fn prepare(target: &Target, options: &Options) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !target.webhook_token.is_empty(),
+            "the orders scenario against --url needs ALLOT_WEBHOOK_TOKEN, the server's webhook token"
+        );
+        let run = super::run_id();
+        let sku = keys::Sku::parse(&format!("bench-{run}"))?;
+        let keys = (options.duration.as_secs_f64() * KEYS_PER_SECOND).clamp(1_000.0, 2_000_000.0);
+        import_keys(&target.db, &sku, &run, keys as usize).await?;
+        Ok(Self { run, sku })
+    }
+
+    pub(super) async fn drive(
+        &self,
+        target: &Target,
+        options: &Options,
+        progress: &ProgressBar,
+    ) -> anyhow::Result<load::Tally> {
+        let url = format!(
+            "{}/v1/webhooks/generic?token={}&sku={}",
+            target.base,
+            target.webhook_token,
+            self.sku.as_str()
+        );
+        let prefix = format!("B{}-", self.run);
+        load::drive(
+            options.connections,
+            options.duration,
+            progress,
+            move |connection, sequence, client| {
+                let body = json!({
+                    "order_id": format!("{prefix}{connection}-{sequence}"),
+                    "email": format!("buyer{connection}x{sequence}@bench.invalid"),
+                });
+                let url = url.clone();
+                async move {
+                    match client.post(&url).json(&body).send().await {
+                        Ok(r) if r.status() == 200 => {
+                            let answer: serde_json::Value = r.json().await.unwrap_or_default();
+                            match answer["status"].as_str() {
+                                Some("fulfilled" | "awaiting_stock") => Ok(()),
+                                other => Err(format!("200 {}", other.unwrap_or("?"))),
+                            }
+                        }
+                        other => Err(load::error_kind(other).await),
+                    }
+                }
+            },
+        )
+        .await
+    }
+
+    pub(super) async fn verify(
+        &self,
+        target: &Target,
+        tally: &load::Tally,
+    ) -> anyhow::Result<Verdict> {
+        verify(&target.db, &self.sku, &format!("B{}-%", self.run), tally).await
+    }
 }
 
 async fn import_keys(db: &Db, sku: &keys::Sku, run: &str, n: usize) -> anyhow::Result<()> {

@@ -102,7 +102,12 @@ pub(super) async fn send(
                     .push_bind(process.clone())
                     .push_bind(status::PENDING);
             });
-            insert.build().execute(conn).await.map(drop)
+            insert
+                .build()
+                .persistent(false)
+                .execute(conn)
+                .await
+                .map(drop)
         })?;
         db::notify_in(&mut tx, COMMANDS_CHANNEL).await?;
     }

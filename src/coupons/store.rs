@@ -10,7 +10,7 @@ use sqlx::QueryBuilder;
 
 use super::{Amount, ClaimOutcome, Coupon, CouponName, UserId};
 use crate::{
-    db::{Backend, Db, Tx},
+    db::{Backend, Db, Tx, push_list},
     on_db, on_tx,
 };
 
@@ -121,13 +121,14 @@ async fn claimed_among(
     let found: Vec<String> = on_tx!(tx, |conn, _sql| {
         let mut select =
             QueryBuilder::new("select user_id from coupon_claims where coupon_name = ");
-        select.push_bind(coupon).push(" and user_id in (");
-        let mut list = select.separated(", ");
-        for user in users {
-            list.push_bind(user.as_str());
-        }
-        select.push(")");
-        select.build_query_scalar().fetch_all(conn).await
+        select.push_bind(coupon).push(" and user_id in ");
+        push_list(&mut select, users.iter().map(UserId::as_str));
+        // Not kept prepared: the text differs with the batch size (see `db::sql`).
+        select
+            .build_query_scalar()
+            .persistent(false)
+            .fetch_all(conn)
+            .await
     })?;
     Ok(found.into_iter().collect())
 }
@@ -140,7 +141,12 @@ async fn insert_claims(tx: &mut Tx, coupon: &str, users: &[&str]) -> Result<(), 
         insert.push_values(users, |mut row, user| {
             row.push_bind(coupon).push_bind(*user);
         });
-        insert.build().execute(conn).await.map(drop)
+        insert
+            .build()
+            .persistent(false)
+            .execute(conn)
+            .await
+            .map(drop)
     })
 }
 

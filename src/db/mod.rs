@@ -5,6 +5,7 @@
 //! queries next to its logic (`coupons::store`, `keys::store`, …). It must
 //! not import any capability.
 
+mod lists;
 mod nodelay;
 mod notify;
 mod settings;
@@ -21,6 +22,7 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
+pub use lists::{push_case, push_list};
 pub use notify::{listen, notify, notify_in};
 pub use settings::DatabaseSettings;
 pub use sql::{

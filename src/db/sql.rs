@@ -11,7 +11,11 @@
 //!   neither `ON CONFLICT DO NOTHING` nor `RETURNING`); a plain insert that
 //!   tells the new id is [`insert_returning_id!`](crate::insert_returning_id).
 //! - Multi-row inserts use `sqlx::QueryBuilder`, which writes each
-//!   backend's placeholders itself.
+//!   backend's placeholders itself. Their statements are built with
+//!   `persistent(false)`: the text differs with the number of rows, and
+//!   each distinct text would otherwise stay prepared in the statement
+//!   cache of every connection that ran it (on SQLite, memory of the
+//!   process that grows with every new batch size seen).
 //! - Where dialects really differ, a `match` on [`Tx`] or [`Db`] with one
 //!   arm per backend and a comment saying why.
 

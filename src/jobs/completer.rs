@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::{
     batch::{Batcher, Decide},
-    db::{Db, Tx},
+    db::{Db, Tx, push_case, push_list},
     on_tx,
 };
 
@@ -101,14 +101,13 @@ async fn record_done(db: &Db, worker: &str, batch: &[Done]) -> Result<HashSet<i6
         let mut update = QueryBuilder::new(
             "update jobs set state = 'done', last_error = null, locked_until = null, locked_by = null",
         );
-        case_by_id(&mut update, "finished_at", "id", &mine, |d| d.finished_at);
-        case_by_id(&mut update, "updated_at", "id", &mine, |d| d.finished_at);
-        update.push(" where id in (");
-        let mut ids = update.separated(", ");
-        for done in &mine {
-            ids.push_bind(done.job_id);
-        }
-        update.push(")");
+        let finished = || mine.iter().map(|d| (d.job_id, d.finished_at));
+        update.push(", finished_at = ");
+        push_case(&mut update, "id", finished());
+        update.push(", updated_at = ");
+        push_case(&mut update, "id", finished());
+        update.push(" where id in ");
+        push_list(&mut update, mine.iter().map(|d| d.job_id));
         update
             .build()
             .persistent(false)
@@ -119,31 +118,31 @@ async fn record_done(db: &Db, worker: &str, batch: &[Done]) -> Result<HashSet<i6
     on_tx!(&mut tx, |conn, _sql| {
         let mut update =
             QueryBuilder::new("update job_attempts set outcome = 'done', error = null");
-        case_by_id(&mut update, "finished_at", "job_id", &mine, |d| {
-            d.finished_at
-        });
-        case_by_id(&mut update, "duration_ms", "job_id", &mine, |d| {
-            d.duration_ms
-        });
+        update.push(", finished_at = ");
+        push_case(
+            &mut update,
+            "job_id",
+            mine.iter().map(|d| (d.job_id, d.finished_at)),
+        );
+        update.push(", duration_ms = ");
+        push_case(
+            &mut update,
+            "job_id",
+            mine.iter().map(|d| (d.job_id, d.duration_ms)),
+        );
         // The open attempt of each job: a redriven job counts attempts
         // from 1 again, so the number alone may match a closed one. Open
         // means no outcome yet, not `finished_at is null`, which led
         // PostgreSQL's planner to walk every unfinished attempt by the
         // index on `finished_at` instead of looking up these jobs.
-        update.push(" where outcome is null and job_id in (");
-        let mut ids = update.separated(", ");
-        for done in &mine {
-            ids.push_bind(done.job_id);
-        }
-        update.push(") and attempt = case job_id");
-        for done in &mine {
-            update
-                .push(" when ")
-                .push_bind(done.job_id)
-                .push(" then ")
-                .push_bind(done.attempt);
-        }
-        update.push(" end");
+        update.push(" where outcome is null and job_id in ");
+        push_list(&mut update, mine.iter().map(|d| d.job_id));
+        update.push(" and attempt = ");
+        push_case(
+            &mut update,
+            "job_id",
+            mine.iter().map(|d| (d.job_id, d.attempt)),
+        );
         update
             .build()
             .persistent(false)
@@ -153,28 +152,6 @@ async fn record_done(db: &Db, worker: &str, batch: &[Done]) -> Result<HashSet<i6
     })?;
     tx.commit().await?;
     Ok(held)
-}
-
-/// `, column = case key when id then value … end`, one branch per job.
-fn case_by_id<DB: sqlx::Database>(
-    query: &mut QueryBuilder<DB>,
-    column: &str,
-    key: &str,
-    batch: &[&Done],
-    value: impl Fn(&Done) -> i64,
-) where
-    DB::Arguments: Default,
-    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
-    query.push(format!(", {column} = case {key}"));
-    for done in batch {
-        query
-            .push(" when ")
-            .push_bind(done.job_id)
-            .push(" then ")
-            .push_bind(value(done));
-    }
-    query.push(" end");
 }
 
 /// Which jobs of `batch` are still running under `worker` at the attempt
@@ -189,12 +166,9 @@ async fn still_held(
     let lock = tx.backend().for_update();
     let rows: Vec<(i64, String, Option<String>, i32)> = on_tx!(tx, |conn, _sql| {
         let mut select =
-            QueryBuilder::new("select id, state, locked_by, attempts from jobs where id in (");
-        let mut ids = select.separated(", ");
-        for done in batch {
-            ids.push_bind(done.job_id);
-        }
-        select.push(")").push(lock);
+            QueryBuilder::new("select id, state, locked_by, attempts from jobs where id in ");
+        push_list(&mut select, batch.iter().map(|d| d.job_id));
+        select.push(lock);
         select
             .build_query_as()
             .persistent(false)

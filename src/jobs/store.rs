@@ -6,7 +6,7 @@ use super::{NewJob, Priority, handler::Leased};
 use sqlx::QueryBuilder;
 
 use crate::{
-    db::{Backend, Tx},
+    db::{Backend, Tx, push_list},
     insert_unless_exists, on_tx,
 };
 
@@ -74,12 +74,8 @@ pub(super) async fn insert_many(
         if mysql {
             insert.build().persistent(false).execute(&mut *conn).await?;
             let mut select =
-                QueryBuilder::new("select id, dedupe_key from jobs where dedupe_key in (");
-            let mut list = select.separated(", ");
-            for key in &keys {
-                list.push_bind(*key);
-            }
-            select.push(")");
+                QueryBuilder::new("select id, dedupe_key from jobs where dedupe_key in ");
+            push_list(&mut select, keys.iter().copied());
             select
                 .build_query_as()
                 .persistent(false)
@@ -151,12 +147,8 @@ pub(super) async fn lease(
         update
             .push(", updated_at = ")
             .push_bind(now)
-            .push(" where id in (");
-        let mut ids = update.separated(", ");
-        for job in &jobs {
-            ids.push_bind(job.id);
-        }
-        update.push(")");
+            .push(" where id in ");
+        push_list(&mut update, jobs.iter().map(|job| job.id));
         update
             .build()
             .persistent(false)

@@ -6,7 +6,7 @@ use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use super::{Assignment, Issued, LicenseKey, Revoked, Sku, Stock, Vended};
 use crate::{
-    db::{Db, Tx},
+    db::{Db, Tx, push_case, push_list},
     on_db, on_tx,
     text::BoundedText,
 };
@@ -94,41 +94,31 @@ pub(super) async fn assign_many(
     }
     on_tx!(tx, |conn, _sql| {
         let mut update = QueryBuilder::new("update license_keys set status = 'assigned'");
-        let columns: [(&str, Vec<Option<&str>>); 3] = [
-            (
-                "assigned_to_email",
-                assignments.iter().map(|(_, a)| Some(a.email)).collect(),
-            ),
-            (
-                "assigned_order_id",
-                assignments.iter().map(|(_, a)| Some(a.order_id)).collect(),
-            ),
-            (
-                "assigned_coupon_code",
-                assignments.iter().map(|(_, a)| a.coupon_code).collect(),
-            ),
-        ];
-        for (column, values) in columns {
-            update.push(format!(", {column} = case id"));
-            for ((id, _), value) in assignments.iter().zip(values) {
-                update
-                    .push(" when ")
-                    .push_bind(*id)
-                    .push(" then ")
-                    .push_bind(value);
-            }
-            update.push(" end");
-        }
+        let ids = || assignments.iter().map(|(id, _)| *id);
+        update.push(", assigned_to_email = ");
+        push_case(
+            &mut update,
+            "id",
+            ids().zip(assignments.iter().map(|(_, a)| a.email)),
+        );
+        update.push(", assigned_order_id = ");
+        push_case(
+            &mut update,
+            "id",
+            ids().zip(assignments.iter().map(|(_, a)| a.order_id)),
+        );
+        update.push(", assigned_coupon_code = ");
+        push_case(
+            &mut update,
+            "id",
+            ids().zip(assignments.iter().map(|(_, a)| a.coupon_code)),
+        );
         update.push(", assigned_at = ").push_bind(now);
         // By id alone: `reserve` read these keys as available under the
         // locks this transaction still holds. A status test here would
         // lead SQLite's planner to scan the SKU's available keys.
-        update.push(" where id in (");
-        let mut ids = update.separated(", ");
-        for (id, _) in assignments {
-            ids.push_bind(*id);
-        }
-        update.push(")");
+        update.push(" where id in ");
+        push_list(&mut update, ids());
         // Its shape follows the batch: not kept as a prepared statement.
         update
             .build()
@@ -308,13 +298,13 @@ pub(super) async fn existing(db: &Db, keys: &[&str]) -> Result<Vec<String>, sqlx
     }
     on_db!(db, read, |pool, _sql| {
         let mut query =
-            QueryBuilder::new("select license_key from license_keys where license_key in (");
-        let mut list = query.separated(", ");
-        for key in keys {
-            list.push_bind(key.to_string());
-        }
-        query.push(")");
-        query.build_query_scalar().fetch_all(pool).await
+            QueryBuilder::new("select license_key from license_keys where license_key in ");
+        push_list(&mut query, keys.iter().map(|key| key.to_string()));
+        query
+            .build_query_scalar()
+            .persistent(false)
+            .fetch_all(pool)
+            .await
     })
 }
 
@@ -344,6 +334,7 @@ pub(super) async fn insert_many(
     on_db!(db, write, |pool, _sql| {
         insert_rows(sku, keys, now)
             .build()
+            .persistent(false)
             .execute(pool)
             .await
             .map(drop)

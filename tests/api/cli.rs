@@ -296,13 +296,13 @@ fn an_unreachable_database_is_explained_once() {
     }
 }
 
-/// `allot bench` on a server it starts (claims, orders) or on workers it
-/// runs (jobs): the JSON report names the scenario, counts what was done,
-/// and the database agrees with it.
+/// `allot bench` on a server it starts (claims, orders, mixed) or on
+/// workers it runs (jobs): the JSON report names the scenario, counts what
+/// was done, and the database agrees with it.
 async fn bench_starts_a_server_loads_it_and_verifies_what_it_did(backend: Backend) {
     let db = TestDb::create(backend).await;
     let dir = tempfile::tempdir().unwrap();
-    for scenario in ["claims", "orders", "jobs"] {
+    for scenario in ["claims", "orders", "jobs", "mixed"] {
         let out = allot(
             dir.path(),
             &db,
@@ -324,11 +324,24 @@ async fn bench_starts_a_server_loads_it_and_verifies_what_it_did(backend: Backen
         assert!(report["ops_per_s"].as_f64().unwrap() > 0.0, "{report}");
         assert!(report["p50_ms"].as_f64().unwrap() <= report["p99_ms"].as_f64().unwrap());
         assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+        if scenario == "mixed" {
+            // Both halves ran, and each was verified on its own.
+            for half in ["claims", "orders"] {
+                assert!(report["parts"][half].as_f64().unwrap() > 0.0, "{report}");
+                let checked = report["checks"].as_array().unwrap().iter();
+                let mut checked = checked.filter_map(|c| c.as_str());
+                assert!(checked.any(|c| c.starts_with(&format!("{half}: "))), "{report}");
+            }
+        }
     }
-    let out = allot(dir.path(), &db, &["bench", "mixed", "--duration", "1s"]);
+    let out = allot(
+        dir.path(),
+        &db,
+        &["bench", "mixed", "--duration", "1s", "--connections", "1"],
+    );
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("not built yet"),
+        text(&out.stderr).contains("at least 2"),
         "{}",
         text(&out.stderr)
     );

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use sqlx::QueryBuilder;
 
 use crate::{
-    db::{Backend, Tx},
+    db::{Backend, Tx, push_case, push_list},
     on_tx,
 };
 
@@ -27,12 +27,8 @@ pub(super) async fn stored(
 ) -> Result<Vec<Stored>, sqlx::Error> {
     on_tx!(tx, |conn, _sql| {
         let mut select = QueryBuilder::new("select order_id, state from orders where source = ");
-        select.push_bind(source).push(" and order_id in (");
-        let mut list = select.separated(", ");
-        for id in order_ids {
-            list.push_bind(*id);
-        }
-        select.push(")");
+        select.push_bind(source).push(" and order_id in ");
+        push_list(&mut select, order_ids.iter().copied());
         select
             .build_query_as()
             .persistent(false)
@@ -78,12 +74,8 @@ pub(super) async fn insert(
         if mysql {
             insert.build().persistent(false).execute(&mut *conn).await?;
             let mut select = QueryBuilder::new("select id, order_id from orders where source = ");
-            select.push_bind(source).push(" and order_id in (");
-            let mut list = select.separated(", ");
-            for order in orders {
-                list.push_bind(order.order_id);
-            }
-            select.push(")");
+            select.push_bind(source).push(" and order_id in ");
+            push_list(&mut select, orders.iter().map(|order| order.order_id));
             select
                 .build_query_as()
                 .persistent(false)
@@ -115,29 +107,21 @@ pub(super) async fn fulfilled(
     }
     on_tx!(tx, |conn, _sql| {
         let mut update =
-            QueryBuilder::new("update orders set state = 'fulfilled', license_key_id = case id");
-        for (id, key, _) in orders {
-            update
-                .push(" when ")
-                .push_bind(*id)
-                .push(" then ")
-                .push_bind(*key);
-        }
-        update.push(" end, email_job_id = case id");
-        for (id, _, job) in orders {
-            update
-                .push(" when ")
-                .push_bind(*id)
-                .push(" then ")
-                .push_bind(*job);
-        }
-        update.push(" end, problem = null, raw_body = null, updated_at = ");
-        update.push_bind(now).push(" where id in (");
-        let mut ids = update.separated(", ");
-        for (id, _, _) in orders {
-            ids.push_bind(*id);
-        }
-        update.push(")");
+            QueryBuilder::new("update orders set state = 'fulfilled', license_key_id = ");
+        push_case(
+            &mut update,
+            "id",
+            orders.iter().map(|(id, key, _)| (*id, *key)),
+        );
+        update.push(", email_job_id = ");
+        push_case(
+            &mut update,
+            "id",
+            orders.iter().map(|(id, _, job)| (*id, *job)),
+        );
+        update.push(", problem = null, raw_body = null, updated_at = ");
+        update.push_bind(now).push(" where id in ");
+        push_list(&mut update, orders.iter().map(|(id, _, _)| *id));
         update
             .build()
             .persistent(false)
@@ -156,12 +140,8 @@ pub(super) async fn waiting(tx: &mut Tx, ids: &[i64], now: i64) -> Result<(), sq
         let mut update = QueryBuilder::new(
             "update orders set state = 'awaiting_stock', problem = null, raw_body = null, updated_at = ",
         );
-        update.push_bind(now).push(" where id in (");
-        let mut list = update.separated(", ");
-        for id in ids {
-            list.push_bind(*id);
-        }
-        update.push(")");
+        update.push_bind(now).push(" where id in ");
+        push_list(&mut update, ids.iter().copied());
         update
             .build()
             .persistent(false)

@@ -1,7 +1,7 @@
 //! Done jobs recorded in batches: the attempts of one worker that succeed
 //! while an earlier success is being recorded are recorded together, in
-//! one transaction of three statements ([`crate::batch`], no timer: a lone
-//! outcome is written at once). Retries and dead letters, which are rare
+//! one transaction of three statements, or one statement on PostgreSQL
+//! ([`crate::batch`], no timer: a lone outcome is written at once). Retries and dead letters, which are rare
 //! and carry an error each, are still recorded one by one.
 //!
 //! Each job task waits for its outcome to be written before it frees its
@@ -23,6 +23,11 @@ use crate::{
 
 /// The most outcomes one transaction records.
 const MAX_BATCH: usize = 512;
+
+/// Batches of one worker in flight at once, each for the jobs whose id
+/// modulo this is its shard: while one commits, the next is written, so
+/// the drain is not held to one commit at a time.
+const SHARDS: i64 = 2;
 
 /// A finished attempt to record as done.
 pub(super) struct Done {
@@ -62,19 +67,21 @@ impl Completer {
     }
 
     pub(super) async fn record(&self, done: Done) -> Recorded {
+        let shard = done.job_id.rem_euclid(SHARDS);
         self.batches
-            .submit(&(), done)
+            .submit(&shard, done)
             .await
             .unwrap_or_else(|| Err("the outcome batch was interrupted".into()))
     }
 }
 
 impl Decide for Recorder {
-    type Key = ();
+    /// The shard: jobs by id modulo [`SHARDS`].
+    type Key = i64;
     type Request = Done;
     type Answer = Recorded;
 
-    async fn decide(&self, _: &(), batch: Vec<Done>) -> Vec<Recorded> {
+    async fn decide(&self, _: &i64, batch: Vec<Done>) -> Vec<Recorded> {
         match record_done(&self.db, &self.worker, &batch).await {
             Ok(held) => batch
                 .iter()
@@ -89,8 +96,12 @@ impl Decide for Recorder {
 }
 
 /// Marks done the jobs of `batch` whose lease `worker` still holds, and
-/// closes their attempts; the ids it marked.
+/// closes their attempts; the ids it marked. On PostgreSQL one statement
+/// (see `postgres`).
 async fn record_done(db: &Db, worker: &str, batch: &[Done]) -> Result<HashSet<i64>, sqlx::Error> {
+    if let Db::Postgres(pool) = db {
+        return super::postgres::record_done(pool, worker, batch).await;
+    }
     let mut tx = db.begin().await?;
     let held = still_held(&mut tx, worker, batch).await?;
     let mine: Vec<&Done> = batch.iter().filter(|d| held.contains(&d.job_id)).collect();

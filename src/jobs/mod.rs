@@ -24,6 +24,7 @@
 mod admin;
 mod completer;
 mod handler;
+mod postgres;
 mod retention;
 mod retry;
 pub mod rollup;

@@ -99,8 +99,9 @@ pub(super) async fn insert_many(
 }
 
 /// Leases up to `limit` due jobs in one short transaction of a few
-/// statements, however many it leases. On the servers the scan skips rows
-/// other workers have locked; SQLite's single writer needs no such clause.
+/// statements, however many it leases (on PostgreSQL, one statement: see
+/// `postgres`). On the servers the scan skips rows other workers have
+/// locked; SQLite's single writer needs no such clause.
 pub(super) async fn lease(
     db: &crate::db::Db,
     worker: &str,
@@ -108,6 +109,9 @@ pub(super) async fn lease(
     now: i64,
     locked_until: i64,
 ) -> Result<Vec<Leased>, sqlx::Error> {
+    if let crate::db::Db::Postgres(pool) = db {
+        return super::postgres::lease(pool, worker, limit, now, locked_until).await;
+    }
     let select = format!(
         "select id, kind, payload, attempts, max_attempts, created_at from jobs
           where state = 'queued' and priority = ? and run_at <= ? order by run_at, id limit ?{}",

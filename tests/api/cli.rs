@@ -330,7 +330,10 @@ async fn bench_starts_a_server_loads_it_and_verifies_what_it_did(backend: Backen
                 assert!(report["parts"][half].as_f64().unwrap() > 0.0, "{report}");
                 let checked = report["checks"].as_array().unwrap().iter();
                 let mut checked = checked.filter_map(|c| c.as_str());
-                assert!(checked.any(|c| c.starts_with(&format!("{half}: "))), "{report}");
+                assert!(
+                    checked.any(|c| c.starts_with(&format!("{half}: "))),
+                    "{report}"
+                );
             }
         }
     }

@@ -8,8 +8,10 @@
 //! What a job does is its [`super::Handler`]'s business; this file only
 //! knows kinds, leases and outcomes.
 
+mod ahead;
+
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -22,6 +24,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use self::ahead::{Ahead, Leasing};
 use super::{
     JobError, RetryPolicy,
     completer::{Completer, Done},
@@ -129,13 +132,12 @@ impl Worker {
         let inner = self.inner;
         let concurrency = inner.jobs.concurrency;
         let slots = Arc::new(Semaphore::new(concurrency));
-        // Attempts running or whose outcomes wait to be recorded.
-        let recording = Arc::new(Semaphore::new(4 * concurrency));
+        // Attempts running or whose outcomes wait to be recorded: room for
+        // two full batches of outcomes, so that quick jobs are not held to
+        // what one small batch per commit can record.
+        let recording = Arc::new(Semaphore::new((4 * concurrency).max(1024)));
         let in_flight: Arc<Mutex<HashMap<i64, i32>>> = Arc::default();
-        // Leased but not started: one batch ahead of the running jobs, so
-        // that a job finishing does not wait for a lease round trip.
-        let lookahead = concurrency;
-        let mut ahead: VecDeque<(Leased, Instant)> = VecDeque::with_capacity(lookahead);
+        let mut ahead = Ahead::new(concurrency);
         let mut tasks = JoinSet::new();
         let mut tick = tokio::time::interval(inner.jobs.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -147,6 +149,7 @@ impl Worker {
         while !shutdown.is_cancelled() {
             while let Some(finished) = tasks.try_join_next() {
                 log_task_failure(finished);
+                ahead.woken();
             }
             if Instant::now() >= housekeeping_due {
                 housekeeping_due = Instant::now() + inner.jobs.poll_interval;
@@ -167,28 +170,15 @@ impl Worker {
                 }
                 continue;
             }
-            let running = concurrency - slots.available_permits();
-            let room = (concurrency + lookahead).saturating_sub(running + ahead.len());
-            let mut leased = 0;
-            // Refill when half the batch ahead is used up.
-            if ahead.len() * 2 <= lookahead && room > 0 {
-                match inner.lease(room, now_ms()).await {
-                    Ok(jobs) => {
-                        leased = jobs.len();
-                        let at = Instant::now();
-                        ahead.extend(jobs.into_iter().map(|job| (job, at)));
-                    }
-                    Err(error) => {
-                        metrics::counter!("allot_worker_errors_total").increment(1);
-                        tracing::error!(error = %format!("{error:#}"), "leasing jobs failed; retrying at the next poll");
-                    }
-                }
+            if let Some(leasing) = ahead.try_lease() {
+                log_lease_failure(leasing);
             }
+            ahead.refill(&inner, concurrency - slots.available_permits());
             while !ahead.is_empty() {
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     break;
                 };
-                let Some((job, leased_at)) = ahead.pop_front() else {
+                let Some((job, leased_at)) = ahead.pop() else {
                     break;
                 };
                 // Half its lease spent waiting (slow jobs held the slots):
@@ -217,15 +207,15 @@ impl Worker {
                     inner.steering.finished_one();
                 });
             }
-            // A full batch means more may be due: lease again at once.
-            if leased > 0 && leased == room {
-                continue;
-            }
             tokio::select! {
                 () = shutdown.cancelled() => {}
-                () = wake.notified(), if ahead.is_empty() => {}
-                _ = tick.tick() => {}
-                Some(finished) = tasks.join_next(), if !tasks.is_empty() => log_task_failure(finished),
+                () = wake.notified(), if ahead.is_empty() => ahead.woken(),
+                _ = tick.tick() => ahead.woken(),
+                leasing = ahead.next_lease(), if ahead.is_leasing() => log_lease_failure(leasing),
+                Some(finished) = tasks.join_next(), if !tasks.is_empty() => {
+                    log_task_failure(finished);
+                    ahead.woken();
+                }
             }
         }
         inner.release_all(&mut ahead).await;
@@ -435,8 +425,8 @@ impl Inner {
     }
 
     /// Gives back every leased job that has not started.
-    async fn release_all(&self, ahead: &mut VecDeque<(Leased, Instant)>) {
-        for (job, _) in ahead.drain(..) {
+    async fn release_all(&self, ahead: &mut Ahead) {
+        for job in ahead.take_all().await {
             self.release(job.id, job.attempt).await;
         }
     }
@@ -454,6 +444,15 @@ impl Inner {
                 tracing::error!(job_id, %error, "could not release the job; it runs again when its lease expires")
             }
         }
+    }
+}
+
+/// A lease that failed is logged and counted; the next is tried at the
+/// next poll.
+fn log_lease_failure(leasing: Leasing) {
+    if let Leasing::Failed(error) = leasing {
+        metrics::counter!("allot_worker_errors_total").increment(1);
+        tracing::error!(error = %format!("{error:#}"), "leasing jobs failed; retrying at the next poll");
     }
 }
 

@@ -160,3 +160,26 @@ impl Ahead {
         self.queue.drain(..).map(|(job, _)| job).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Idle or slow, a worker leases its concurrency ahead; quick jobs
+    /// raise that to what it starts in the horizon, up to the cap.
+    #[test]
+    fn how_much_is_leased_ahead_follows_the_pace() {
+        let mut ahead = Ahead::new(8);
+        assert_eq!(ahead.target(), 8);
+        ahead.pace = 4.0; // mail sends: a few a second
+        assert_eq!(ahead.target(), 8);
+        ahead.pace = 1_000.0;
+        assert_eq!(ahead.target(), 50);
+        ahead.pace = 30_000.0;
+        assert_eq!(ahead.target(), MAX_AHEAD);
+        // A concurrency above the cap is never cut below itself.
+        let mut wide = Ahead::new(1_000);
+        wide.pace = 30_000.0;
+        assert_eq!(wide.target(), 1_000);
+    }
+}

@@ -21,7 +21,7 @@ pub(super) async fn run(
 ) -> anyhow::Result<(load::Tally, Verdict)> {
     let claims = Claims::prepare(target).await?;
     let tally = claims.drive(target, options, progress).await?;
-    let checks = verify(target, &claims.coupon, &tally).await?;
+    let checks = claims.verify(target, &tally).await?;
     Ok((tally, checks))
 }
 

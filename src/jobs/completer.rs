@@ -1,8 +1,9 @@
 //! Done jobs recorded in batches: the attempts of one worker that succeed
 //! while an earlier success is being recorded are recorded together, in
 //! one transaction of three statements, or one statement on PostgreSQL
-//! ([`crate::batch`], no timer: a lone outcome is written at once). Retries and dead letters, which are rare
-//! and carry an error each, are still recorded one by one.
+//! ([`crate::batch`], no timer: a lone outcome is written at once).
+//! Retries and dead letters, which are rare and carry an error each, are
+//! still recorded one by one.
 //!
 //! Each job task waits for its outcome to be written before it frees its
 //! slot, so the worker's shutdown, which waits for its tasks, flushes every

@@ -14,6 +14,8 @@
 pub mod import;
 mod store;
 
+pub use store::oldest_available;
+
 use serde::Serialize;
 
 use crate::{

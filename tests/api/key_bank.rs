@@ -167,6 +167,52 @@ async fn keys_are_vended_oldest_first(backend: Backend) {
     assert_eq!(vend_one(&world, "no-such-sku", "order-x").await, None);
 }
 
+/// Two SKUs imported one after the other, the table analysed: a sale of
+/// the second must go straight to its keys, not read through the first's
+/// (the planner's guess for a bare `order by id`), in the plan PostgreSQL
+/// makes for one execution and in the one it caches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_sells_the_sku_imported_second_without_reading_the_first() {
+    use sqlx::{Connection, Executor};
+    if !Backend::Postgres.available() {
+        return;
+    }
+    let world = World::new(Backend::Postgres, |_| {}).await;
+    let first: Vec<String> = (0..20_000).map(|n| format!("FIRST-{n:06}")).collect();
+    import_lines(&world, "first", &first).await;
+    let second: Vec<String> = (0..5).map(|n| format!("SECOND-{n}")).collect();
+    import_lines(&world, "second", &second).await;
+    let mut conn = sqlx::PgConnection::connect(&world.settings.database.url)
+        .await
+        .unwrap();
+    conn.execute("analyze license_keys").await.unwrap();
+    let select = keys::oldest_available(allot::db::Backend::Postgres, "id")
+        .replacen('?', "$1", 1)
+        .replacen('?', "$2", 1);
+    for mode in ["force_custom_plan", "force_generic_plan"] {
+        conn.execute(sqlx::AssertSqlSafe(format!("set plan_cache_mode = {mode}")))
+            .await
+            .unwrap();
+        let plan: serde_json::Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "explain (format json) {select}"
+        )))
+        .bind("second")
+        .bind(32_i64)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        let plan = plan.to_string();
+        assert!(
+            plan.contains("license_keys_available") && !plan.contains("license_keys_pkey"),
+            "{mode}: {plan}"
+        );
+    }
+    assert_eq!(
+        vend_one(&world, "second", "order-1").await.as_deref(),
+        Some("SECOND-0")
+    );
+}
+
 async fn a_sell_out_race_never_assigns_a_key_twice(backend: Backend) {
     let world = std::sync::Arc::new(World::new(backend, |_| {}).await);
     let imported: Vec<String> = (1..=10).map(|n| format!("FLASH-{n:04}")).collect();

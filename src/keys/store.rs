@@ -170,15 +170,20 @@ async fn pick_oldest(tx: &mut Tx, sku: &Sku) -> Result<Option<Picked>, sqlx::Err
 /// which the primary key cannot give and the partial index
 /// `license_keys_available` gives directly.
 pub fn oldest_available(backend: Backend, columns: &str) -> String {
-    let order = match backend {
-        Backend::Postgres => "imported_at, id",
-        Backend::Sqlite | Backend::MySql => "id",
-    };
     format!(
         "select {columns} from license_keys
-          where status = 'available' and product_sku = ? order by {order} limit ?{}",
+          where status = 'available' and product_sku = ? order by {} limit ?{}",
+        oldest_first(backend),
         backend.for_update_skip_locked()
     )
+}
+
+/// The order of import, in the columns each backend's index gives.
+fn oldest_first(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "imported_at, id",
+        Backend::Sqlite | Backend::MySql => "id",
+    }
 }
 
 /// A key read back from the pool; the import checked it on the way in.
@@ -191,13 +196,10 @@ fn stored_key(value: String) -> Result<LicenseKey, sqlx::Error> {
 /// Whether `sku` has a key left: the oldest key, unlocked (the same
 /// index as a sale, whatever the planner would guess for a bare `limit 1`).
 fn any_available(backend: Backend) -> String {
-    let order = match backend {
-        Backend::Postgres => "imported_at, id",
-        Backend::Sqlite | Backend::MySql => "id",
-    };
     format!(
         "select id from license_keys
-          where status = 'available' and product_sku = ? order by {order} limit 1"
+          where status = 'available' and product_sku = ? order by {} limit 1",
+        oldest_first(backend)
     )
 }
 

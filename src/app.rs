@@ -21,6 +21,7 @@ use crate::{
     db::Db,
     http::{self, AdminSecret},
     jobs::{Handlers, Worker},
+    keys::IssuedKeys,
     mail::{Mailroom, Postman},
     merchant::{self, Courier, DeliverySettings},
     notices::{self, Notice},
@@ -195,9 +196,11 @@ fn router(
 
 /// Which handler runs which job kind, and the admin's digest when one dies.
 fn handlers(db: &Db, settings: &Settings, postman: Arc<Postman>) -> anyhow::Result<Handlers> {
+    let keys = IssuedKeys::new(db.clone());
     let context = || notices::Context {
         db: db.clone(),
         admin: settings.mail.admin_email.clone(),
+        keys: keys.clone(),
     };
     let (interval, max_attempts) = (settings.jobs.alert_interval, settings.jobs.max_attempts());
     let courier = Courier::new(

@@ -4,7 +4,8 @@
 //! - this file: the domain (SKUs, keys, stock) and the operations;
 //! - `store`: the SQL per backend (the vend differs: `SKIP LOCKED` on the
 //!   servers, the single writer on SQLite);
-//! - `import`: streaming a CSV or one-key-per-line file into the pool.
+//! - `import`: streaming a CSV or one-key-per-line file into the pool;
+//! - `issued`: what an email reads of a sold key, concurrent reads together.
 //!
 //! License keys are secrets: nothing here logs or prints one.
 //!
@@ -12,8 +13,10 @@
 //! import `orders` or the outbox; orders call in.
 
 pub mod import;
+mod issued;
 mod store;
 
+pub use issued::{Issued, IssuedKeys, issued};
 pub use store::oldest_available;
 
 use serde::Serialize;
@@ -161,21 +164,6 @@ pub async fn has_available(db: &Db, sku: &Sku) -> Result<bool, sqlx::Error> {
 /// pool (one of them may be vending the last key right now).
 pub async fn newest_key(tx: &mut Tx, sku: &Sku) -> Result<i64, sqlx::Error> {
     store::newest_key(tx, sku).await
-}
-
-/// A key, its status and whom it went to, by id: what the buyer's email
-/// reads at send time.
-#[derive(Debug, Clone)]
-pub struct Issued {
-    pub key: LicenseKey,
-    pub status: String,
-    pub product_sku: String,
-    pub assigned_to_email: Option<String>,
-    pub assigned_order_id: Option<String>,
-}
-
-pub async fn issued(db: &Db, id: i64) -> Result<Option<Issued>, sqlx::Error> {
-    store::issued(db, id).await
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
-use super::{Assignment, Issued, LicenseKey, Revoked, Sku, Stock, Vended};
+use super::{Assignment, LicenseKey, Revoked, Sku, Stock, Vended};
 use crate::{
     db::{Backend, Db, Tx, push_case, push_list},
     on_db, on_tx,
@@ -187,7 +187,7 @@ fn oldest_first(backend: Backend) -> &'static str {
 }
 
 /// A key read back from the pool; the import checked it on the way in.
-fn stored_key(value: String) -> Result<LicenseKey, sqlx::Error> {
+pub(super) fn stored_key(value: String) -> Result<LicenseKey, sqlx::Error> {
     BoundedText::parse("license key", value)
         .map(LicenseKey)
         .map_err(|e| sqlx::Error::Decode(e.into()))
@@ -245,36 +245,6 @@ pub(super) async fn newest_key(tx: &mut Tx, sku: &Sku) -> Result<i64, sqlx::Erro
         .await
     })?;
     Ok(newest.unwrap_or(0))
-}
-
-pub(super) async fn issued(db: &Db, id: i64) -> Result<Option<Issued>, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        license_key: String,
-        status: String,
-        product_sku: String,
-        assigned_to_email: Option<String>,
-        assigned_order_id: Option<String>,
-    }
-    let row: Option<Row> = on_db!(db, read, |pool, sql| {
-        sqlx::query_as(sql(
-            "select license_key, status, product_sku, assigned_to_email, assigned_order_id
-               from license_keys where id = ?",
-        ))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
-    })?;
-    row.map(|row| {
-        Ok(Issued {
-            key: stored_key(row.license_key)?,
-            status: row.status,
-            product_sku: row.product_sku,
-            assigned_to_email: row.assigned_to_email,
-            assigned_order_id: row.assigned_order_id,
-        })
-    })
-    .transpose()
 }
 
 pub(super) async fn revoke(tx: &mut Tx, key: &LicenseKey) -> Result<Revoked, sqlx::Error> {

@@ -25,6 +25,7 @@ use crate::{
     clock::{rfc3339, window},
     db::Db,
     jobs::{self, JobError, NewJob, Payload, Priority},
+    keys::IssuedKeys,
     mail::{Compose, Letter},
     text::EmailAddress,
 };
@@ -77,6 +78,8 @@ impl Payload for Notice {
 pub struct Context {
     pub db: Db,
     pub admin: Option<EmailAddress>,
+    /// The keys of key emails, read together when several send at once.
+    pub keys: IssuedKeys,
 }
 
 /// A job that renders `template` with `context` and mails it to `to`;

@@ -21,7 +21,7 @@ use crate::{
     clock::{rfc3339, window},
     db::Tx,
     jobs::{self, JobError, NewJob, Payload, Priority},
-    keys::{self, Sku},
+    keys::Sku,
     mail::{Compose, Letter},
     notices::{Context, admin_letter_to},
 };
@@ -202,7 +202,9 @@ async fn key_letter(
             .map_err(read)?
             .ok_or_else(missing)?,
     };
-    let issued = keys::issued(&cx.db, key_id)
+    let issued = cx
+        .keys
+        .get(key_id)
         .await
         .map_err(read)?
         .ok_or_else(missing)?;

@@ -23,6 +23,7 @@ mod delivery_smtp;
 mod deployment;
 mod faults;
 mod key_bank;
+mod key_reads;
 mod merchant_webhooks;
 mod operations;
 mod order_batches;

@@ -1,0 +1,136 @@
+//! What a buyer's email reads at send time: a key, its status, and the
+//! buyer and order it went to in the order's transaction.
+//!
+//! The outbox runs many key emails at once, each needing its key. Through
+//! [`IssuedKeys`], the lookups in flight together are one statement
+//! (`where id in (…)`, [`crate::batch`]): a lone lookup is read at once,
+//! and under a sale the emails no longer cost a statement each, which on
+//! PostgreSQL was the largest share of the statements a sale ran.
+
+use std::collections::HashMap;
+
+use sqlx::QueryBuilder;
+use tokio_util::task::TaskTracker;
+
+use super::{LicenseKey, store::stored_key};
+use crate::{
+    batch::{Batcher, Decide},
+    db::{Db, push_list},
+    on_db,
+};
+
+/// The most keys one statement reads.
+const MAX_BATCH: usize = 64;
+
+/// A key, its status and whom it went to, by id.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub key: LicenseKey,
+    pub status: String,
+    pub product_sku: String,
+    pub assigned_to_email: Option<String>,
+    pub assigned_order_id: Option<String>,
+}
+
+/// Key `id`, read alone.
+pub async fn issued(db: &Db, id: i64) -> Result<Option<Issued>, sqlx::Error> {
+    Ok(read(db, &[id]).await?.remove(&id))
+}
+
+/// Reads issued keys, the concurrent lookups together. Cheap to clone.
+#[derive(Clone)]
+pub struct IssuedKeys {
+    batches: Batcher<Reader>,
+}
+
+struct Reader {
+    db: Db,
+}
+
+impl IssuedKeys {
+    pub fn new(db: Db) -> Self {
+        // The runners are awaited through the lookups waiting for answers.
+        let batches = Batcher::new(
+            Reader { db },
+            TaskTracker::new(),
+            MAX_BATCH,
+            "allot_key_read_batch_size",
+        );
+        Self { batches }
+    }
+
+    /// How many lookups wait for the read in flight (`None`: none is).
+    pub fn waiting(&self) -> Option<usize> {
+        self.batches.waiting(&())
+    }
+
+    /// How many statements have read keys so far.
+    pub fn reads(&self) -> u64 {
+        self.batches.batches()
+    }
+
+    /// Key `id`, read together with the other lookups in flight.
+    pub async fn get(&self, id: i64) -> Result<Option<Issued>, sqlx::Error> {
+        self.batches
+            .submit(&(), id)
+            .await
+            .unwrap_or(Err(sqlx::Error::WorkerCrashed))
+    }
+}
+
+impl Decide for Reader {
+    /// Every lookup shares one queue: they read, so nothing orders them.
+    type Key = ();
+    type Request = i64;
+    type Answer = Result<Option<Issued>, sqlx::Error>;
+
+    async fn decide(&self, _: &(), ids: Vec<i64>) -> Vec<Self::Answer> {
+        match read(&self.db, &ids).await {
+            Ok(found) => ids.iter().map(|id| Ok(found.get(id).cloned())).collect(),
+            Err(error) => {
+                // One failure, told to each lookup in the same words.
+                let said = error.to_string();
+                ids.iter()
+                    .map(|_| Err(sqlx::Error::Io(std::io::Error::other(said.clone()))))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Keys `ids` (not empty) that exist, by id.
+async fn read(db: &Db, ids: &[i64]) -> Result<HashMap<i64, Issued>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: i64,
+        license_key: String,
+        status: String,
+        product_sku: String,
+        assigned_to_email: Option<String>,
+        assigned_order_id: Option<String>,
+    }
+    let rows: Vec<Row> = on_db!(db, read, |pool, _sql| {
+        let mut select = QueryBuilder::new(
+            "select id, license_key, status, product_sku, assigned_to_email, assigned_order_id
+               from license_keys where id in ",
+        );
+        push_list(&mut select, ids.iter().copied());
+        select
+            .build_query_as()
+            .persistent(false)
+            .fetch_all(pool)
+            .await
+    })?;
+    rows.into_iter()
+        .map(|row| {
+            let issued = Issued {
+                key: stored_key(row.license_key)?,
+                status: row.status,
+                product_sku: row.product_sku,
+                assigned_to_email: row.assigned_to_email,
+                assigned_order_id: row.assigned_order_id,
+            };
+            Ok((row.id, issued))
+        })
+        .collect()
+}

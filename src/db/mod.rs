@@ -263,4 +263,19 @@ impl Tx {
             Tx::MySql(tx) => tx.commit().await,
         }
     }
+
+    /// Ends the transaction now, writing nothing. Dropping it would too,
+    /// but later: sqlx sends that rollback from a task of its own once the
+    /// connection goes back to the pool, and until then the rows the
+    /// transaction read `FOR UPDATE` stay locked, so the caller's next
+    /// statement (a lease with `SKIP LOCKED`, on another connection) could
+    /// pass over them. A transaction that locked rows and returns early
+    /// without writing ends here.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.rollback().await,
+            Tx::Postgres(tx) => tx.rollback().await,
+            Tx::MySql(tx) => tx.rollback().await,
+        }
+    }
 }

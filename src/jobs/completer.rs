@@ -107,6 +107,7 @@ async fn record_done(db: &Db, worker: &str, batch: &[Done]) -> Result<HashSet<i6
     let held = still_held(&mut tx, worker, batch).await?;
     let mine: Vec<&Done> = batch.iter().filter(|d| held.contains(&d.job_id)).collect();
     if mine.is_empty() {
+        tx.rollback().await?;
         return Ok(held);
     }
     on_tx!(&mut tx, |conn, _sql| {

@@ -71,6 +71,7 @@ pub async fn roll_up(db: &Db, now: i64) -> Result<Progress, sqlx::Error> {
         sqlx::query_as(sql(select)).fetch_one(conn).await
     })?;
     if cutoff <= rolled.minutes {
+        tx.rollback().await?;
         return Ok(rolled);
     }
     let insert = format!(

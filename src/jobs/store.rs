@@ -136,6 +136,7 @@ pub(super) async fn lease(
         jobs.extend(batch);
     }
     if jobs.is_empty() {
+        tx.rollback().await?;
         return Ok(jobs);
     }
     // Two statements for the whole batch: the rows are locked (SQLite:
@@ -273,7 +274,8 @@ pub(super) async fn finish(
             .map(|done| done.rows_affected())
     })?;
     if updated == 0 {
-        return Ok(false); // dropping `tx` rolls back
+        tx.rollback().await?;
+        return Ok(false);
     }
     match outcome {
         Outcome::Released => {
@@ -366,6 +368,7 @@ pub(super) async fn expire_leases(
         sqlx::query_as(sql(select)).bind(now).fetch_all(conn).await
     })?;
     if expired.is_empty() {
+        tx.rollback().await?;
         return Ok((0, 0));
     }
     let error =

@@ -141,11 +141,13 @@ async fn transient_failures_follow_the_retry_schedule_then_the_job_dies(backend:
         );
         now = at;
     }
-    assert_eq!(
-        worker.run_once(now).await.unwrap(),
-        vec![WorkerEvent::Dead { job_id: id }]
-    );
+    let events = worker.run_once(now).await.unwrap();
     let job = world.job(id).await;
+    assert_eq!(
+        events,
+        vec![WorkerEvent::Dead { job_id: id }],
+        "the last attempt at {now}, the job after it: {job:?}"
+    );
     assert_eq!((job.state.as_str(), job.attempts), ("dead", 4));
     assert!(
         job.last_error

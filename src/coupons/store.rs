@@ -1,8 +1,9 @@
 //! Coupon SQL: one text per statement with `?` placeholders through
 //! `on_db!`/`on_tx!`, and the one claim algorithm ([`claim_batch`]).
 //!
-//! What differs by backend is only how the coupon row is locked
-//! ([`lock_coupon`]); everything else is the same text.
+//! What differs by backend is how the coupon row is locked
+//! ([`lock_coupon`]), and that PostgreSQL runs the batch's statements in
+//! one function call; the rule that decides the claims is one ([`decide`]).
 
 use std::collections::HashSet;
 
@@ -56,19 +57,51 @@ pub(super) async fn find(db: &Db, name: &CouponName) -> Result<Option<Coupon>, s
 /// one by one (a user twice in the list: granted, then already claimed);
 /// `None` when the coupon does not exist. Four statements and one commit
 /// whatever the number of users: lock the coupon, find who of them already
-/// holds a unit, insert the new claims, take the stock.
+/// holds a unit, insert the new claims, take the stock. On PostgreSQL the
+/// four run inside one function call (`allot_claim_batch`, migration 0011):
+/// one round trip, where the batch's lock was otherwise held across six.
 pub(super) async fn claim_batch(
     db: &Db,
     coupon: &CouponName,
     users: &[UserId],
 ) -> Result<Option<Vec<ClaimOutcome>>, sqlx::Error> {
     let coupon = coupon.as_str();
+    if let Db::Postgres(pool) = db {
+        let names: Vec<&str> = users.iter().map(UserId::as_str).collect();
+        let found: Option<(i64, Vec<String>)> =
+            sqlx::query_as("select remaining, held from allot_claim_batch($1, $2)")
+                .bind(coupon)
+                .bind(&names)
+                .fetch_optional(pool)
+                .await?;
+        return Ok(found.map(|(remaining, held)| decide(remaining, held, users).0));
+    }
     // Dropping `tx` without commit rolls back, on every early return.
     let mut tx = db.begin().await?;
-    let Some(mut remaining) = lock_coupon(&mut tx, coupon).await? else {
+    let Some(remaining) = lock_coupon(&mut tx, coupon).await? else {
         return Ok(None);
     };
-    let mut holders = claimed_among(&mut tx, coupon, users).await?;
+    let holders = claimed_among(&mut tx, coupon, users).await?;
+    let (outcomes, granted) = decide(remaining, holders, users);
+    if !granted.is_empty() {
+        insert_claims(&mut tx, coupon, &granted).await?;
+        take(&mut tx, coupon, granted.len() as i64).await?;
+        tx.commit().await?;
+    }
+    Ok(Some(outcomes))
+}
+
+/// The claim rule, given the stock before the batch and who of `users`
+/// held a unit: in order, a holder (or a user granted earlier in the list)
+/// is already claimed, anyone else is granted while stock remains. The
+/// outcomes, and the users granted in order. `allot_claim_batch` applies
+/// the same rule on PostgreSQL.
+fn decide(
+    mut remaining: i64,
+    holders: impl IntoIterator<Item = String>,
+    users: &[UserId],
+) -> (Vec<ClaimOutcome>, Vec<&str>) {
+    let mut holders: HashSet<String> = holders.into_iter().collect();
     let mut granted = Vec::new();
     let mut outcomes = Vec::with_capacity(users.len());
     for user in users {
@@ -84,12 +117,7 @@ pub(super) async fn claim_batch(
         };
         outcomes.push(outcome);
     }
-    if !granted.is_empty() {
-        insert_claims(&mut tx, coupon, &granted).await?;
-        take(&mut tx, coupon, granted.len() as i64).await?;
-        tx.commit().await?;
-    }
-    Ok(Some(outcomes))
+    (outcomes, granted)
 }
 
 /// Locks the coupon against other claimers; its remaining stock, or `None`.
@@ -97,7 +125,7 @@ async fn lock_coupon(tx: &mut Tx, coupon: &str) -> Result<Option<i64>, sqlx::Err
     let lock = match tx.backend() {
         // BEGIN IMMEDIATE already holds the database write lock.
         Backend::Sqlite => "",
-        // Unlike FOR UPDATE, does not block other tables' foreign-key checks.
+        // Not reached: PostgreSQL locks inside `allot_claim_batch`, the same way.
         Backend::Postgres => " for no key update",
         // At READ COMMITTED (see `db`), so the claims check that follows sees
         // what the previous lock holder committed.
@@ -117,7 +145,7 @@ async fn claimed_among(
     tx: &mut Tx,
     coupon: &str,
     users: &[UserId],
-) -> Result<HashSet<String>, sqlx::Error> {
+) -> Result<Vec<String>, sqlx::Error> {
     let found: Vec<String> = on_tx!(tx, |conn, _sql| {
         let mut select =
             QueryBuilder::new("select user_id from coupon_claims where coupon_name = ");
@@ -130,7 +158,7 @@ async fn claimed_among(
             .fetch_all(conn)
             .await
     })?;
-    Ok(found.into_iter().collect())
+    Ok(found)
 }
 
 /// One multi-row insert; ids follow the list, so `claimed_by` keeps the

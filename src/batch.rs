@@ -24,9 +24,10 @@ use std::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio_util::task::TaskTracker;
 
 /// Decides a batch of requests that share one key.
@@ -62,6 +63,10 @@ pub struct Batcher<D: Decide> {
     histogram: &'static str,
     /// Batches handed to the decider so far.
     batches: Arc<AtomicU64>,
+    /// See [`Batcher::lingering`].
+    linger: Option<(Duration, usize)>,
+    /// Wakes lingering runners when a queue reaches the fill.
+    filled: Arc<Notify>,
 }
 
 impl<D: Decide> Clone for Batcher<D> {
@@ -73,6 +78,8 @@ impl<D: Decide> Clone for Batcher<D> {
             max_batch: self.max_batch,
             histogram: self.histogram,
             batches: self.batches.clone(),
+            linger: self.linger,
+            filled: self.filled.clone(),
         }
     }
 }
@@ -88,7 +95,20 @@ impl<D: Decide> Batcher<D> {
             max_batch: max_batch.max(1),
             histogram,
             batches: Arc::default(),
+            linger: None,
+            filled: Arc::default(),
         }
+    }
+
+    /// A runner that finds fewer than `fill` requests queued waits up to
+    /// `linger` for the queue to fill before it starts the batch: a trickle
+    /// of requests shares one batch, and a flood, which fills the queue at
+    /// once, does not wait. Only for work
+    /// whose requesters can wait (outcomes to record, not answers a client
+    /// waits for): by default a lone request is decided at once.
+    pub fn lingering(mut self, linger: Duration, fill: usize) -> Self {
+        self.linger = Some((linger, fill));
+        self
     }
 
     pub fn decider(&self) -> &D {
@@ -115,6 +135,9 @@ impl<D: Decide> Batcher<D> {
             match queues.get_mut(key) {
                 Some(queue) => {
                     queue.push((request, answer));
+                    if self.linger.is_some_and(|(_, fill)| queue.len() == fill) {
+                        self.filled.notify_waiters();
+                    }
                     false
                 }
                 None => {
@@ -147,6 +170,15 @@ impl<D: Decide> Batcher<D> {
             key: &key,
         };
         loop {
+            if let Some((linger, fill)) = self.linger {
+                // Listening before counting, so a fill in between is not missed.
+                let filled = self.filled.notified();
+                tokio::pin!(filled);
+                filled.as_mut().enable();
+                if self.waiting(&key).is_some_and(|n| (1..fill).contains(&n)) {
+                    let _ = tokio::time::timeout(linger, filled).await;
+                }
+            }
             let batch: Queue<D> = {
                 let mut queues = self.lock();
                 let Some(queue) = queues.get_mut(&key) else {
@@ -181,5 +213,53 @@ impl<D: Decide> Drop for Retire<'_, D> {
             // Those still queued are answered by dropping their senders.
             self.batcher.lock().remove(self.key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers each request with the size of the batch it was decided in.
+    struct Sizes;
+
+    impl Decide for Sizes {
+        type Key = ();
+        type Request = u32;
+        type Answer = usize;
+
+        async fn decide(&self, _: &(), batch: Vec<u32>) -> Vec<usize> {
+            vec![batch.len(); batch.len()]
+        }
+    }
+
+    fn lingering(linger: Duration, fill: usize) -> Batcher<Sizes> {
+        Batcher::new(Sizes, TaskTracker::new(), 64, "test").lingering(linger, fill)
+    }
+
+    /// The linger is an hour: only the queue reaching its fill can start
+    /// the batch, and it starts the one batch of all three.
+    #[tokio::test]
+    async fn a_lingering_batch_starts_as_soon_as_its_queue_fills() {
+        let batcher = lingering(Duration::from_secs(3600), 3);
+        let submit = |n| {
+            let batcher = batcher.clone();
+            tokio::spawn(async move { batcher.submit(&(), n).await })
+        };
+        let pending = [submit(1), submit(2), submit(3)];
+        let within = Duration::from_secs(10);
+        for p in pending {
+            let answer = tokio::time::timeout(within, p).await.expect("decided");
+            assert_eq!(answer.unwrap(), Some(3));
+        }
+        assert_eq!(batcher.batches(), 1);
+    }
+
+    /// Short of its fill, a request is still decided once the linger ends.
+    #[tokio::test]
+    async fn a_lone_request_is_decided_after_the_linger() {
+        let batcher = lingering(Duration::from_millis(20), 64);
+        let answer = tokio::time::timeout(Duration::from_secs(10), batcher.submit(&(), 1)).await;
+        assert_eq!(answer.expect("decided"), Some(1));
     }
 }

@@ -22,6 +22,7 @@ use crate::{
 on_every_backend!(
     orders_held_up_together_are_placed_as_one_batch,
     an_order_that_breaks_its_batch_fails_alone,
+    a_batch_behind_waiting_orders_waits_behind_them,
 );
 
 type Pending = tokio::task::JoinHandle<Result<Receipt, sqlx::Error>>;
@@ -187,7 +188,23 @@ async fn orders_held_up_together_are_placed_as_one_batch(backend: Backend) {
         1,
         "the sell-out alerts the admin once"
     );
-    for (order_id, state) in [("e", "awaiting_stock"), ("d", "fulfilled")] {
+    for (order_id, state, said) in [
+        (
+            "e",
+            "awaiting_stock",
+            "course is out of stock, waiting for keys",
+        ),
+        (
+            "f",
+            "awaiting_stock",
+            "queued behind earlier orders waiting for course",
+        ),
+        (
+            "d",
+            "fulfilled",
+            "key #5 of course assigned, email to the buyer queued (job ",
+        ),
+    ] {
         let view = allot::orders::find(&world.db, Source::Generic, order_id)
             .await
             .unwrap()
@@ -198,7 +215,26 @@ async fn orders_held_up_together_are_placed_as_one_batch(backend: Backend) {
             Some(&*format!("{order_id}@buyer.test"))
         );
         assert_eq!(view.product_sku.as_deref(), Some("course"));
+        let last = view.history.last().unwrap();
+        assert_eq!(last.state, state);
+        assert!(
+            last.detail.starts_with("received from generic; ") && last.detail.contains(said),
+            "{order_id}: {:?}",
+            view.history
+        );
+        // The email named in the history is the one the order points to.
+        if let Some(delivery) = &view.email_delivery {
+            assert!(last.detail.ends_with(&format!("(job {})", delivery.job_id)));
+        }
     }
+    let d = allot::orders::find(&world.db, Source::Generic, "d")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        d.email_delivery.is_some(),
+        "a fulfilled order names its email"
+    );
     eventually("the runner to retire", async || {
         scene.fulfilment.batching(&course()) == Some((None, 2))
     })
@@ -234,4 +270,33 @@ async fn an_order_that_breaks_its_batch_fails_alone(backend: Backend) {
         .await,
         3
     );
+}
+
+/// A batch that arrives while orders of its SKU already wait for stock
+/// queues behind them, first order and all.
+async fn a_batch_behind_waiting_orders_waits_behind_them(backend: Backend) {
+    let scene = scene(backend, 0, None).await;
+    let pending = queue_in_order(&scene.fulfilment, &["x", "y"]).await;
+    scene.holder.release().await;
+
+    assert_eq!(
+        scene.first.await.unwrap().unwrap().status,
+        Status::AwaitingStock
+    );
+    use Status::*;
+    assert_eq!(
+        statuses(pending).await,
+        [Ok(AwaitingStock), Ok(AwaitingStock)]
+    );
+    for order_id in ["x", "y"] {
+        let view = allot::orders::find(&scene.world.db, Source::Generic, order_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(view.state, "awaiting_stock");
+        assert_eq!(
+            view.history.last().unwrap().detail,
+            "received from generic; queued behind earlier orders waiting for course"
+        );
+    }
 }

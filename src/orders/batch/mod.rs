@@ -10,17 +10,17 @@
 //! reason of its own is placed again one order at a time, so that one bad
 //! order fails alone.
 
+mod settle;
 mod store;
 
 use std::collections::{HashMap, HashSet};
 
-use super::{Fulfilment, Placed, Status, notices, place::claim};
+use super::{Fulfilment, Placed, Status, place::claim};
 use crate::{
     batch::Decide,
-    db::{Tx, is_unavailable, retry_on_contention},
+    db::{is_unavailable, retry_on_contention},
     intake::normalize::{Order, Source},
-    jobs,
-    keys::{self, Assignment, Sku},
+    keys::{self, Sku},
     merchant,
 };
 
@@ -156,118 +156,38 @@ impl Fulfilment {
             tx.commit().await?;
             return Ok(answers(batch, statuses));
         }
-        let queued_behind = super::store::waiting_ahead(&mut tx, sku).await?;
-        let reserved = if queued_behind {
-            Vec::new()
-        } else {
-            keys::reserve(&mut tx, sku, new.len()).await?
-        };
-        let (served, waiting) = new.split_at(reserved.len());
-        let mut events = Vec::with_capacity(new.len());
+        let settled = settle::settle(&mut tx, sku, batch, &new, self.max_attempts, now).await?;
+        let (served, waiting) = new.split_at(settled.served.len());
         if !served.is_empty() {
-            self.fulfil_served(&mut tx, sku, batch, served, &reserved, &mut events, now)
-                .await?;
             for &(i, _) in served {
                 statuses[i] = Status::Fulfilled;
             }
+            let targets = merchant::subscribers(&mut tx, "order.fulfilled").await?;
+            for &(_, id) in served {
+                self.announce_to(&mut tx, &targets, id, "order.fulfilled", now)
+                    .await?;
+            }
+            metrics::counter!("allot_keys_vended_total").increment(served.len() as u64);
         }
         if let Some(&(_, first)) = waiting.first() {
-            // Only the first order of the batch to wait can be the first of
-            // a sell-out; those after it queue behind it.
-            let alert = !queued_behind || !keys::in_stock(&mut tx, sku).await?;
-            let ids: Vec<i64> = waiting.iter().map(|&(_, id)| id).collect();
-            store::waiting(&mut tx, &ids, now).await?;
-            for (n, &(i, id)) in waiting.iter().enumerate() {
-                let received = format!("received from {}", batch[i].source.as_str());
-                let detail = if n == 0 && !queued_behind {
-                    format!(
-                        "{received}; {} is out of stock, waiting for keys",
-                        sku.as_str()
-                    )
-                } else {
-                    format!(
-                        "{received}; queued behind earlier orders waiting for {}",
-                        sku.as_str()
-                    )
-                };
-                events.push((id, "awaiting_stock", detail));
+            for &(i, _) in waiting {
                 statuses[i] = Status::AwaitingStock;
             }
+            // Only the first order of the batch to wait can be the first of
+            // a sell-out; those after it queue behind it.
+            let alert = !settled.queued_behind || !keys::in_stock(&mut tx, sku).await?;
             if alert {
                 self.sold_out(&mut tx, sku, first, now).await?;
             }
             let targets = merchant::subscribers(&mut tx, "order.awaiting_stock").await?;
-            for &id in &ids {
+            for &(_, id) in waiting {
                 self.announce_to(&mut tx, &targets, id, "order.awaiting_stock", now)
                     .await?;
             }
-            metrics::counter!("allot_orders_awaiting_stock_total").increment(ids.len() as u64);
+            metrics::counter!("allot_orders_awaiting_stock_total").increment(waiting.len() as u64);
         }
-        store::events(&mut tx, &events, now).await?;
         tx.commit().await?;
         Ok(answers(batch, statuses))
-    }
-
-    /// Assigns `reserved[n]` to the `n`th order of `served` (oldest key to
-    /// the earliest order), queues their emails and marks them fulfilled;
-    /// their history entries go to `events`.
-    #[allow(clippy::too_many_arguments)]
-    async fn fulfil_served(
-        &self,
-        tx: &mut Tx,
-        sku: &Sku,
-        batch: &[Request],
-        served: &[(usize, i64)],
-        reserved: &[i64],
-        events: &mut Vec<(i64, &'static str, String)>,
-        now: i64,
-    ) -> Result<(), sqlx::Error> {
-        let assignments: Vec<(i64, Assignment)> = served
-            .iter()
-            .zip(reserved)
-            .map(|(&(i, _), &key)| {
-                let order = &batch[i].order;
-                let to = Assignment {
-                    email: order.email.as_str(),
-                    order_id: &order.order_id,
-                    coupon_code: order.coupon_code.as_deref(),
-                };
-                (key, to)
-            })
-            .collect();
-        keys::assign_reserved_many(tx, &assignments, now).await?;
-        let emails: Vec<_> = served
-            .iter()
-            .zip(reserved)
-            .map(|(&(_, id), &key)| notices::key_email(id, key, self.max_attempts))
-            .collect();
-        let jobs = jobs::enqueue_many(tx, &emails, now).await?;
-        let settled: Vec<(i64, i64, Option<i64>)> = served
-            .iter()
-            .zip(reserved)
-            .zip(&jobs)
-            .map(|((&(_, id), &key), &job)| (id, key, job))
-            .collect();
-        store::fulfilled(tx, &settled, now).await?;
-        for (&(i, _), &(id, key, job)) in served.iter().zip(&settled) {
-            events.push((
-                id,
-                "fulfilled",
-                format!(
-                    "received from {}; key #{key} of {} assigned, email to the buyer queued (job {})",
-                    batch[i].source.as_str(),
-                    sku.as_str(),
-                    job.map_or_else(|| "-".into(), |j| j.to_string())
-                ),
-            ));
-        }
-        let targets = merchant::subscribers(tx, "order.fulfilled").await?;
-        for &(id, _, _) in &settled {
-            self.announce_to(tx, &targets, id, "order.fulfilled", now)
-                .await?;
-        }
-        metrics::counter!("allot_keys_vended_total").increment(settled.len() as u64);
-        Ok(())
     }
 }
 

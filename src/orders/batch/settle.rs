@@ -1,0 +1,172 @@
+//! The middle of a batch of orders: the new orders, in arrival order, get
+//! the oldest keys while they last and their email jobs; the rest wait for
+//! stock; each gets its history entry. On PostgreSQL this is one call of
+//! `allot_place_batch` (migration 0012) instead of eight round trips; the
+//! other backends run the same steps statement by statement. What follows
+//! (alerts, merchant announcements) is the caller's, on every backend.
+
+use super::{Request, store};
+use crate::{
+    db::Tx,
+    jobs,
+    keys::{self, Assignment, Sku},
+    orders::notices,
+};
+
+/// A new order of the batch: its place in the batch and its row id.
+pub(super) type New = (usize, i64);
+
+/// What the new orders got: the first `served.len()` of them a key and an
+/// email job (none when one was queued before), the rest wait.
+pub(super) struct Settled {
+    pub served: Vec<(i64, Option<i64>)>,
+    /// Orders of the SKU were already waiting: the new ones queue behind
+    /// them without taking a key.
+    pub queued_behind: bool,
+}
+
+pub(super) async fn settle(
+    tx: &mut Tx,
+    sku: &Sku,
+    batch: &[Request],
+    new: &[New],
+    max_attempts: i32,
+    now: i64,
+) -> Result<Settled, sqlx::Error> {
+    if let Tx::Postgres(tx) = tx {
+        return in_one_call(tx, sku, batch, new, max_attempts, now).await;
+    }
+    let queued_behind = crate::orders::store::waiting_ahead(tx, sku).await?;
+    let reserved = if queued_behind {
+        Vec::new()
+    } else {
+        keys::reserve(tx, sku, new.len()).await?
+    };
+    let (served, waiting) = new.split_at(reserved.len());
+    let mut events = Vec::with_capacity(new.len());
+    let mut settled = Vec::with_capacity(served.len());
+    if !served.is_empty() {
+        let assignments: Vec<(i64, Assignment)> = served
+            .iter()
+            .zip(&reserved)
+            .map(|(&(i, _), &key)| {
+                let order = &batch[i].order;
+                let to = Assignment {
+                    email: order.email.as_str(),
+                    order_id: &order.order_id,
+                    coupon_code: order.coupon_code.as_deref(),
+                };
+                (key, to)
+            })
+            .collect();
+        keys::assign_reserved_many(tx, &assignments, now).await?;
+        let emails: Vec<_> = served
+            .iter()
+            .zip(&reserved)
+            .map(|(&(_, id), &key)| notices::key_email(id, key, max_attempts))
+            .collect();
+        let jobs = jobs::enqueue_many(tx, &emails, now).await?;
+        let fulfilled: Vec<(i64, i64, Option<i64>)> = served
+            .iter()
+            .zip(&reserved)
+            .zip(&jobs)
+            .map(|((&(_, id), &key), &job)| (id, key, job))
+            .collect();
+        store::fulfilled(tx, &fulfilled, now).await?;
+        for (&(i, _), &(id, key, job)) in served.iter().zip(&fulfilled) {
+            events.push((id, "fulfilled", fulfilled_detail(batch, i, key, sku, job)));
+            settled.push((key, job));
+        }
+    }
+    if !waiting.is_empty() {
+        let ids: Vec<i64> = waiting.iter().map(|&(_, id)| id).collect();
+        store::waiting(tx, &ids, now).await?;
+        for (n, &(i, id)) in waiting.iter().enumerate() {
+            let first = n == 0 && !queued_behind;
+            events.push((id, "awaiting_stock", waiting_detail(batch, i, sku, first)));
+        }
+    }
+    store::events(tx, &events, now).await?;
+    Ok(Settled {
+        served: settled,
+        queued_behind,
+    })
+}
+
+/// The history entries, worded alike by the function of migration 0012.
+fn fulfilled_detail(batch: &[Request], i: usize, key: i64, sku: &Sku, job: Option<i64>) -> String {
+    format!(
+        "received from {}; key #{key} of {} assigned, email to the buyer queued (job {})",
+        batch[i].source.as_str(),
+        sku.as_str(),
+        job.map_or_else(|| "-".into(), |j| j.to_string())
+    )
+}
+
+/// `first`: the first order of a sell-out; those after it queue behind.
+fn waiting_detail(batch: &[Request], i: usize, sku: &Sku, first: bool) -> String {
+    let received = format!("received from {}", batch[i].source.as_str());
+    if first {
+        format!(
+            "{received}; {} is out of stock, waiting for keys",
+            sku.as_str()
+        )
+    } else {
+        format!(
+            "{received}; queued behind earlier orders waiting for {}",
+            sku.as_str()
+        )
+    }
+}
+
+async fn in_one_call(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    sku: &Sku,
+    batch: &[Request],
+    new: &[New],
+    max_attempts: i32,
+    now: i64,
+) -> Result<Settled, sqlx::Error> {
+    let order = |i: usize| &batch[i].order;
+    let refs: Vec<i64> = new.iter().map(|&(_, id)| id).collect();
+    let sources: Vec<&str> = new.iter().map(|&(i, _)| batch[i].source.as_str()).collect();
+    let order_ids: Vec<&str> = new
+        .iter()
+        .map(|&(i, _)| order(i).order_id.as_str())
+        .collect();
+    let emails: Vec<&str> = new.iter().map(|&(i, _)| order(i).email.as_str()).collect();
+    let coupons: Vec<Option<&str>> = new
+        .iter()
+        .map(|&(i, _)| order(i).coupon_code.as_deref())
+        .collect();
+    let rows: Vec<(i64, Option<i64>, Option<i64>, bool)> = sqlx::query_as(
+        "select out_ref, out_key, out_job, out_behind
+           from allot_place_batch($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(sku.as_str())
+    .bind(&refs)
+    .bind(&sources)
+    .bind(&order_ids)
+    .bind(&emails)
+    .bind(&coupons)
+    .bind(now)
+    .bind(max_attempts)
+    .fetch_all(&mut **tx)
+    .await?;
+    if rows.len() != new.len() || rows.iter().zip(&refs).any(|(row, &id)| row.0 != id) {
+        return Err(sqlx::Error::Protocol(format!(
+            "allot_place_batch answered for {} of {} orders",
+            rows.len(),
+            new.len()
+        )));
+    }
+    let queued_behind = rows.first().is_some_and(|row| row.3);
+    let served = rows
+        .iter()
+        .map_while(|&(_, key, job, _)| key.map(|key| (key, job)))
+        .collect();
+    Ok(Settled {
+        served,
+        queued_behind,
+    })
+}

@@ -15,6 +15,11 @@ use super::{Priority, handler::Leased};
 /// does: each priority one range scan of the claim index, rows other
 /// workers hold skipped, `attempts + 1` taken under the row lock, and an
 /// open attempt logged per job, all in one statement.
+///
+/// The leased rows are updated through `= any(array(…))`, a lookup of
+/// each id in the primary key whatever the statistics say: with
+/// `in (select …)` the planner, on the statistics of a table that a sale
+/// had filled since its last analyse, hashed the ids and scanned every job.
 pub(super) async fn lease(
     pool: &PgPool,
     worker: &str,
@@ -35,7 +40,7 @@ pub(super) async fn lease(
         ), leased as (
             update jobs set state = 'running', attempts = attempts + 1,
                    locked_until = $5, locked_by = $6, updated_at = $3
-             where id in (select id from urgent union all select id from normal)
+             where id = any(array(select id from urgent union all select id from normal))
             returning id, kind, payload, attempts, max_attempts, created_at, priority, run_at
         ), logged as (
             insert into job_attempts (job_id, attempt, worker, started_at)

@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use super::{Fulfilment, Placed, Status, place::claim};
 use crate::{
     batch::Decide,
-    db::{is_unavailable, retry_on_contention},
+    db::{Backend, Tx, is_unavailable, retry_on_contention},
     intake::normalize::{Order, Source},
     keys::{self, Sku},
     merchant,
@@ -101,55 +101,8 @@ impl Fulfilment {
         }
         let mut new: Vec<(usize, i64)> = Vec::with_capacity(batch.len());
         for (source, group) in &firsts {
-            let ids: Vec<&str> = group
-                .iter()
-                .map(|&i| batch[i].order.order_id.as_str())
-                .collect();
-            let stored: HashMap<String, store::Stored> =
-                store::stored(&mut tx, source.as_str(), &ids)
-                    .await?
-                    .into_iter()
-                    .map(|row| (row.order_id.clone(), row))
-                    .collect();
-            let mut fresh = Vec::new();
-            for &i in group {
-                let order = &batch[i].order;
-                match stored.get(&order.order_id) {
-                    None => fresh.push(i),
-                    // Set aside before: taken up again, as `claim` does.
-                    Some(row) if row.state == "needs_attention" => {
-                        if let Some(id) = claim(&mut tx, *source, &order.order_id, now).await? {
-                            let details = super::store::Details {
-                                email: Some(order.email.as_str()),
-                                product_sku: Some(sku.as_str()),
-                                coupon_code: order.coupon_code.as_deref(),
-                            };
-                            super::store::describe(&mut tx, id, &details, now).await?;
-                            new.push((i, id));
-                        }
-                    }
-                    Some(_) => {}
-                }
-            }
-            if fresh.is_empty() {
-                continue;
-            }
-            let rows: Vec<store::NewOrder> = fresh
-                .iter()
-                .map(|&i| store::NewOrder {
-                    order_id: &batch[i].order.order_id,
-                    email: batch[i].order.email.as_str(),
-                    coupon_code: batch[i].order.coupon_code.as_deref(),
-                })
-                .collect();
-            let inserted =
-                store::insert(&mut tx, source.as_str(), sku.as_str(), &rows, now).await?;
-            // One stored by another transaction meanwhile is a duplicate.
-            new.extend(
-                fresh
-                    .iter()
-                    .filter_map(|&i| inserted.get(&batch[i].order.order_id).map(|&id| (i, id))),
-            );
+            self.store_new(&mut tx, sku, batch, *source, group, now, &mut new)
+                .await?;
         }
         new.sort_unstable();
         if new.is_empty() {
@@ -189,6 +142,90 @@ impl Fulfilment {
         tx.commit().await?;
         Ok(answers(batch, statuses))
     }
+
+    /// Stores the orders `group` of `batch` (first arrivals, one source)
+    /// and adds those that are new to `new` as (place in batch, row id):
+    /// fresh ones, and ones set aside before (`needs_attention`), taken up
+    /// again as `claim` does. The others were placed before: duplicates.
+    ///
+    /// PostgreSQL and SQLite insert first (`on conflict do nothing`) and
+    /// look up only what was already there; MySQL, whose multi-row insert
+    /// fails on a duplicate, looks up first.
+    #[allow(clippy::too_many_arguments)]
+    async fn store_new(
+        &self,
+        tx: &mut Tx,
+        sku: &Sku,
+        batch: &[Request],
+        source: Source,
+        group: &[usize],
+        now: i64,
+        new: &mut Vec<(usize, i64)>,
+    ) -> Result<(), sqlx::Error> {
+        let order_id = |i: usize| batch[i].order.order_id.as_str();
+        let look_up_first = tx.backend() == Backend::MySql;
+        let mut stored: HashMap<String, store::Stored> = HashMap::new();
+        if look_up_first {
+            let ids: Vec<&str> = group.iter().map(|&i| order_id(i)).collect();
+            stored = by_order_id(store::stored(tx, source.as_str(), &ids).await?);
+        }
+        let fresh: Vec<usize> = group
+            .iter()
+            .copied()
+            .filter(|&i| !stored.contains_key(order_id(i)))
+            .collect();
+        let mut inserted = HashMap::new();
+        if !fresh.is_empty() {
+            let rows: Vec<store::NewOrder> = fresh
+                .iter()
+                .map(|&i| store::NewOrder {
+                    order_id: order_id(i),
+                    email: batch[i].order.email.as_str(),
+                    coupon_code: batch[i].order.coupon_code.as_deref(),
+                })
+                .collect();
+            inserted = store::insert(tx, source.as_str(), sku.as_str(), &rows, now).await?;
+        }
+        new.extend(
+            fresh
+                .iter()
+                .filter_map(|&i| inserted.get(order_id(i)).map(|&id| (i, id))),
+        );
+        let there: Vec<usize> = group
+            .iter()
+            .copied()
+            .filter(|&i| !inserted.contains_key(order_id(i)))
+            .collect();
+        if !look_up_first && !there.is_empty() {
+            let ids: Vec<&str> = there.iter().map(|&i| order_id(i)).collect();
+            stored = by_order_id(store::stored(tx, source.as_str(), &ids).await?);
+        }
+        for i in there {
+            // Set aside before: taken up again, as `claim` does.
+            if stored
+                .get(order_id(i))
+                .is_some_and(|row| row.state == "needs_attention")
+            {
+                let order = &batch[i].order;
+                if let Some(id) = claim(tx, source, &order.order_id, now).await? {
+                    let details = super::store::Details {
+                        email: Some(order.email.as_str()),
+                        product_sku: Some(sku.as_str()),
+                        coupon_code: order.coupon_code.as_deref(),
+                    };
+                    super::store::describe(tx, id, &details, now).await?;
+                    new.push((i, id));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn by_order_id(rows: Vec<store::Stored>) -> HashMap<String, store::Stored> {
+    rows.into_iter()
+        .map(|row| (row.order_id.clone(), row))
+        .collect()
 }
 
 fn answers(batch: &[Request], statuses: Vec<Status>) -> Vec<Placed> {

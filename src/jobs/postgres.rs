@@ -17,9 +17,11 @@ use super::{Priority, handler::Leased};
 /// open attempt logged per job, all in one statement.
 ///
 /// The leased rows are updated through `= any(array(…))`, a lookup of
-/// each id in the primary key whatever the statistics say: with
-/// `in (select …)` the planner, on the statistics of a table that a sale
-/// had filled since its last analyse, hashed the ids and scanned every job.
+/// each id in the primary key: with `in (select …)` the planner, on the
+/// statistics of a table that a sale had filled since its last analyse,
+/// hashed the ids and scanned every job. (On a table of a few pages when
+/// the statement is first planned it may still scan, until the table is
+/// analysed.)
 pub(super) async fn lease(
     pool: &PgPool,
     worker: &str,

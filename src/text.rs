@@ -148,6 +148,27 @@ impl std::fmt::Display for EmailAddress {
     }
 }
 
+/// At most `max_bytes` of `text`, cut at a character boundary: outside
+/// text recorded in a bounded column or a log line, but not without bound.
+pub fn clip(text: &str, max_bytes: usize) -> &str {
+    let mut end = text.len().min(max_bytes);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// `value` quoted for a message, its first `chars` characters only when it
+/// is longer (with its length said): enough to recognise it.
+pub fn excerpt(value: &str, chars: usize) -> String {
+    let mut rest = value.chars();
+    let head: String = rest.by_ref().take(chars).collect();
+    match rest.next() {
+        None => format!("{head:?}"),
+        Some(_) => format!("{head:?}… ({} characters)", value.chars().count()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +228,12 @@ mod tests {
         assert_eq!(named.as_str(), "Shop <shop@example.com>");
         assert_eq!(named.domain(), "example.com");
         assert!(EmailAddress::parse_mailbox("nope").is_err());
+    }
+
+    #[test]
+    fn a_long_value_is_quoted_in_part_with_its_length() {
+        assert_eq!(excerpt("abc", 5), "\"abc\"");
+        assert_eq!(excerpt(&"é".repeat(9), 3), "\"ééé\"… (9 characters)");
+        assert_eq!(clip("aé", 2), "a");
     }
 }

@@ -14,7 +14,7 @@ use super::{
     message::{Command, Target},
     registry::{self, Process},
 };
-use crate::{clock::now_ms, config::ControlSettings, db::Db};
+use crate::{clock::now_ms, config::ControlSettings, db::Db, text::clip};
 
 /// How often a sender looks for replies where no notification wakes it.
 const REPLY_POLL: Duration = Duration::from_millis(25);
@@ -222,13 +222,4 @@ pub fn default_timeout(command: &Command) -> Duration {
         }
         _ => base,
     }
-}
-
-/// Refused input is recorded, but not without bound.
-fn clip(text: &str, max_bytes: usize) -> &str {
-    let mut end = text.len().min(max_bytes);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }

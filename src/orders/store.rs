@@ -115,7 +115,8 @@ pub(super) async fn set_aside(
             "update orders set state = 'needs_attention', raw_body = ?, problem = ?, updated_at = ? where id = ?",
         ))
         .bind(body)
-        .bind(problem)
+        // MySQL's `text` holds 64 KiB; the body, kept whole, has the rest.
+        .bind(crate::text::clip(problem, 4096))
         .bind(now)
         .bind(id)
         .execute(conn)

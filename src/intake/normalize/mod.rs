@@ -15,7 +15,7 @@ mod search;
 
 use serde_json::Value;
 
-use crate::text::{BoundedText, EmailAddress, Invalid};
+use crate::text::{BoundedText, EmailAddress, Invalid, excerpt};
 use search::{as_list, custom_field, find, find_preferring, meta_data, scalar};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,8 +322,11 @@ fn checked<T>(
     match parse(value) {
         Ok(parsed) => Some(parsed),
         Err(invalid) => {
+            // The body is kept whole: the problem quotes enough to find
+            // the value in it, not a 60,000-character order id.
             problems.push(format!(
-                "the {what} {value:?} is unusable: {}",
+                "the {what} {} is unusable: {}",
+                excerpt(value, 80),
                 invalid.problem
             ));
             None

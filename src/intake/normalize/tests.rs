@@ -131,6 +131,16 @@ fn what_is_missing_is_said() {
 }
 
 #[test]
+fn a_huge_unusable_value_is_quoted_in_part() {
+    let huge = "x".repeat(60_000);
+    let body = json!({"order_id": huge, "email": "a@example.com", "coupon_code": huge});
+    let err = normalize(Source::Generic, body.to_string().as_bytes()).unwrap_err();
+    let said = err.to_string();
+    assert!(said.len() < 500, "{} bytes", said.len());
+    assert!(said.contains("… (60000 characters) is unusable"), "{said}");
+}
+
+#[test]
 fn a_broken_booking_among_good_ones_is_reported_not_dropped() {
     let payload = json!({"bookings": [
         {"id": 1, "customer": {"email": "a@example.com"}},

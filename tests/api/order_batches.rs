@@ -300,3 +300,68 @@ async fn a_batch_behind_waiting_orders_waits_behind_them(backend: Backend) {
         );
     }
 }
+
+/// On PostgreSQL, where the batch is one function call: another process
+/// stores one of the batch's orders (set aside, as an unparseable delivery
+/// would be) while the batch's insert waits for that row. The batch is run
+/// again, finds the order stored and takes it up alone: every order is
+/// placed once, each with its own key and email.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_order_another_process_stores_meanwhile_is_placed_once() {
+    if !Backend::Postgres.available() {
+        return;
+    }
+    let scene = scene(Backend::Postgres, 10, None).await;
+    let pending = queue_in_order(&scene.fulfilment, &["a", "b", "c"]).await;
+    let other = Holder::hold(
+        Backend::Postgres,
+        &scene.world.settings.database.url,
+        "insert into orders (source, order_id, state, created_at, updated_at)
+         values ('generic', 'b', 'needs_attention', 0, 0)",
+    )
+    .await;
+    scene.holder.release().await;
+    assert_eq!(
+        scene.first.await.unwrap().unwrap().status,
+        Status::Fulfilled
+    );
+    let world = &scene.world;
+    eventually(
+        "the batch to wait for the other process's row",
+        async || {
+            count(
+                world,
+                "select count(*) from pg_stat_activity
+              where wait_event_type = 'Lock' and query like '%from allot_place_orders(%'",
+            )
+            .await
+                == 1
+        },
+    )
+    .await;
+    other.commit().await;
+
+    use Status::*;
+    assert_eq!(
+        statuses(pending).await,
+        [Ok(Fulfilled), Ok(Fulfilled), Ok(Fulfilled)]
+    );
+    let mut keys = keys_by_order(world).await;
+    keys.sort_by(|x, y| x.1.cmp(&y.1));
+    let keys: Vec<(&str, &str)> = keys.iter().map(|(o, k)| (&**o, &**k)).collect();
+    assert_eq!(
+        keys,
+        [
+            ("first", "KEY-001"),
+            ("a", "KEY-002"),
+            ("c", "KEY-003"),
+            ("b", "KEY-004")
+        ],
+        "the batch again without b, then b alone"
+    );
+    assert_eq!(count(world, "select count(*) from orders").await, 4);
+    assert_eq!(
+        count(world, "select count(*) from jobs where kind = 'key_email'").await,
+        4
+    );
+}

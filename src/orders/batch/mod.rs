@@ -48,7 +48,13 @@ impl Decide for Orders {
             return vec![self.0.place_alone(sku, &batch[0]).await];
         }
         match retry_on_contention(|| self.0.place_together(sku, &batch)).await {
-            Ok(placed) => placed.into_iter().map(Ok).collect(),
+            Ok((placed, set_aside)) => {
+                let mut answers: Vec<Self::Answer> = placed.into_iter().map(Ok).collect();
+                for i in set_aside {
+                    answers[i] = self.0.place_alone(sku, &batch[i]).await;
+                }
+                answers
+            }
             Err(error) if is_unavailable(&error) => {
                 // One outage, told to each order in words that still read
                 // as an outage (503, try again).
@@ -79,37 +85,34 @@ impl Fulfilment {
     /// Places `batch`, all for `sku`, in one transaction whose statements
     /// do not grow with the batch (an order that needed attention before,
     /// taken up again, and merchant announcements are the exceptions).
+    /// Returns each order's answer and, on PostgreSQL, the places of orders
+    /// set aside before, which the caller takes up one by one.
     async fn place_together(
         &self,
         sku: &Sku,
         batch: &[Request],
-    ) -> Result<Vec<Placed>, sqlx::Error> {
+    ) -> Result<(Vec<Placed>, Vec<usize>), sqlx::Error> {
         let now = batch.iter().map(|r| r.now).max().unwrap_or_default();
         let mut tx = self.db.begin().await?;
         let mut statuses = vec![Status::Duplicate; batch.len()];
-        // First arrivals per source; a repeat inside the batch is a duplicate.
-        let mut firsts: Vec<(Source, Vec<usize>)> = Vec::new();
+        // First arrivals; a repeat inside the batch is a duplicate.
         let mut seen = HashSet::with_capacity(batch.len());
-        for (i, r) in batch.iter().enumerate() {
-            if !seen.insert((r.source.as_str(), r.order.order_id.as_str())) {
-                continue;
+        let firsts: Vec<usize> = (0..batch.len())
+            .filter(|&i| seen.insert((batch[i].source.as_str(), batch[i].order.order_id.as_str())))
+            .collect();
+        let (new, settled, set_aside) = if let Tx::Postgres(pg) = &mut tx {
+            let placed =
+                settle::in_one_call(pg, sku, batch, &firsts, self.max_attempts, now).await?;
+            (placed.new, placed.settled, placed.set_aside)
+        } else {
+            let new = self.store_new(&mut tx, sku, batch, &firsts, now).await?;
+            if new.is_empty() {
+                tx.commit().await?;
+                return Ok((answers(batch, statuses), Vec::new()));
             }
-            match firsts.iter_mut().find(|(source, _)| *source == r.source) {
-                Some((_, group)) => group.push(i),
-                None => firsts.push((r.source, vec![i])),
-            }
-        }
-        let mut new: Vec<(usize, i64)> = Vec::with_capacity(batch.len());
-        for (source, group) in &firsts {
-            self.store_new(&mut tx, sku, batch, *source, group, now, &mut new)
-                .await?;
-        }
-        new.sort_unstable();
-        if new.is_empty() {
-            tx.commit().await?;
-            return Ok(answers(batch, statuses));
-        }
-        let settled = settle::settle(&mut tx, sku, batch, &new, self.max_attempts, now).await?;
+            let settled = settle::settle(&mut tx, sku, batch, &new, self.max_attempts, now).await?;
+            (new, settled, Vec::new())
+        };
         let (served, waiting) = new.split_at(settled.served.len());
         if !served.is_empty() {
             for &(i, _) in served {
@@ -140,7 +143,38 @@ impl Fulfilment {
             metrics::counter!("allot_orders_awaiting_stock_total").increment(waiting.len() as u64);
         }
         tx.commit().await?;
-        Ok(answers(batch, statuses))
+        Ok((answers(batch, statuses), set_aside))
+    }
+
+    /// Stores the first arrivals `firsts` of `batch` (SQLite, MySQL) and
+    /// returns those that are new as (place in batch, row id), in arrival
+    /// order; see [`Self::store_source`].
+    async fn store_new(
+        &self,
+        tx: &mut Tx,
+        sku: &Sku,
+        batch: &[Request],
+        firsts: &[usize],
+        now: i64,
+    ) -> Result<Vec<(usize, i64)>, sqlx::Error> {
+        let mut sources: Vec<Source> = Vec::new();
+        for &i in firsts {
+            if !sources.contains(&batch[i].source) {
+                sources.push(batch[i].source);
+            }
+        }
+        let mut new = Vec::with_capacity(firsts.len());
+        for source in sources {
+            let group: Vec<usize> = firsts
+                .iter()
+                .copied()
+                .filter(|&i| batch[i].source == source)
+                .collect();
+            self.store_source(tx, sku, batch, source, &group, now, &mut new)
+                .await?;
+        }
+        new.sort_unstable();
+        Ok(new)
     }
 
     /// Stores the orders `group` of `batch` (first arrivals, one source)
@@ -148,11 +182,11 @@ impl Fulfilment {
     /// fresh ones, and ones set aside before (`needs_attention`), taken up
     /// again as `claim` does. The others were placed before: duplicates.
     ///
-    /// PostgreSQL and SQLite insert first (`on conflict do nothing`) and
-    /// look up only what was already there; MySQL, whose multi-row insert
-    /// fails on a duplicate, looks up first.
+    /// SQLite inserts first (`on conflict do nothing`) and looks up only
+    /// what was already there; MySQL, whose multi-row insert fails on a
+    /// duplicate, looks up first.
     #[allow(clippy::too_many_arguments)]
-    async fn store_new(
+    async fn store_source(
         &self,
         tx: &mut Tx,
         sku: &Sku,

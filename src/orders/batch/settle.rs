@@ -1,8 +1,9 @@
 //! The middle of a batch of orders: the new orders, in arrival order, get
 //! the oldest keys while they last and their email jobs; the rest wait for
-//! stock; each gets its history entry. On PostgreSQL this is one call of
-//! `allot_place_batch` (migration 0012) instead of eight round trips; the
-//! other backends run the same steps statement by statement. What follows
+//! stock; each gets its history entry. On PostgreSQL this, and storing the
+//! orders, is one call of `allot_place_orders` (migration 0013) instead of
+//! nine round trips; the other backends run the same steps statement by
+//! statement, on orders stored first. What follows
 //! (alerts, merchant announcements) is the caller's, on every backend.
 
 use super::{Request, store};
@@ -33,9 +34,6 @@ pub(super) async fn settle(
     max_attempts: i32,
     now: i64,
 ) -> Result<Settled, sqlx::Error> {
-    if let Tx::Postgres(tx) = tx {
-        return in_one_call(tx, sku, batch, new, max_attempts, now).await;
-    }
     let queued_behind = crate::orders::store::waiting_ahead(tx, sku).await?;
     let reserved = if queued_behind {
         Vec::new()
@@ -93,7 +91,7 @@ pub(super) async fn settle(
     })
 }
 
-/// The history entries, worded alike by the function of migration 0012.
+/// The history entries, worded alike by the function of migration 0013.
 fn fulfilled_detail(batch: &[Request], i: usize, key: i64, sku: &Sku, job: Option<i64>) -> String {
     format!(
         "received from {}; key #{key} of {} assigned, email to the buyer queued (job {})",
@@ -119,32 +117,41 @@ fn waiting_detail(batch: &[Request], i: usize, sku: &Sku, first: bool) -> String
     }
 }
 
-async fn in_one_call(
+/// What one call of `allot_place_orders` did with the first arrivals of a
+/// batch: the new orders and what they got, and the stored ones it left.
+pub(super) struct InOneCall {
+    pub new: Vec<New>,
+    pub settled: Settled,
+    /// Places in the batch of orders set aside before (`needs_attention`):
+    /// the caller takes each up alone, as `claim` does.
+    pub set_aside: Vec<usize>,
+}
+
+/// Places the orders at `firsts` (places in `batch`, in arrival order, no
+/// repeats) on PostgreSQL: stored, keyed, queued and described in one call
+/// of `allot_place_orders` (migration 0013), each new row written once.
+pub(super) async fn in_one_call(
     tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
     sku: &Sku,
     batch: &[Request],
-    new: &[New],
+    firsts: &[usize],
     max_attempts: i32,
     now: i64,
-) -> Result<Settled, sqlx::Error> {
+) -> Result<InOneCall, sqlx::Error> {
     let order = |i: usize| &batch[i].order;
-    let refs: Vec<i64> = new.iter().map(|&(_, id)| id).collect();
-    let sources: Vec<&str> = new.iter().map(|&(i, _)| batch[i].source.as_str()).collect();
-    let order_ids: Vec<&str> = new
+    let sources: Vec<&str> = firsts.iter().map(|&i| batch[i].source.as_str()).collect();
+    let order_ids: Vec<&str> = firsts.iter().map(|&i| order(i).order_id.as_str()).collect();
+    let emails: Vec<&str> = firsts.iter().map(|&i| order(i).email.as_str()).collect();
+    let coupons: Vec<Option<&str>> = firsts
         .iter()
-        .map(|&(i, _)| order(i).order_id.as_str())
+        .map(|&i| order(i).coupon_code.as_deref())
         .collect();
-    let emails: Vec<&str> = new.iter().map(|&(i, _)| order(i).email.as_str()).collect();
-    let coupons: Vec<Option<&str>> = new
-        .iter()
-        .map(|&(i, _)| order(i).coupon_code.as_deref())
-        .collect();
-    let rows: Vec<(i64, Option<i64>, Option<i64>, bool)> = sqlx::query_as(
-        "select out_ref, out_key, out_job, out_behind
-           from allot_place_batch($1, $2, $3, $4, $5, $6, $7, $8)",
+    type Row = (i64, String, bool, Option<i64>, Option<i64>, bool);
+    let rows: Vec<Row> = sqlx::query_as(
+        "select out_ref, out_state, out_new, out_key, out_job, out_behind
+           from allot_place_orders($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(sku.as_str())
-    .bind(&refs)
     .bind(&sources)
     .bind(&order_ids)
     .bind(&emails)
@@ -153,20 +160,30 @@ async fn in_one_call(
     .bind(max_attempts)
     .fetch_all(&mut **tx)
     .await?;
-    if rows.len() != new.len() || rows.iter().zip(&refs).any(|(row, &id)| row.0 != id) {
+    if rows.len() != firsts.len() {
         return Err(sqlx::Error::Protocol(format!(
-            "allot_place_batch answered for {} of {} orders",
+            "allot_place_orders answered for {} of {} orders",
             rows.len(),
-            new.len()
+            firsts.len()
         )));
     }
-    let queued_behind = rows.first().is_some_and(|row| row.3);
-    let served = rows
-        .iter()
-        .map_while(|&(_, key, job, _)| key.map(|key| (key, job)))
-        .collect();
-    Ok(Settled {
-        served,
-        queued_behind,
-    })
+    let mut placed = InOneCall {
+        new: Vec::with_capacity(rows.len()),
+        settled: Settled {
+            served: Vec::with_capacity(rows.len()),
+            queued_behind: rows.first().is_some_and(|row| row.5),
+        },
+        set_aside: Vec::new(),
+    };
+    for (&i, (id, state, new, key, job, _)) in firsts.iter().zip(rows) {
+        if new {
+            placed.new.push((i, id));
+            if let Some(key) = key {
+                placed.settled.served.push((key, job));
+            }
+        } else if state == "needs_attention" {
+            placed.set_aside.push(i);
+        }
+    }
+    Ok(placed)
 }

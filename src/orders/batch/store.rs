@@ -45,10 +45,11 @@ pub(super) struct NewOrder<'a> {
 }
 
 /// Inserts `orders` of `source` for `sku` as placeholders (settled before
-/// the transaction commits). Returns the new rows' ids by order id; an
-/// order another transaction stored meanwhile is left out on PostgreSQL
-/// and SQLite, and fails the statement on MySQL (which has no "do nothing"
-/// that spares other errors).
+/// the transaction commits; PostgreSQL writes each order once, in its final
+/// state, in `allot_place_orders`). Returns the new rows' ids by order id;
+/// an order another transaction stored meanwhile is left out on SQLite and
+/// fails the statement on MySQL (which has no "do nothing" that spares
+/// other errors).
 pub(super) async fn insert(
     tx: &mut Tx,
     source: &str,

@@ -37,6 +37,16 @@ impl Holder {
         }
     }
 
+    /// Commits the transaction: what it wrote is there for everyone.
+    pub async fn commit(self) {
+        match self {
+            Holder::Sqlite(mut c) => c.execute("commit").await.map(drop),
+            Holder::Postgres(mut c) => c.execute("commit").await.map(drop),
+            Holder::MySql(mut c) => c.execute("commit").await.map(drop),
+        }
+        .unwrap();
+    }
+
     /// Rolls the transaction back: what it held was never there.
     pub async fn release(self) {
         match self {

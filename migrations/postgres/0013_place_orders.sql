@@ -44,6 +44,7 @@ declare
     behind   boolean;
     served   integer;
     written  integer;
+    order_seq regclass := pg_get_serial_sequence('orders', 'id')::regclass;
 begin
     fresh := array(select i.n
                      from unnest(sources, order_ids) with ordinality as i (source, order_id, n)
@@ -63,7 +64,7 @@ begin
                              for update skip locked);
         end if;
         served := cardinality(picked);
-        refs := array(select nextval(pg_get_serial_sequence('orders', 'id'))
+        refs := array(select nextval(order_seq)
                         from generate_series(1, cardinality(fresh)));
 
         if served > 0 then

@@ -56,7 +56,9 @@ pub async fn prune_done(db: &Db, before: i64, batch: i64) -> Result<u64, sqlx::E
 pub async fn oldest_unfinished(db: &Db, kind: &str) -> Result<Option<i64>, sqlx::Error> {
     on_db!(db, read, |pool, sql| {
         sqlx::query_scalar(sql(
-            "select min(created_at) from jobs where kind = ? and state <> 'done'",
+            // The states by name: PostgreSQL's index of unfinished jobs
+            // (migration 0014) is partial, on exactly these.
+            "select min(created_at) from jobs where kind = ? and state in ('queued', 'running', 'dead')",
         ))
         .bind(kind)
         .fetch_one(pool)

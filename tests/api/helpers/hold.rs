@@ -39,20 +39,19 @@ impl Holder {
 
     /// Commits the transaction: what it wrote is there for everyone.
     pub async fn commit(self) {
-        match self {
-            Holder::Sqlite(mut c) => c.execute("commit").await.map(drop),
-            Holder::Postgres(mut c) => c.execute("commit").await.map(drop),
-            Holder::MySql(mut c) => c.execute("commit").await.map(drop),
-        }
-        .unwrap();
+        self.end("commit").await
     }
 
     /// Rolls the transaction back: what it held was never there.
     pub async fn release(self) {
+        self.end("rollback").await
+    }
+
+    async fn end(self, how: &'static str) {
         match self {
-            Holder::Sqlite(mut c) => c.execute("rollback").await.map(drop),
-            Holder::Postgres(mut c) => c.execute("rollback").await.map(drop),
-            Holder::MySql(mut c) => c.execute("rollback").await.map(drop),
+            Holder::Sqlite(mut c) => c.execute(how).await.map(drop),
+            Holder::Postgres(mut c) => c.execute(how).await.map(drop),
+            Holder::MySql(mut c) => c.execute(how).await.map(drop),
         }
         .unwrap();
     }

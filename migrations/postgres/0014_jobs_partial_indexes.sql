@@ -17,3 +17,7 @@ create index jobs_finished on jobs (state, finished_at) where state in ('done', 
 
 drop index jobs_state_kind;
 create index jobs_state_kind on jobs (state, kind) where state in ('queued', 'running', 'dead');
+
+-- Since this migration `job_attempts` rows are written once, when the
+-- attempt ends (src/jobs/attempts.rs): none has a null outcome, whatever
+-- the comment of 0002 says.

@@ -6,3 +6,7 @@
 drop index jobs_claimable;
 create index jobs_claimable on jobs (priority, run_at, id) where state = 'queued';
 create index jobs_leased on jobs (locked_until) where state = 'running';
+
+-- Since this migration `job_attempts` rows are written once, when the
+-- attempt ends (src/jobs/attempts.rs): none has a null outcome, whatever
+-- the comment of 0002 says.

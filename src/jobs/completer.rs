@@ -17,6 +17,7 @@ use std::collections::HashSet;
 use sqlx::QueryBuilder;
 use tokio_util::task::TaskTracker;
 
+use super::attempts;
 use crate::{
     batch::{Batcher, Decide},
     db::{Db, Tx, push_case, push_list},
@@ -107,7 +108,7 @@ impl Decide for Recorder {
 }
 
 /// Marks done the jobs of `batch` whose lease `worker` still holds, and
-/// closes their attempts; the ids it marked. On PostgreSQL one statement
+/// logs their attempts; the ids it marked. On PostgreSQL one statement
 /// (see `postgres`).
 async fn record_done(db: &Db, worker: &str, batch: &[Done]) -> Result<HashSet<i64>, sqlx::Error> {
     if let Db::Postgres(pool) = db {
@@ -138,41 +139,20 @@ async fn record_done(db: &Db, worker: &str, batch: &[Done]) -> Result<HashSet<i6
             .await
             .map(drop)
     })?;
-    on_tx!(&mut tx, |conn, _sql| {
-        let mut update =
-            QueryBuilder::new("update job_attempts set outcome = 'done', error = null");
-        update.push(", finished_at = ");
-        push_case(
-            &mut update,
-            "job_id",
-            mine.iter().map(|d| (d.job_id, d.finished_at)),
-        );
-        update.push(", duration_ms = ");
-        push_case(
-            &mut update,
-            "job_id",
-            mine.iter().map(|d| (d.job_id, d.duration_ms)),
-        );
-        // The open attempt of each job: a redriven job counts attempts
-        // from 1 again, so the number alone may match a closed one. Open
-        // means no outcome yet, not `finished_at is null`, which led
-        // PostgreSQL's planner to walk every unfinished attempt by the
-        // index on `finished_at` instead of looking up these jobs.
-        update.push(" where outcome is null and job_id in ");
-        push_list(&mut update, mine.iter().map(|d| d.job_id));
-        update.push(" and attempt = ");
-        push_case(
-            &mut update,
-            "job_id",
-            mine.iter().map(|d| (d.job_id, d.attempt)),
-        );
-        update
-            .build()
-            .persistent(false)
-            .execute(conn)
-            .await
-            .map(drop)
-    })?;
+    let ended: Vec<attempts::Ended> = mine
+        .iter()
+        .map(|d| attempts::Ended {
+            job_id: d.job_id,
+            attempt: d.attempt,
+            worker,
+            started_at: d.finished_at - d.duration_ms,
+            finished_at: d.finished_at,
+            outcome: "done",
+            error: None,
+            duration_ms: Some(d.duration_ms),
+        })
+        .collect();
+    attempts::log(&mut tx, &ended).await?;
     tx.commit().await?;
     Ok(held)
 }

@@ -22,6 +22,7 @@
 //! can move the clock without sleeping.
 
 mod admin;
+mod attempts;
 mod completer;
 mod handler;
 mod postgres;

@@ -13,8 +13,8 @@ use super::{Priority, handler::Leased};
 
 /// Leases up to `limit` due jobs, urgent ones first, as `store::lease`
 /// does: each priority one range scan of the claim index, rows other
-/// workers hold skipped, `attempts + 1` taken under the row lock, and an
-/// open attempt logged per job, all in one statement.
+/// workers hold skipped, `attempts + 1` taken under the row lock, all in
+/// one statement (the attempt is logged when it ends, see `attempts`).
 ///
 /// The leased rows are updated through `= any(array(…))`, a lookup of
 /// each id in the primary key: with `in (select …)` the planner, on the
@@ -44,9 +44,6 @@ pub(super) async fn lease(
                    locked_until = $5, locked_by = $6, updated_at = $3
              where id = any(array(select id from urgent union all select id from normal))
             returning id, kind, payload, attempts, max_attempts, created_at, priority, run_at
-        ), logged as (
-            insert into job_attempts (job_id, attempt, worker, started_at)
-            select id, attempts, $6, $3 from leased
         )
         select id, kind, payload, attempts, max_attempts, created_at from leased
          order by priority desc, run_at, id";
@@ -62,7 +59,7 @@ pub(super) async fn lease(
 }
 
 /// Marks done the jobs whose lease `worker` still holds at the attempt
-/// that finished, and closes those attempts; the ids it marked. One
+/// that finished, and logs those attempts; the ids it marked. One
 /// statement: the update re-checks the lease on the row it locks (at READ
 /// COMMITTED, against the newest version), so a job another worker took
 /// over meanwhile is left alone.
@@ -82,11 +79,12 @@ pub(super) async fn record_done(
                and j.attempts = f.attempt
             returning j.id
         ), logged as (
-            update job_attempts a set outcome = 'done', error = null,
-                   finished_at = f.finished_at, duration_ms = f.duration_ms
+            insert into job_attempts (job_id, attempt, worker, started_at, finished_at,
+                                      outcome, duration_ms)
+            select f.id, f.attempt, $5, f.finished_at - f.duration_ms, f.finished_at,
+                   'done', f.duration_ms
               from finished f
-             where a.job_id = f.id and a.attempt = f.attempt and a.outcome is null
-               and a.job_id in (select id from closed)
+             where f.id in (select id from closed)
         )
         select id from closed";
     let ids: Vec<i64> = done.iter().map(|d| d.job_id).collect();

@@ -2,7 +2,7 @@
 //! back expired leases. One text with `?` placeholders through
 //! `on_tx!`/`on_db!`; row locks from `Backend`.
 
-use super::{NewJob, Priority, handler::Leased};
+use super::{NewJob, Priority, attempts, handler::Leased};
 use sqlx::QueryBuilder;
 
 use crate::{
@@ -164,22 +164,6 @@ pub(super) async fn lease(
     for job in &mut jobs {
         job.attempt += 1;
     }
-    on_tx!(&mut tx, |conn, _sql| {
-        let mut insert =
-            QueryBuilder::new("insert into job_attempts (job_id, attempt, worker, started_at) ");
-        insert.push_values(&jobs, |mut row, job| {
-            row.push_bind(job.id)
-                .push_bind(job.attempt)
-                .push_bind(worker)
-                .push_bind(now);
-        });
-        insert
-            .build()
-            .persistent(false)
-            .execute(conn)
-            .await
-            .map(drop)
-    })?;
     tx.commit().await?;
     Ok(jobs)
 }
@@ -277,35 +261,23 @@ pub(super) async fn finish(
         tx.rollback().await?;
         return Ok(false);
     }
-    match outcome {
-        Outcome::Released => {
-            on_tx!(&mut tx, |conn, sql| {
-                sqlx::query(sql(
-                    "delete from job_attempts where job_id = ? and attempt = ?",
-                ))
-                .bind(job_id)
-                .bind(attempt)
-                .execute(conn)
-                .await
-                .map(|done| done.rows_affected())
-            })?;
-        }
-        _ => {
-            let error = match outcome {
-                Outcome::Retry { error, .. } | Outcome::Dead { error } => Some(error.as_str()),
-                _ => None,
-            };
-            close_attempt(
-                &mut tx,
-                job_id,
-                attempt,
-                outcome.name(),
-                error,
-                now,
-                Some(duration_ms),
-            )
-            .await?;
-        }
+    // A released attempt does not count: it leaves no row.
+    if !matches!(outcome, Outcome::Released) {
+        let error = match outcome {
+            Outcome::Retry { error, .. } | Outcome::Dead { error } => Some(error.as_str()),
+            _ => None,
+        };
+        let ended = attempts::Ended {
+            job_id,
+            attempt,
+            worker,
+            started_at: now - duration_ms,
+            finished_at: now,
+            outcome: outcome.name(),
+            error,
+            duration_ms: Some(duration_ms),
+        };
+        attempts::log(&mut tx, &[ended]).await?;
     }
     if let Outcome::Dead { .. } = outcome {
         for alert in alerts {
@@ -316,39 +288,15 @@ pub(super) async fn finish(
     Ok(true)
 }
 
-async fn close_attempt(
-    tx: &mut Tx,
-    job_id: i64,
-    attempt: i32,
-    outcome: &str,
-    error: Option<&str>,
-    now: i64,
-    duration_ms: Option<i64>,
-) -> Result<(), sqlx::Error> {
-    on_tx!(tx, |conn, sql| {
-        sqlx::query(sql(
-            "update job_attempts set finished_at = ?, outcome = ?, error = ?, duration_ms = ?
-              where job_id = ? and attempt = ? and finished_at is null",
-        ))
-        .bind(now)
-        .bind(outcome)
-        .bind(error)
-        .bind(duration_ms)
-        .bind(job_id)
-        .bind(attempt)
-        .execute(conn)
-        .await
-        .map(|done| done.rows_affected())
-    })?;
-    Ok(())
-}
-
 #[derive(sqlx::FromRow)]
 struct ExpiredLease {
     id: i64,
     kind: String,
     attempts: i32,
     max_attempts: i32,
+    locked_by: Option<String>,
+    /// When the lease was taken: nothing else writes a running job.
+    updated_at: i64,
 }
 
 /// Jobs whose worker stopped reporting (killed, crashed, partitioned) become
@@ -360,7 +308,8 @@ pub(super) async fn expire_leases(
     alerts_for: impl Fn(&str) -> Vec<NewJob>,
 ) -> Result<(u64, u64), sqlx::Error> {
     let select = format!(
-        "select id, kind, attempts, max_attempts from jobs where state = 'running' and locked_until < ?{}",
+        "select id, kind, attempts, max_attempts, locked_by, updated_at from jobs
+          where state = 'running' and locked_until < ?{}",
         db.backend().for_update_skip_locked()
     );
     let mut tx = db.begin().await?;
@@ -392,16 +341,17 @@ pub(super) async fn expire_leases(
             .await
             .map(|done| done.rows_affected())
         })?;
-        close_attempt(
-            &mut tx,
-            job.id,
-            job.attempts,
-            "lease_expired",
-            Some(error),
-            now,
-            None,
-        )
-        .await?;
+        let ended = attempts::Ended {
+            job_id: job.id,
+            attempt: job.attempts,
+            worker: job.locked_by.as_deref().unwrap_or_default(),
+            started_at: job.updated_at,
+            finished_at: now,
+            outcome: "lease_expired",
+            error: Some(error),
+            duration_ms: None,
+        };
+        attempts::log(&mut tx, &[ended]).await?;
         if last {
             dead += 1;
             for alert in alerts_for(&job.kind) {

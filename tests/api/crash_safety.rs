@@ -129,6 +129,11 @@ async fn a_sigkilled_server_loses_no_queued_or_in_flight_mail(backend: Backend) 
             .any(|a| a.outcome.as_deref() == Some("lease_expired"))
         {
             assert_eq!(attempts.len(), 2);
+            // Logged from the job's row: the killed process wrote nothing.
+            let first = &attempts[0];
+            assert_eq!(first.outcome.as_deref(), Some("lease_expired"));
+            assert!(!first.worker.is_empty(), "{first:?}");
+            assert!(first.started_at <= attempts[1].started_at, "{attempts:?}");
             expired += 1;
         }
     }

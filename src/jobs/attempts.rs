@@ -1,0 +1,53 @@
+//! The attempt log, `job_attempts`: one row per attempt, written once,
+//! when the attempt ends (`done`, `retry`, `dead`, `lease_expired`), in
+//! the transaction that records the job's outcome. A running attempt is
+//! the job's own row (`state = 'running'`, its number in `attempts`, its
+//! worker in `locked_by`, leased at `updated_at`). An attempt row opened at
+//! the lease and closed at the outcome cost every job a second version of
+//! that row and of its three index entries (docs/benchmarks.md).
+
+use sqlx::QueryBuilder;
+
+use crate::{db::Tx, on_tx};
+
+/// An attempt that ended.
+pub(super) struct Ended<'a> {
+    pub job_id: i64,
+    pub attempt: i32,
+    pub worker: &'a str,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub outcome: &'a str,
+    pub error: Option<&'a str>,
+    pub duration_ms: Option<i64>,
+}
+
+/// Logs the attempts `ended` in one statement.
+pub(super) async fn log(tx: &mut Tx, ended: &[Ended<'_>]) -> Result<(), sqlx::Error> {
+    if ended.is_empty() {
+        return Ok(());
+    }
+    on_tx!(tx, |conn, _sql| {
+        let mut insert = QueryBuilder::new(
+            "insert into job_attempts (job_id, attempt, worker, started_at, finished_at, outcome, error, duration_ms) ",
+        );
+        insert.push_values(ended, |mut row, e| {
+            row.push_bind(e.job_id)
+                .push_bind(e.attempt)
+                .push_bind(e.worker)
+                .push_bind(e.started_at)
+                .push_bind(e.finished_at)
+                .push_bind(e.outcome)
+                .push_bind(e.error)
+                .push_bind(e.duration_ms);
+        });
+        // Its shape follows the batch size: not kept among the prepared
+        // statements, where it would push out those used again.
+        insert
+            .build()
+            .persistent(ended.len() == 1)
+            .execute(conn)
+            .await
+            .map(drop)
+    })
+}

@@ -41,8 +41,9 @@ pub(super) async fn log(tx: &mut Tx, ended: &[Ended<'_>]) -> Result<(), sqlx::Er
                 .push_bind(e.error)
                 .push_bind(e.duration_ms);
         });
-        // Its shape follows the batch size: not kept among the prepared
-        // statements, where it would push out those used again.
+        // Its shape follows the batch size: only the one-row shape (every
+        // retry, dead letter and expired lease) is kept among the prepared
+        // statements; the others would push out those used again.
         insert
             .build()
             .persistent(ended.len() == 1)

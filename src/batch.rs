@@ -67,6 +67,8 @@ pub struct Batcher<D: Decide> {
     linger: Option<(Duration, usize)>,
     /// Wakes lingering runners when a queue reaches the fill.
     filled: Arc<Notify>,
+    /// Where runners run (see [`Batcher::on`]); the caller's runtime if none.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl<D: Decide> Clone for Batcher<D> {
@@ -80,6 +82,7 @@ impl<D: Decide> Clone for Batcher<D> {
             batches: self.batches.clone(),
             linger: self.linger,
             filled: self.filled.clone(),
+            runtime: self.runtime.clone(),
         }
     }
 }
@@ -97,6 +100,7 @@ impl<D: Decide> Batcher<D> {
             batches: Arc::default(),
             linger: None,
             filled: Arc::default(),
+            runtime: None,
         }
     }
 
@@ -108,6 +112,14 @@ impl<D: Decide> Batcher<D> {
     /// waits for): by default a lone request is decided at once.
     pub fn lingering(mut self, linger: Duration, fill: usize) -> Self {
         self.linger = Some((linger, fill));
+        self
+    }
+
+    /// Runs the runners on `runtime` (if any) rather than the caller's:
+    /// for a decider whose batches are a chain of short waits
+    /// ([`crate::db::Db::writer_runtime`]).
+    pub fn on(mut self, runtime: Option<tokio::runtime::Handle>) -> Self {
+        self.runtime = runtime;
         self
     }
 
@@ -147,7 +159,11 @@ impl<D: Decide> Batcher<D> {
             }
         };
         if start_runner {
-            self.tasks.spawn(self.clone().run(key.clone()));
+            let runner = self.tasks.track_future(self.clone().run(key.clone()));
+            match &self.runtime {
+                Some(runtime) => drop(runtime.spawn(runner)),
+                None => drop(tokio::spawn(runner)),
+            }
         }
         answered.await.ok()
     }

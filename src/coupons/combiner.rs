@@ -40,12 +40,13 @@ struct Claims {
 
 impl Combiner {
     pub fn new(db: Db, tasks: TaskTracker) -> Self {
+        let runtime = db.writer_runtime();
         let claims = Claims {
             db,
             transactions: AtomicU64::new(0),
         };
         Self {
-            batches: Batcher::new(claims, tasks, MAX_BATCH, "allot_claim_batch_size"),
+            batches: Batcher::new(claims, tasks, MAX_BATCH, "allot_claim_batch_size").on(runtime),
         }
     }
 

@@ -149,6 +149,16 @@ impl Db {
         Ok(db)
     }
 
+    /// Where tasks that chain write transactions (the group-commit
+    /// runners) should run: on SQLite a runtime of their own (see
+    /// `sqlite::writer_runtime`), elsewhere the caller's.
+    pub fn writer_runtime(&self) -> Option<tokio::runtime::Handle> {
+        match self {
+            Db::Sqlite { .. } => Some(sqlite::writer_runtime()),
+            Db::Postgres(_) | Db::MySql(_) => None,
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         match self {
             Db::Sqlite { .. } => Backend::Sqlite,

@@ -54,9 +54,14 @@ pub(super) async fn connect(url: &str, max: u32, acquire: Duration) -> anyhow::R
         // then fails and it goes on counting the transaction as open, so
         // every later BEGIN on this connection would fail, until a restart.
         // Such a connection is closed instead (the ping runs after the
-        // queued rollback), and the next write opens a fresh one.
+        // queued rollback), and the next write opens a fresh one. A
+        // connection that counts no transaction (committed, or its rollback
+        // already run) has none queued: it goes back without the round trip.
         .after_release(|conn, _| {
             Box::pin(async move {
+                if !conn.is_in_transaction() {
+                    return Ok(true);
+                }
                 conn.ping().await?;
                 Ok(!conn.is_in_transaction())
             })
@@ -138,4 +143,28 @@ pub async fn checkpoint(db: &Db) -> Result<bool, sqlx::Error> {
     }
     let (busy, _, _) = outcome?;
     Ok(busy == 0)
+}
+
+/// A runtime on a thread of its own for the tasks that chain transactions
+/// on SQLite's one writer (the group-commit runners): each statement of
+/// theirs is a hop to the connection's thread and back, and on the main
+/// runtime every return waited in line behind the HTTP tasks. Started on
+/// first use; it lives as long as the process.
+pub(super) fn writer_runtime() -> tokio::runtime::Handle {
+    static HANDLE: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .thread_name("allot-sqlite-writer")
+                .build()
+                .expect("a runtime for the SQLite writer");
+            let handle = runtime.handle().clone();
+            std::thread::Builder::new()
+                .name("allot-sqlite-writer".into())
+                .spawn(move || runtime.block_on(std::future::pending::<()>()))
+                .expect("a thread for the SQLite writer");
+            handle
+        })
+        .clone()
 }

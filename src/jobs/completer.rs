@@ -70,9 +70,11 @@ impl Completer {
         // The runners' tasks are awaited through the job tasks that wait
         // for their answers.
         let tasks = TaskTracker::new();
+        let runtime = recorder.db.writer_runtime();
         Self {
             batches: Batcher::new(recorder, tasks, MAX_BATCH, "allot_job_outcome_batch_size")
-                .lingering(LINGER, LINGER_FILL),
+                .lingering(LINGER, LINGER_FILL)
+                .on(runtime),
         }
     }
 

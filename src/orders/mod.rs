@@ -148,12 +148,14 @@ impl Fulfilment {
             batches: None,
             ..self.clone()
         };
+        let runtime = self.db.writer_runtime();
         let batches = Batcher::new(
             batch::Orders(alone),
             tasks,
             batch::MAX_BATCH,
             "allot_order_batch_size",
-        );
+        )
+        .on(runtime);
         Self {
             batches: Some(batches),
             ..self

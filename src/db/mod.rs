@@ -186,6 +186,28 @@ impl Db {
         })
     }
 
+    /// Sets the pool gauges of `/metrics`: connections open, in use and
+    /// the most allowed, per pool (`main`; SQLite: `writer` and `reader`).
+    pub fn publish_pool_gauges(&self) {
+        fn publish<DB: sqlx::Database>(name: &'static str, pool: &sqlx::Pool<DB>) {
+            let open = pool.size() as f64;
+            let idle = pool.num_idle() as f64;
+            let max = pool.options().get_max_connections() as f64;
+            metrics::gauge!("allot_db_connections", "pool" => name, "state" => "in_use")
+                .set((open - idle).max(0.0));
+            metrics::gauge!("allot_db_connections", "pool" => name, "state" => "idle").set(idle);
+            metrics::gauge!("allot_db_connections_max", "pool" => name).set(max);
+        }
+        match self {
+            Db::Sqlite { writer, reader } => {
+                publish("writer", writer);
+                publish("reader", reader);
+            }
+            Db::Postgres(pool) => publish("main", pool),
+            Db::MySql(pool) => publish("main", pool),
+        }
+    }
+
     /// Is our database answering? Used by `/readyz`. It reads one of our own
     /// tables: a server that answers `select 1` on a connection whose
     /// database was dropped is not ready.

@@ -51,6 +51,17 @@ impl Steering {
             .send_if_modified(|paused| std::mem::replace(paused, false))
     }
 
+    /// Sets this worker's gauges of `/metrics`: paused or not, jobs in
+    /// flight, and when its loop last came round, which the alert
+    /// `AllotWorkerSilent` (deploy/prometheus/alerts.yml) watches: a worker
+    /// stuck or gone stops moving it.
+    pub fn publish_gauges(&self) {
+        metrics::gauge!("allot_worker_paused").set(if self.is_paused() { 1.0 } else { 0.0 });
+        metrics::gauge!("allot_worker_jobs_in_flight").set(self.in_flight() as f64);
+        let now = crate::clock::now_ms() as f64 / 1000.0;
+        metrics::gauge!("allot_worker_heartbeat_timestamp_seconds").set(now);
+    }
+
     pub fn is_paused(&self) -> bool {
         *self.inner.paused.borrow()
     }

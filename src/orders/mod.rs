@@ -127,6 +127,8 @@ pub struct Fulfilment {
     alert_interval: Duration,
     /// With [`Self::grouped`]: webhook orders combined per SKU.
     batches: Option<Batcher<batch::Orders>>,
+    /// The SKUs whose waiting orders the last restock sweep published.
+    published_waiting: restock::Published,
 }
 
 impl Fulfilment {
@@ -137,6 +139,7 @@ impl Fulfilment {
             max_attempts: settings.jobs.max_attempts(),
             alert_interval: settings.jobs.alert_interval,
             batches: None,
+            published_waiting: restock::Published::default(),
         }
     }
 

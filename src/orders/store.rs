@@ -220,10 +220,11 @@ pub(super) async fn oldest_waiting(tx: &mut Tx, sku: &Sku) -> Result<Option<Wait
     })
 }
 
-pub(super) async fn skus_waiting(db: &Db) -> Result<Vec<String>, sqlx::Error> {
+pub(super) async fn skus_waiting(db: &Db) -> Result<Vec<(String, i64)>, sqlx::Error> {
     on_db!(db, read, |pool, sql| {
-        sqlx::query_scalar(sql(
-            "select distinct product_sku from orders where state = 'awaiting_stock' and product_sku is not null",
+        sqlx::query_as(sql(
+            "select product_sku, count(*) from orders
+              where state = 'awaiting_stock' and product_sku is not null group by product_sku",
         ))
         .fetch_all(pool)
         .await

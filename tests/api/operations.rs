@@ -1,7 +1,7 @@
 //! `/healthz`, `/readyz`, `/metrics`.
 
 use crate::{
-    helpers::{Backend, TestApp, status_and_json},
+    helpers::{Backend, TestApp, eventually, status_and_json},
     on_every_backend,
 };
 
@@ -248,15 +248,7 @@ async fn metrics_show_jobs_and_deliveries(backend: Backend) {
     let mut metrics = String::new();
     // Gauges are refreshed on the worker's poll tick.
     for _ in 0..100 {
-        metrics = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        metrics = app.metrics().await;
         if metrics.contains("allot_jobs{state=\"done\"}") {
             break;
         }
@@ -268,9 +260,28 @@ async fn metrics_show_jobs_and_deliveries(backend: Backend) {
         r#"allot_jobs{state="dead"}"#,
         "allot_job_oldest_due_age_seconds",
         r#"allot_job_delivery_latency_seconds_count{kind="email"}"#,
+        "allot_worker_paused ",
+        "allot_worker_jobs_in_flight ",
+        r#"allot_db_connections{pool="#,
+        "allot_db_connections_max{pool=",
     ] {
         assert!(metrics.contains(series), "{series} missing:\n{metrics}");
     }
+    // The worker's heartbeat moves on each round of its loop.
+    let heartbeat = async || {
+        let metrics = app.metrics().await;
+        let line = metrics
+            .lines()
+            .find(|line| line.starts_with("allot_worker_heartbeat_timestamp_seconds "))
+            .unwrap_or_else(|| panic!("no worker heartbeat:\n{metrics}"))
+            .to_string();
+        line.rsplit(' ').next().unwrap().parse::<f64>().unwrap()
+    };
+    let first = heartbeat().await;
+    eventually("the worker's heartbeat to move", async || {
+        heartbeat().await > first
+    })
+    .await;
 }
 
 /// Mail down is not service down: the failure shows in job state and

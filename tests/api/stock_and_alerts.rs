@@ -257,23 +257,36 @@ async fn serve_runs_the_low_stock_cron_and_the_restock_sweep(backend: Backend) {
     })
     .await;
     let db = app.connect().await;
+    // The metrics are the process's, shared by the tests running in it: a
+    // SKU of this test's own.
+    let sku = format!("course-9-{backend:?}").to_lowercase();
     // An order waits; keys are added behind the server's back (not through
     // `keys import`, which would fulfil it itself).
     let (_, answer) = app
         .webhook(
-            "generic?sku=course-9",
+            &format!("generic?sku={sku}"),
             json!({"order_id": 1, "email": "gus@example.com"}).to_string(),
         )
         .await;
     assert_eq!(answer["status"], "awaiting_stock");
-    seed_keys(&db, "course-9", &["SWEPT-KEY".to_string()]).await;
+    // The sweep finds it waiting and says so in /metrics.
+    let gauge = |n: u32| format!("allot_orders_awaiting_stock{{sku=\"{sku}\"}} {n}\n");
+    eventually("/metrics to show the waiting order", async || {
+        app.metrics().await.contains(&gauge(1))
+    })
+    .await;
+    seed_keys(&db, &sku, &["SWEPT-KEY".to_string()]).await;
     let mails = app
         .wait_for_mails(1, |m| m.contains("To: gus@example.com"))
         .await;
     assert!(mails[0].contains("SWEPT-KEY"));
+    eventually("/metrics to show no order waiting", async || {
+        app.metrics().await.contains(&gauge(0))
+    })
+    .await;
     // The pool is now empty: the check, running every second, says so.
-    app.wait_for_mails(1, |m| m.contains("Low stock: 0 key(s) left for course-9"))
-        .await;
+    let low = format!("Low stock: 0 key(s) left for {sku}");
+    app.wait_for_mails(1, |m| m.contains(&low)).await;
 }
 
 async fn no_license_key_ever_reaches_a_log(backend: Backend) {

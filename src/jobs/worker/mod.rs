@@ -158,14 +158,17 @@ impl Worker {
                     tracing::error!(error = %format!("{error:#}"), "requeueing expired leases failed");
                 }
                 super::admin::publish_gauges(&inner.db).await;
+                inner.db.publish_pool_gauges();
+                inner.steering.publish_gauges();
             }
             if inner.steering.is_paused() {
                 // Paused by the operator: lease nothing, give back what waits,
-                // let what runs finish.
+                // let what runs finish; the housekeeping above goes on.
                 inner.release_all(&mut ahead).await;
                 tokio::select! {
                     () = shutdown.cancelled() => {}
                     () = inner.steering.resumed() => {}
+                    _ = tick.tick() => {}
                     Some(finished) = tasks.join_next(), if !tasks.is_empty() => log_task_failure(finished),
                 }
                 continue;

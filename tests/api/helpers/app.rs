@@ -126,6 +126,12 @@ impl TestApp {
         status_and_json(response).await
     }
 
+    /// The text of `GET /metrics` (the process's, shared by its tests).
+    pub async fn metrics(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await;
+        response.expect("sent").text().await.expect("a body")
+    }
+
     /// `GET /v1/orders/{source}/{order_id}` with the right token.
     pub async fn order(&self, source: &str, order_id: &str) -> (u16, Value) {
         let response = self

@@ -8,9 +8,9 @@
 //!
 //! Each job task waits for its outcome to be written before it ends (its
 //! slot is free already), so the worker's shutdown, which waits for its
-//! tasks, flushes every outcome. What a crash loses before a flush is an outcome, never a job:
-//! the job runs again once its lease expires (at least once, as always;
-//! deliveries carry stable ids).
+//! tasks, flushes every outcome. What a crash loses before a flush is an
+//! outcome, never a job: the job runs again once its lease expires (at
+//! least once, as always; deliveries carry stable ids).
 
 use std::collections::HashSet;
 
@@ -31,8 +31,8 @@ const MAX_BATCH: usize = 512;
 /// While key emails trickle out during a sale, each outcome was otherwise
 /// its own statement and commit, which takes the database (SQLite's one
 /// writer, PostgreSQL's WAL flush) from the orders: 20 ms rather than 5 ms
-/// raised webhook orders/s by about a quarter on both backends, and no-op
-/// jobs/s not less (docs/benchmarks.md). A flood fills a batch at once and
+/// raised webhook orders/s by about a quarter on both backends, no-op
+/// jobs/s staying within the noise of single runs (docs/benchmarks.md). A flood fills a batch at once and
 /// does not wait; a finished job's slot is free meanwhile, only its record
 /// waits.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(20);

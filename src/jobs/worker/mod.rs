@@ -137,6 +137,10 @@ impl Worker {
         // what one small batch per commit can record.
         let recording = Arc::new(Semaphore::new((4 * concurrency).max(1024)));
         let in_flight: Arc<Mutex<HashMap<i64, i32>>> = Arc::default();
+        // A slot freed by an attempt that ended: the next job starts then,
+        // not once the attempt's outcome is recorded (which waits for a
+        // batch), or quick jobs would run at the pace of outcome batches.
+        let freed = Arc::new(Notify::new());
         let mut ahead = Ahead::new(concurrency);
         let mut tasks = JoinSet::new();
         let mut tick = tokio::time::interval(inner.jobs.poll_interval);
@@ -193,7 +197,7 @@ impl Worker {
                 }
                 in_flight.lock().unwrap().insert(job.id, job.attempt);
                 let (inner, in_flight) = (inner.clone(), in_flight.clone());
-                let recording = recording.clone();
+                let (recording, freed) = (recording.clone(), freed.clone());
                 inner.steering.started_one();
                 tasks.spawn(async move {
                     let id = job.id;
@@ -203,7 +207,10 @@ impl Worker {
                     // waits for) ends only once its outcome is written.
                     let held = recording.acquire_owned().await.expect("semaphore open");
                     inner
-                        .process_then(job, now_ms(), move || drop(permit))
+                        .process_then(job, now_ms(), move || {
+                            drop(permit);
+                            freed.notify_one();
+                        })
                         .await;
                     drop(held);
                     in_flight.lock().unwrap().remove(&id);
@@ -213,6 +220,7 @@ impl Worker {
             tokio::select! {
                 () = shutdown.cancelled() => {}
                 () = wake.notified(), if ahead.is_empty() => ahead.woken(),
+                () = freed.notified() => {}
                 _ = tick.tick() => ahead.woken(),
                 leasing = ahead.next_lease(), if ahead.is_leasing() => log_lease_failure(leasing),
                 Some(finished) = tasks.join_next(), if !tasks.is_empty() => {

@@ -17,7 +17,7 @@ use crate::{
     background::{Alerts, Loops},
     config::Settings,
     control::{self, Agent, Role},
-    coupons,
+    coupons, dashboard,
     db::Db,
     http::{self, AdminSecret},
     jobs::{Handlers, Worker},
@@ -184,6 +184,12 @@ fn router(
         .merge(stats::router(
             db.clone(),
             AdminSecret(settings.control.admin_token.clone()),
+        ))
+        .merge(dashboard::router(
+            db.clone(),
+            AdminSecret(settings.control.admin_token.clone()),
+            settings.intake.low_stock_threshold,
+            settings.jobs.max_attempts(),
         ))
         .merge(ops::router(db, loops));
     let limits = http::BodyLimits {

@@ -13,6 +13,7 @@
 //! - [`mail`]: email over file, SMTP, Postmark or SendGrid, with templates.
 //! - [`scheduler`]: timed work inside `allot serve` (low-stock check, restock sweep).
 //! - [`stats`]: `GET /v1/stats`, computed from the database, never NaN.
+//! - [`dashboard`]: `/admin`, the operator's pages: stock, orders, the queue, fixes in one click.
 //! - [`ops`]: health, readiness and Prometheus metrics endpoints.
 //! - [`outage`]: the admin mailed when the database refuses requests (not via the outbox).
 //!
@@ -33,6 +34,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod coupons;
+pub mod dashboard;
 pub mod db;
 pub mod http;
 pub mod intake;

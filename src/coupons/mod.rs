@@ -141,6 +141,19 @@ pub async fn show(db: &Db, name: &CouponName) -> Result<Coupon, CouponError> {
     store::find(db, name).await?.ok_or(CouponError::NotFound)
 }
 
+/// A coupon's stock, as the dashboard lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Stock {
+    pub name: String,
+    pub amount: i64,
+    pub remaining_amount: i64,
+}
+
+/// The `limit` newest coupons.
+pub async fn newest(db: &Db, limit: i64) -> Result<Vec<Stock>, sqlx::Error> {
+    store::newest(db, limit).await
+}
+
 /// Claims one unit for `user`, in one transaction with the other claims on
 /// the coupon in flight in this process (see [`Combiner`]). Already-claimed
 /// is decided before stock, so a user who holds a unit hears "already

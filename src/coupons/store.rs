@@ -29,6 +29,17 @@ pub(super) async fn insert(db: &Db, name: &CouponName, amount: Amount) -> Result
     })
 }
 
+pub(super) async fn newest(db: &Db, limit: i64) -> Result<Vec<super::Stock>, sqlx::Error> {
+    on_db!(db, read, |pool, sql| {
+        sqlx::query_as(sql(
+            "select name, amount, remaining_amount from coupons order by id desc limit ?",
+        ))
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+    })
+}
+
 /// One statement, so the coupon and its claims come from one snapshot and
 /// `remaining_amount + claimed_by.len() == amount` holds in every answer.
 pub(super) async fn find(db: &Db, name: &CouponName) -> Result<Option<Coupon>, sqlx::Error> {

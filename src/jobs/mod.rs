@@ -43,8 +43,8 @@ use crate::{
 };
 
 pub use admin::{
-    Discarded, attempts, dead_between, discard, find, list, retry_dead, retry_dead_with_prefix,
-    unfinished_by_kind,
+    Browse, Discarded, attempts, browse, dead_between, discard, find, list, retry_dead,
+    retry_dead_with_prefix, unfinished_by_kind,
 };
 pub use handler::{BoxFuture, Handler, Handlers, JobError, Leased, NOOP_KIND, decode};
 pub use retention::{oldest_unfinished, prune_done};

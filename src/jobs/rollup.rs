@@ -207,6 +207,88 @@ pub async fn finished_since(
     Ok(finished)
 }
 
+/// Deliveries that finished in one minute, for the dashboard's chart.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Minute {
+    /// Its start, in ms.
+    pub minute: i64,
+    pub done: i64,
+    /// Retries and dead letters.
+    pub failed: i64,
+    /// Median enqueue-to-done latency of the minute's deliveries.
+    pub p50_ms: Option<f64>,
+}
+
+/// The last `count` minutes up to `now` (the current one included), oldest
+/// first, every minute present: rolled-up minutes from `job_stats`, the
+/// rest live from `job_attempts`.
+pub async fn per_minute(db: &Db, now: i64, count: i64) -> Result<Vec<Minute>, sqlx::Error> {
+    let current = now - now.rem_euclid(MINUTE);
+    let from = current - (count.max(1) - 1) * MINUTE;
+    let rolled = progress(db).await?.minutes;
+    type Row = (i64, String, i32, i64);
+    let mut rows: Vec<Row> = Vec::new();
+    if from < rolled {
+        let select = format!(
+            "select minute, outcome, bucket, {} from job_stats
+              where minute >= ? and minute < ? group by minute, outcome, bucket",
+            sum_of_counts(db.backend())
+        );
+        rows.extend(on_db!(db, read, |pool, sql| {
+            sqlx::query_as::<_, Row>(sql(select))
+                .bind(from)
+                .bind(rolled)
+                .fetch_all(pool)
+                .await
+        })?);
+    }
+    let live = format!(
+        "select a.finished_at - (a.finished_at % {MINUTE}), a.outcome, {}, count(*)
+           from job_attempts a join jobs j on j.id = a.job_id
+          where a.finished_at >= ? and a.outcome in ('done', 'retry', 'dead')
+          group by 1, 2, 3",
+        bucket_sql()
+    );
+    rows.extend(on_db!(db, read, |pool, sql| {
+        sqlx::query_as::<_, Row>(sql(live))
+            .bind(from.max(rolled))
+            .fetch_all(pool)
+            .await
+    })?);
+    let mut minutes: Vec<(Minute, Vec<(i32, i64)>)> = (0..count.max(1))
+        .map(|i| {
+            let minute = Minute {
+                minute: from + i * MINUTE,
+                done: 0,
+                failed: 0,
+                p50_ms: None,
+            };
+            (minute, Vec::new())
+        })
+        .collect();
+    for (minute, outcome, bucket, n) in rows {
+        let Some((counted, buckets)) = usize::try_from((minute - from) / MINUTE)
+            .ok()
+            .and_then(|i| minutes.get_mut(i))
+        else {
+            continue; // finished after `now` (another process's clock)
+        };
+        if outcome == "done" {
+            counted.done += n;
+            buckets.push((bucket, n));
+        } else {
+            counted.failed += n;
+        }
+    }
+    Ok(minutes
+        .into_iter()
+        .map(|(mut minute, buckets)| {
+            minute.p50_ms = quantile(&buckets, 0.5);
+            minute
+        })
+        .collect())
+}
+
 /// The `q` quantile (0…1) of the latencies counted in `buckets` (bucket,
 /// count), interpolated within its bucket as Prometheus does; `None` when
 /// nothing was counted. Never NaN.

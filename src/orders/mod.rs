@@ -50,7 +50,7 @@ use crate::{
 };
 
 pub use refund::{PaidOrder, Refund, revoke_key};
-pub use view::{Delivery, Event, OrderView, count_by_state, find};
+pub use view::{Browse, Delivery, Event, Listed, OrderView, browse, count_by_state, find};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -134,3 +134,67 @@ pub async fn count_by_state(db: &Db) -> Result<Vec<(String, i64)>, sqlx::Error> 
             .await
     })
 }
+
+/// One line of the dashboard's order list.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Listed {
+    pub id: i64,
+    pub source: String,
+    pub order_id: String,
+    pub state: String,
+    pub email: Option<String>,
+    pub product_sku: Option<String>,
+    #[serde(serialize_with = "crate::clock::as_rfc3339")]
+    pub created_at: i64,
+}
+
+/// Which orders a page of the dashboard lists.
+#[derive(Debug, Clone, Default)]
+pub struct Browse {
+    pub state: Option<String>,
+    /// An exact email address (served by `orders_email`).
+    pub email: Option<String>,
+    /// An exact order id, of any source.
+    pub order_id: Option<String>,
+    /// Keyset: only orders with a smaller id.
+    pub before: Option<i64>,
+}
+
+/// Orders matching `browse`, newest first, at most `limit`; seeks by id,
+/// never `OFFSET`.
+pub async fn browse(db: &Db, browse: &Browse, limit: i64) -> Result<Vec<Listed>, sqlx::Error> {
+    let mut filters = Vec::new();
+    let mut texts = Vec::new();
+    for (column, value) in [
+        ("state", &browse.state),
+        ("email", &browse.email),
+        ("order_id", &browse.order_id),
+    ] {
+        if let Some(value) = value {
+            filters.push(format!("{column} = ?"));
+            texts.push(value.as_str());
+        }
+    }
+    if browse.before.is_some() {
+        filters.push("id < ?".into());
+    }
+    let filter = if filters.is_empty() {
+        String::new()
+    } else {
+        format!("where {}", filters.join(" and "))
+    };
+    let select = format!(
+        "select id, source, order_id, state, email, product_sku, created_at from orders
+          {filter} order by id desc limit ?"
+    );
+    on_db!(db, read, |pool, sql| {
+        let mut query = sqlx::query_as::<_, Listed>(sql(select.clone()));
+        for text in &texts {
+            query = query.bind(*text);
+        }
+        if let Some(before) = browse.before {
+            query = query.bind(before);
+        }
+        query.bind(limit).fetch_all(pool).await
+    })
+}

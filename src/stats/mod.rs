@@ -6,7 +6,8 @@
 //!
 //! Reads `orders`, `keys` and the outbox's roll-up (`jobs::rollup`), which
 //! keeps the answer fast with millions of jobs: done jobs are never
-//! counted by scanning `jobs`. Owns no table; nothing imports it but `app`.
+//! counted by scanning `jobs`. Owns no table; `app` serves it, and the
+//! dashboard shows it.
 
 use std::{collections::BTreeMap, time::Duration};
 

@@ -17,6 +17,7 @@ mod control;
 mod coupon_contract;
 mod coupon_races;
 mod crash_safety;
+mod dashboard;
 mod delivery;
 mod delivery_providers;
 mod delivery_smtp;

@@ -1,0 +1,491 @@
+//! `/admin` as an operator uses it over HTTP: logging in (the cookie's
+//! attributes, a wrong token, a forged cookie), the overview's stock
+//! highlights, the jobs pages a page at a time, and fixing a dead letter:
+//! retried and delivered, discarded; a form without the session's CSRF
+//! token changes nothing; orders found by email, order id and state, and
+//! the body of one that needs attention. (The browser tests drive the same pages in
+//! Chromium.)
+
+use reqwest::{StatusCode, header};
+use serde_json::json;
+
+use crate::{
+    helpers::{ADMIN, Backend, TestApp, count, execute, seed_keys},
+    on_every_backend,
+};
+
+on_every_backend!(
+    only_the_admin_token_opens_the_dashboard,
+    the_overview_highlights_sold_out_and_low_stock,
+    jobs_are_listed_a_page_at_a_time,
+    a_dead_letter_is_retried_and_delivered_and_another_discarded,
+    orders_are_found_by_email_order_id_and_state,
+);
+
+/// A browser without a cookie jar of its own: keeps the session cookie
+/// and follows no redirect, so each answer is seen as sent.
+struct Operator<'a> {
+    app: &'a TestApp,
+    client: reqwest::Client,
+    cookie: Option<String>,
+}
+
+struct Page {
+    status: StatusCode,
+    headers: header::HeaderMap,
+    body: String,
+}
+
+impl Page {
+    fn location(&self) -> &str {
+        self.headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// The CSRF token the page's forms carry.
+    fn csrf(&self) -> String {
+        let at = self
+            .body
+            .find(r#"name="csrf" value=""#)
+            .expect("a form with a CSRF token");
+        let rest = &self.body[at + r#"name="csrf" value=""#.len()..];
+        rest[..rest.find('"').unwrap()].to_string()
+    }
+}
+
+impl<'a> Operator<'a> {
+    fn new(app: &'a TestApp) -> Self {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Self {
+            app,
+            client,
+            cookie: None,
+        }
+    }
+
+    async fn logged_in(app: &'a TestApp) -> Self {
+        let mut operator = Self::new(app);
+        let answer = operator.post("/admin/login", &[("token", ADMIN)]).await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+        operator
+    }
+
+    async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
+        let request = match &self.cookie {
+            Some(cookie) => request.header(header::COOKIE, cookie),
+            None => request,
+        };
+        let response = request.send().await.expect("sent");
+        let status = response.status();
+        let headers = response.headers().clone();
+        if let Some(set) = headers.get(header::SET_COOKIE) {
+            let pair = set.to_str().unwrap().split(';').next().unwrap().to_string();
+            self.cookie = Some(pair).filter(|p| !p.ends_with('='));
+        }
+        let body = response.text().await.expect("a body");
+        Page {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let request = self.client.get(self.app.url(path));
+        self.send(request).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let request = self
+            .client
+            .post(self.app.url(path))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(serde_urlencoded::to_string(form).unwrap());
+        self.send(request).await
+    }
+}
+
+async fn only_the_admin_token_opens_the_dashboard(backend: Backend) {
+    let off = TestApp::shop(backend, |_| {}).await;
+    let page = Operator::new(&off).get("/admin").await;
+    assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(page.body.contains("ALLOT_ADMIN_TOKEN"), "{}", page.body);
+
+    let app = TestApp::admin_shop(backend).await;
+    let mut stranger = Operator::new(&app);
+    let page = stranger.get("/admin").await;
+    assert_eq!(
+        (page.status, page.location()),
+        (StatusCode::SEE_OTHER, "/admin/login")
+    );
+    let form = stranger.get("/admin/login").await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(
+        form.body.contains(r#"<label for="token">"#),
+        "{}",
+        form.body
+    );
+
+    let wrong = stranger.post("/admin/login", &[("token", "guess")]).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.headers.get(header::SET_COOKIE).is_none());
+    assert!(wrong.body.contains("not the admin token"), "{}", wrong.body);
+    let garbled = stranger
+        .send(app.client.post(app.url("/admin/login")).body("%%%"))
+        .await;
+    assert_eq!(garbled.status, StatusCode::BAD_REQUEST, "{}", garbled.body);
+
+    let mut operator = Operator::new(&app);
+    let login = operator.post("/admin/login", &[("token", ADMIN)]).await;
+    assert_eq!(
+        (login.status, login.location()),
+        (StatusCode::SEE_OTHER, "/admin")
+    );
+    let cookie = login.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_string();
+    for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/admin"] {
+        assert!(cookie.contains(attribute), "{attribute} missing: {cookie}");
+    }
+    assert!(
+        !cookie.contains(ADMIN),
+        "the token is in the cookie: {cookie}"
+    );
+
+    let overview = operator.get("/admin").await;
+    assert_eq!(overview.status, StatusCode::OK, "{}", overview.body);
+    assert!(
+        overview.body.contains("<h1>Overview</h1>"),
+        "{}",
+        overview.body
+    );
+    assert!(!overview.body.contains(ADMIN), "the token is on the page");
+    for (name, value) in [
+        ("cache-control", "no-store"),
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+    ] {
+        assert_eq!(overview.headers[name], value);
+    }
+    let policy = overview.headers["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(policy.contains("default-src 'none'"), "{policy}");
+    let css = operator.get("/admin/assets/allot.css").await;
+    assert_eq!(css.status, StatusCode::OK);
+    assert_eq!(css.headers[header::CONTENT_TYPE], "text/css; charset=utf-8");
+
+    // A cookie that was tampered with is no session.
+    let mut forger = Operator::new(&app);
+    let real = operator.cookie.clone().unwrap();
+    let (name_and_expiry, rest) = real.split_once('.').unwrap();
+    forger.cookie = Some(format!("{}9.{rest}", name_and_expiry));
+    assert_eq!(forger.get("/admin").await.status, StatusCode::SEE_OTHER);
+
+    // Logging out needs the session's own form.
+    let refused = operator.post("/admin/logout", &[("csrf", "forged")]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(operator.get("/admin").await.status, StatusCode::OK);
+    let csrf = overview.csrf();
+    let out = operator.post("/admin/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(
+        (out.status, out.location()),
+        (StatusCode::SEE_OTHER, "/admin/login")
+    );
+    assert!(
+        out.headers[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    assert_eq!(operator.get("/admin").await.status, StatusCode::SEE_OTHER);
+}
+
+async fn the_overview_highlights_sold_out_and_low_stock(backend: Backend) {
+    let app = TestApp::admin_shop(backend).await;
+    let db = app.connect().await;
+    let keys = |sku: &str, n: usize| {
+        (0..n)
+            .map(|i| format!("{sku}-KEY-{i:04}"))
+            .collect::<Vec<_>>()
+    };
+    seed_keys(&db, "gone-sku", &keys("gone-sku", 1)).await;
+    seed_keys(&db, "few-sku", &keys("few-sku", 3)).await;
+    seed_keys(&db, "many-sku", &keys("many-sku", 40)).await;
+    let body = json!({"order_id": "o-1", "email": "buyer@example.com", "sku": "gone-sku"});
+    let (status, answer) = app.webhook("generic", body.to_string()).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("fulfilled"))
+    );
+    app.create_coupon("EMPTY_SOON", 1).await;
+    app.claim("user-1", "EMPTY_SOON").await;
+
+    let mut operator = Operator::logged_in(&app).await;
+    let page = operator.get("/admin").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let row = |sku: &str| {
+        let at = page
+            .body
+            .find(&format!("<th scope=\"row\">{sku}</th>"))
+            .expect(sku);
+        let start = page.body[..at].rfind("<tr").unwrap();
+        page.body[start..at].to_string()
+    };
+    assert!(row("gone-sku").contains("level-sold_out"), "{}", page.body);
+    assert!(row("few-sku").contains("level-low"), "{}", page.body);
+    assert!(row("many-sku").contains("level-ok"), "{}", page.body);
+    assert!(
+        row("EMPTY_SOON").contains("level-sold_out"),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains("gone-sku-KEY-0000"),
+        "a license key is on the page"
+    );
+    assert!(page.body.contains("Deliveries per minute"), "{}", page.body);
+}
+
+async fn jobs_are_listed_a_page_at_a_time(backend: Backend) {
+    let app = TestApp::admin_shop(backend).await;
+    let db = app.connect().await;
+    // Not due for a day, so the app's worker leaves them queued.
+    let tomorrow = allot::clock::now_ms() + 86_400_000;
+    let mut ids = Vec::new();
+    for _ in 0..120 {
+        let mut job = allot::jobs::NewJob::new("later", json!({}), 3);
+        job.run_at = tomorrow;
+        ids.push(allot::jobs::enqueue_now(&db, &job).await.unwrap().unwrap());
+    }
+    let mut operator = Operator::logged_in(&app).await;
+    let mut seen = Vec::new();
+    let mut path = "/admin/jobs?state=queued&kind=later".to_string();
+    for expected in [50, 50, 20] {
+        let page = operator.get(&path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let on_page: Vec<i64> = page
+            .body
+            .match_indices("<a href=\"/admin/jobs/")
+            .filter_map(|(at, _)| {
+                let rest = &page.body[at + "<a href=\"/admin/jobs/".len()..];
+                rest[..rest.find('"')?].parse().ok()
+            })
+            .collect();
+        assert_eq!(on_page.len(), expected, "{}", page.body);
+        seen.extend(on_page);
+        match page.body.find("before=") {
+            Some(at) => {
+                let rest = &page.body[at + "before=".len()..];
+                let before = &rest[..rest.find('"').unwrap()];
+                path = format!("/admin/jobs?state=queued&kind=later&before={before}");
+            }
+            None => assert_eq!(expected, 20, "the last page links to no older one"),
+        }
+    }
+    ids.reverse();
+    assert_eq!(seen, ids, "newest first, each job once");
+    let unknown = operator.get("/admin/jobs?state=sleeping").await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    let missing = operator.get("/admin/jobs/99999999").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let not_a_number = operator.get("/admin/jobs/abc").await;
+    assert_eq!(not_a_number.status, StatusCode::NOT_FOUND);
+}
+
+async fn a_dead_letter_is_retried_and_delivered_and_another_discarded(backend: Backend) {
+    let app = TestApp::admin_shop(backend).await;
+    let db = app.connect().await;
+    // An email that died (as if its mail server had refused it for good),
+    // and a job no worker knows, which dies at its first attempt.
+    let mut mail = allot::notices::email_job(
+        "buyer@example.com",
+        "test",
+        json!({"address": "buyer@example.com"}),
+        3,
+    );
+    mail.run_at = allot::clock::now_ms() + 86_400_000;
+    let mail = allot::jobs::enqueue_now(&db, &mail).await.unwrap().unwrap();
+    execute(
+        &db,
+        &format!("update jobs set state = 'dead', attempts = 3, last_error = '550 mailbox unavailable' where id = {mail}"),
+    )
+    .await;
+    let unknown = allot::jobs::NewJob::new("no-such-kind", json!({}), 3);
+    let unknown = allot::jobs::enqueue_now(&db, &unknown)
+        .await
+        .unwrap()
+        .unwrap();
+    crate::helpers::eventually("the unknown job dies", async || {
+        count(
+            &db,
+            &format!("select count(*) from jobs where id = {unknown} and state = 'dead'"),
+        )
+        .await
+            == 1
+    })
+    .await;
+
+    let mut operator = Operator::logged_in(&app).await;
+    let dead = operator.get("/admin/jobs?state=dead").await;
+    assert!(
+        dead.body.contains("550 mailbox unavailable"),
+        "{}",
+        dead.body
+    );
+    assert!(dead.body.contains("Retry all 2 dead jobs"), "{}", dead.body);
+    let detail = operator.get(&format!("/admin/jobs/{unknown}")).await;
+    assert!(
+        detail.body.contains("no worker knows job kind"),
+        "the attempt log says why: {}",
+        detail.body
+    );
+
+    // Asked first; a post without the session's token changes nothing.
+    let ask = operator.get(&format!("/admin/jobs/{mail}/retry")).await;
+    assert!(ask.body.contains("Are you sure?"), "{}", ask.body);
+    let forged = operator
+        .post(
+            &format!("/admin/jobs/{mail}/retry"),
+            &[("csrf", "not-the-token")],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let missing = operator
+        .post(&format!("/admin/jobs/{mail}/retry"), &[])
+        .await;
+    assert_eq!(missing.status, StatusCode::FORBIDDEN);
+    let state = |id: i64| format!("select count(*) from jobs where id = {id} and state = 'dead'");
+    assert_eq!(count(&db, &state(mail)).await, 1, "still dead");
+
+    let csrf = ask.csrf();
+    let retried = operator
+        .post(&format!("/admin/jobs/{mail}/retry"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(retried.status, StatusCode::SEE_OTHER, "{}", retried.body);
+    assert_eq!(
+        retried.location(),
+        format!("/admin/jobs/{mail}?notice=retried")
+    );
+    let mails = app
+        .wait_for_mails(1, |m| m.contains("buyer@example.com"))
+        .await;
+    assert_eq!(mails.len(), 1);
+    crate::helpers::eventually("the retried job is done", async || {
+        count(
+            &db,
+            &format!("select count(*) from jobs where id = {mail} and state = 'done'"),
+        )
+        .await
+            == 1
+    })
+    .await;
+
+    let ask = operator
+        .get(&format!("/admin/jobs/{unknown}/discard"))
+        .await;
+    let discarded = operator
+        .post(
+            &format!("/admin/jobs/{unknown}/discard"),
+            &[("csrf", &ask.csrf())],
+        )
+        .await;
+    assert_eq!(
+        discarded.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        discarded.body
+    );
+    assert_eq!(
+        count(
+            &db,
+            &format!("select count(*) from jobs where id = {unknown}")
+        )
+        .await,
+        0
+    );
+    let gone = operator.get(&format!("/admin/jobs/{unknown}")).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+}
+
+async fn orders_are_found_by_email_order_id_and_state(backend: Backend) {
+    let app = TestApp::admin_shop(backend).await;
+    let db = app.connect().await;
+    seed_keys(&db, "course-101", &["SECRET-KEY-1".to_string()]).await;
+    for (order, email) in [("A-1", "ann@example.com"), ("B-2", "bob@example.com")] {
+        let body = json!({"order_id": order, "email": email, "sku": "course-101"});
+        app.webhook("generic", body.to_string()).await;
+    }
+    let (status, answer) = app.webhook("generic", "<not json>").await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("needs_attention"))
+    );
+
+    let mut operator = Operator::logged_in(&app).await;
+    let all = operator.get("/admin/orders").await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.body);
+    assert!(
+        all.body.contains("A-1") && all.body.contains("B-2"),
+        "{}",
+        all.body
+    );
+    let by_email = operator.get("/admin/orders?q=bob%40example.com").await;
+    assert!(
+        by_email.body.contains("B-2") && !by_email.body.contains(">A-1<"),
+        "{}",
+        by_email.body
+    );
+    let by_id = operator.get("/admin/orders?q=A-1").await;
+    assert!(
+        by_id.body.contains("ann@example.com") && !by_id.body.contains("bob@"),
+        "{}",
+        by_id.body
+    );
+    let waiting = operator.get("/admin/orders?state=awaiting_stock").await;
+    assert!(
+        waiting.body.contains("B-2") && !waiting.body.contains(">A-1<"),
+        "{}",
+        waiting.body
+    );
+    let stuck = operator.get("/admin/orders?state=needs_attention").await;
+    let link = stuck
+        .body
+        .split("href=\"")
+        .find(|part| part.starts_with("/admin/orders/generic/"))
+        .map(|part| part[..part.find('"').unwrap()].to_string())
+        .expect("a link to the order that needs attention");
+    let order = operator.get(&link.replace("&amp;", "&")).await;
+    assert_eq!(order.status, StatusCode::OK, "{}", order.body);
+    assert!(order.body.contains("Body as received"), "{}", order.body);
+    assert!(
+        order.body.contains("&lt;not json&gt;"),
+        "the body, escaped: {}",
+        order.body
+    );
+
+    let fulfilled = operator.get("/admin/orders/generic/A-1").await;
+    assert!(fulfilled.body.contains("fulfilled"), "{}", fulfilled.body);
+    assert!(
+        !fulfilled.body.contains("SECRET-KEY-1"),
+        "a license key is on the page"
+    );
+    assert_eq!(
+        operator.get("/admin/orders/nowhere/A-1").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        operator.get("/admin/orders/generic/Z-9").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        operator.get("/admin/orders?state=lost").await.status,
+        StatusCode::BAD_REQUEST
+    );
+}

@@ -90,6 +90,7 @@ impl Application {
         for warning in settings.warnings() {
             tracing::warn!("{warning}");
         }
+        ops::install_metrics();
         let tasks = TaskTracker::new();
         let loops = Loops::new(Some(alerts(&db, &settings)));
         {

@@ -69,6 +69,12 @@ async fn render_metrics() -> impl IntoResponse {
     )
 }
 
+/// Installs the recorder now: what the process records before anything
+/// renders `/metrics` (the control state set at start) is kept, not lost.
+pub fn install_metrics() {
+    metrics_handle();
+}
+
 /// The process-wide Prometheus recorder, installed on first use. The
 /// `metrics` macros write to one global recorder, so every `Application` in
 /// a process (several in tests) shares it.

@@ -79,6 +79,7 @@ impl Agent {
             jobs_done: 0,
             last_error: None,
         };
+        publish_state(State::Ready);
         Self {
             inner: Arc::new(Inner {
                 db,
@@ -176,6 +177,7 @@ impl Inner {
 
     fn set_state(&self, state: State) {
         *self.state.lock().unwrap() = state;
+        publish_state(state);
     }
 
     /// The registry row as it is now.
@@ -376,4 +378,18 @@ fn compute(seconds: f64, cancel: &CancellationToken) -> Option<u64> {
         std::hint::black_box(state);
     }
     Some(iterations)
+}
+
+/// `allot_process_state{state}`: 1 for this process's state, 0 for the
+/// others, so a dashboard can count processes per state across a fleet.
+fn publish_state(current: State) {
+    for state in [
+        State::Ready,
+        State::Unready,
+        State::Stopping,
+        State::Stopped,
+    ] {
+        let value = if state == current { 1.0 } else { 0.0 };
+        metrics::gauge!("allot_process_state", "state" => state.as_str()).set(value);
+    }
 }

@@ -248,4 +248,28 @@ pub(super) async fn publish_gauges(db: &Db) {
         }
         Err(error) => tracing::warn!(%error, "could not read job statistics"),
     }
+    match unfinished_by_kind(db).await {
+        Ok(counts) => publish_by_kind(&counts),
+        Err(error) => tracing::warn!(%error, "could not read job statistics per kind"),
+    }
+}
+
+/// `allot_jobs_by_kind{kind,state}` for the queued, running and dead jobs
+/// (index-backed counts; done jobs are the roll-up's). A kind and state
+/// seen before and absent now is set to 0, not left at its last value.
+fn publish_by_kind(counts: &[(String, String, i64)]) {
+    use std::{collections::BTreeSet, sync::Mutex};
+    static SEEN: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    for (kind, state) in seen.iter() {
+        if !counts.iter().any(|(s, k, _)| s == state && k == kind) {
+            metrics::gauge!("allot_jobs_by_kind", "kind" => kind.clone(), "state" => state.clone())
+                .set(0.0);
+        }
+    }
+    for (state, kind, n) in counts {
+        metrics::gauge!("allot_jobs_by_kind", "kind" => kind.clone(), "state" => state.clone())
+            .set(*n as f64);
+        seen.insert((kind.clone(), state.clone()));
+    }
 }

@@ -87,13 +87,43 @@ impl Mailer {
         })
     }
 
-    pub async fn send(&self, email: &Email) -> Result<(), SendError> {
+    /// The transport's name, as `ALLOT_MAIL_TRANSPORT` spells it.
+    pub fn transport(&self) -> &'static str {
         match self {
-            Mailer::File(mailer) => mailer.send(&mime_message(email)?, &email.message_id).await,
-            Mailer::Smtp(mailer) => mailer.send(mime_message(email)?).await,
+            Mailer::File(_) => "file",
+            Mailer::Smtp(_) => "smtp",
+            Mailer::Postmark(_) => "postmark",
+            Mailer::SendGrid(_) => "sendgrid",
+        }
+    }
+
+    /// Sends `email`, counted per transport and outcome
+    /// (`allot_mail_sends_total`) and timed (`allot_mail_send_duration_seconds`).
+    pub async fn send(&self, email: &Email) -> Result<(), SendError> {
+        let started = std::time::Instant::now();
+        let sent = match self {
+            Mailer::File(mailer) => match mime_message(email) {
+                Ok(message) => mailer.send(&message, &email.message_id).await,
+                Err(error) => Err(error),
+            },
+            Mailer::Smtp(mailer) => match mime_message(email) {
+                Ok(message) => mailer.send(message).await,
+                Err(error) => Err(error),
+            },
             Mailer::Postmark(mailer) => mailer.send(email).await,
             Mailer::SendGrid(mailer) => mailer.send(email).await,
-        }
+        };
+        let transport = self.transport();
+        let outcome = match &sent {
+            Ok(()) => "sent",
+            Err(SendError::Transient { .. }) => "transient",
+            Err(SendError::Permanent(_)) => "permanent",
+        };
+        metrics::counter!("allot_mail_sends_total", "transport" => transport, "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("allot_mail_send_duration_seconds", "transport" => transport)
+            .record(started.elapsed().as_secs_f64());
+        sent
     }
 }
 

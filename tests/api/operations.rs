@@ -245,11 +245,15 @@ async fn metrics_show_jobs_and_deliveries(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (db, id) = queue_test_mail(&app).await;
     until_job_state(&db, id, "done").await;
+    // A job due tomorrow stays queued: counted under its kind.
+    let mut later = allot::jobs::NewJob::new("later", serde_json::json!({}), 3);
+    later.run_at = allot::clock::now_ms() + 86_400_000;
+    allot::jobs::enqueue_now(&db, &later).await.unwrap();
     let mut metrics = String::new();
     // Gauges are refreshed on the worker's poll tick.
     for _ in 0..100 {
         metrics = app.metrics().await;
-        if metrics.contains("allot_jobs{state=\"done\"}") {
+        if metrics.contains(r#"allot_jobs_by_kind{kind="later",state="queued"} 1"#) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -264,6 +268,11 @@ async fn metrics_show_jobs_and_deliveries(backend: Backend) {
         "allot_worker_jobs_in_flight ",
         r#"allot_db_connections{pool="#,
         "allot_db_connections_max{pool=",
+        r#"allot_jobs_by_kind{kind="later",state="queued"} 1"#,
+        r#"allot_mail_sends_total{transport="file",outcome="sent"}"#,
+        r#"allot_mail_send_duration_seconds_count{transport="file"}"#,
+        // One per process, shared by the apps this test binary runs: present.
+        r#"allot_process_state{state="ready"}"#,
     ] {
         assert!(metrics.contains(series), "{series} missing:\n{metrics}");
     }

@@ -173,7 +173,7 @@ fn router(
             settings,
         ))
         .merge(payments::routes::router(
-            Payments::new(db.clone(), fulfilment, settings.jobs.max_attempts()),
+            Payments::new(db.clone(), fulfilment.clone(), settings.jobs.max_attempts()),
             &settings.payments,
         ))
         .merge(control::routes::router(db.clone(), &settings.control))
@@ -188,13 +188,17 @@ fn router(
         ))
         .merge(dashboard::router(
             db.clone(),
-            AdminSecret(settings.control.admin_token.clone()),
+            fulfilment,
+            &settings.control,
             settings.intake.low_stock_threshold,
             settings.jobs.max_attempts(),
         ))
         .merge(ops::router(db, loops));
+    // Key files uploaded on the dashboard are larger than any request body.
+    const UPLOADS: &[(&str, usize)] = &[(dashboard::KEY_IMPORT_PATH, dashboard::KEY_FILE_LIMIT)];
     let limits = http::BodyLimits {
         max_bytes: settings.max_body_bytes,
+        uploads: UPLOADS,
         read_timeout: settings.read_timeout,
     };
     http::with_plumbing(routes, limits)

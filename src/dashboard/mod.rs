@@ -5,12 +5,15 @@
 //! carries the session's CSRF token, and a destructive one asks first on
 //! a page of its own (no script needed).
 //!
-//! Owns no table; nothing imports it but `app`.
+//! Owns no table; nothing imports it but `app` (which also gives the key
+//! import route its larger body limit, [`KEY_FILE_LIMIT`]).
 
 mod jobs;
+mod keys;
 mod orders;
 mod overview;
 mod page;
+mod processes;
 mod session;
 
 use axum::{
@@ -26,14 +29,20 @@ use serde_json::json;
 
 use self::{page::Problem, session::Session};
 use crate::{
+    config::ControlSettings,
     db::Db,
     http::{AdminSecret, secret_matches},
+    orders::Fulfilment,
 };
 
 /// What the pages need.
 #[derive(Clone)]
 struct Dashboard {
     db: Db,
+    /// Serves the orders that waited for a SKU once its keys are imported.
+    fulfilment: Fulfilment,
+    /// How commands reach the processes.
+    control: ControlSettings,
     admin: AdminSecret,
     /// `ALLOT_LOW_STOCK_THRESHOLD`: SKUs at or below it are highlighted.
     low_stock: i64,
@@ -47,10 +56,20 @@ impl FromRef<Dashboard> for AdminSecret {
     }
 }
 
-pub fn router(db: Db, admin: AdminSecret, low_stock: i64, max_attempts: i32) -> Router {
+pub use keys::{KEY_FILE_LIMIT, KEY_IMPORT_PATH};
+
+pub fn router(
+    db: Db,
+    fulfilment: Fulfilment,
+    control: &ControlSettings,
+    low_stock: i64,
+    max_attempts: i32,
+) -> Router {
     let state = Dashboard {
         db,
-        admin,
+        fulfilment,
+        admin: AdminSecret(control.admin_token.clone()),
+        control: control.clone(),
         low_stock,
         max_attempts,
     };
@@ -61,6 +80,8 @@ pub fn router(db: Db, admin: AdminSecret, low_stock: i64, max_attempts: i32) -> 
         .route("/admin/logout", axum::routing::post(logout))
         .route("/admin/assets/allot.css", get(stylesheet))
         .merge(orders::routes())
+        .merge(keys::routes())
+        .merge(processes::routes())
         .merge(jobs::routes())
         .layer(middleware::from_fn(page::secure_headers))
         .with_state(state)

@@ -27,6 +27,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("job.html", include_str!("templates/job.html")),
     ("orders.html", include_str!("templates/orders.html")),
     ("order.html", include_str!("templates/order.html")),
+    ("keys.html", include_str!("templates/keys.html")),
+    ("processes.html", include_str!("templates/processes.html")),
 ];
 
 pub(super) const STYLESHEET: &str = include_str!("assets/allot.css");

@@ -65,6 +65,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimits {
     pub max_bytes: usize,
+    /// Routes that take files (path, limit): not read here but by their
+    /// handler, after it has checked who is sending (a file is larger than
+    /// anyone should be able to make the server hold unasked); only a
+    /// declared length over the limit is refused here.
+    pub uploads: &'static [(&'static str, usize)],
     /// The whole body must arrive within this (`ALLOT_READ_TIMEOUT`).
     pub read_timeout: Duration,
 }
@@ -83,7 +88,18 @@ async fn read_body(State(limits): State<BodyLimits>, request: Request, next: Nex
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limits.max_bytes as u64) {
+    let upload = limits
+        .uploads
+        .iter()
+        .find(|(path, _)| request.uri().path() == *path);
+    if let Some((_, limit)) = upload {
+        if declared.is_some_and(|length| length > *limit as u64) {
+            return error::too_large().into_response();
+        }
+        return next.run(request).await;
+    }
+    let max_bytes = limits.max_bytes;
+    if declared.is_some_and(|length| length > max_bytes as u64) {
         if declared.is_some_and(|length| length <= DRAIN_LIMIT as u64) {
             let drain = axum::body::to_bytes(request.into_body(), DRAIN_LIMIT);
             let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
@@ -91,7 +107,7 @@ async fn read_body(State(limits): State<BodyLimits>, request: Request, next: Nex
         return error::too_large().into_response();
     }
     let (parts, body) = request.into_parts();
-    let read = axum::body::to_bytes(body, limits.max_bytes);
+    let read = axum::body::to_bytes(body, max_bytes);
     let bytes = match tokio::time::timeout(limits.read_timeout, read).await {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(error)) if is_over_limit(&error) => return error::too_large().into_response(),

@@ -3,7 +3,9 @@
 //! highlights, the jobs pages a page at a time, and fixing a dead letter:
 //! retried and delivered, discarded; a form without the session's CSRF
 //! token changes nothing; orders found by email, order id and state, and
-//! the body of one that needs attention. (The browser tests drive the same pages in
+//! the body of one that needs attention; a key file imported (larger than
+//! any request body) serving the orders that waited, and a key revoked; a
+//! process stopped and started through the control channel. (The browser tests drive the same pages in
 //! Chromium.)
 
 use reqwest::{StatusCode, header};
@@ -20,6 +22,8 @@ on_every_backend!(
     jobs_are_listed_a_page_at_a_time,
     a_dead_letter_is_retried_and_delivered_and_another_discarded,
     orders_are_found_by_email_order_id_and_state,
+    keys_imported_on_the_dashboard_serve_waiting_orders_and_a_key_is_revoked,
+    a_process_is_stopped_and_started_from_the_dashboard,
 );
 
 /// A browser without a cookie jar of its own: keeps the session cookie
@@ -97,6 +101,27 @@ impl<'a> Operator<'a> {
 
     async fn get(&mut self, path: &str) -> Page {
         let request = self.client.get(self.app.url(path));
+        self.send(request).await
+    }
+
+    /// A `multipart/form-data` post, as a browser sends a form with a file.
+    async fn upload(&mut self, path: &str, fields: &[(&str, &str)], file: &[u8]) -> Page {
+        let boundary = "allot-test-boundary-7MA4YWxkTrZu0gW";
+        let mut body = Vec::new();
+        for (name, value) in fields {
+            body.extend(format!("--{boundary}\r\ncontent-disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").bytes());
+        }
+        body.extend(format!("--{boundary}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"keys.txt\"\r\ncontent-type: text/plain\r\n\r\n").bytes());
+        body.extend_from_slice(file);
+        body.extend(format!("\r\n--{boundary}--\r\n").bytes());
+        let request = self
+            .client
+            .post(self.app.url(path))
+            .header(
+                header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body);
         self.send(request).await
     }
 
@@ -488,4 +513,196 @@ async fn orders_are_found_by_email_order_id_and_state(backend: Backend) {
         operator.get("/admin/orders?state=lost").await.status,
         StatusCode::BAD_REQUEST
     );
+}
+
+async fn keys_imported_on_the_dashboard_serve_waiting_orders_and_a_key_is_revoked(
+    backend: Backend,
+) {
+    let app = TestApp::admin_shop(backend).await;
+    let db = app.connect().await;
+    let body = json!({"order_id": "W-1", "email": "wait@example.com", "sku": "course-101"});
+    let (_, answer) = app.webhook("generic", body.to_string()).await;
+    assert_eq!(answer["status"], "awaiting_stock");
+
+    // Without a session the file is not taken.
+    let stranger = Operator::new(&app)
+        .upload(
+            "/admin/keys/import",
+            &[("csrf", "x"), ("sku", "course-101")],
+            b"K-1\n",
+        )
+        .await;
+    assert_eq!(stranger.status, StatusCode::SEE_OTHER);
+
+    let mut operator = Operator::logged_in(&app).await;
+    let page = operator.get("/admin/keys").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let csrf = page.csrf();
+    // Larger than any request body (64 KiB): 4,000 keys and a blank line.
+    let mut file: String = (0..4000).map(|i| format!("DASH-KEY-{i:06}\n")).collect();
+    file.push('\n');
+    let forged = operator
+        .upload(
+            "/admin/keys/import",
+            &[("csrf", "forged"), ("sku", "course-101")],
+            file.as_bytes(),
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(count(&db, "select count(*) from license_keys").await, 0);
+
+    let imported = operator
+        .upload(
+            "/admin/keys/import",
+            &[("csrf", &csrf), ("sku", "course-101")],
+            file.as_bytes(),
+        )
+        .await;
+    assert_eq!(imported.status, StatusCode::OK, "{}", imported.body);
+    assert!(
+        imported
+            .body
+            .contains("Imported 4000 key(s) into course-101"),
+        "{}",
+        imported.body
+    );
+
+    assert!(
+        imported.body.contains("1 blank line(s)"),
+        "{}",
+        imported.body
+    );
+    // Served by the import (or by the restock sweep, should it run first).
+    crate::helpers::eventually("the waiting order is fulfilled", async || {
+        app.order("generic", "W-1").await.1["state"] == "fulfilled"
+    })
+    .await;
+    assert!(
+        !imported.body.contains("DASH-KEY-"),
+        "keys are not shown back"
+    );
+
+    let no_sku = operator
+        .upload(
+            "/admin/keys/import",
+            &[("csrf", &csrf), ("sku", "")],
+            b"K-1\n",
+        )
+        .await;
+    assert_eq!(no_sku.status, StatusCode::BAD_REQUEST, "{}", no_sku.body);
+
+    // Revoking asks first, with the key in the form, not the address.
+    let key = "DASH-KEY-003999";
+    let ask = operator
+        .post("/admin/keys/revoke", &[("csrf", &csrf), ("key", key)])
+        .await;
+    assert_eq!(ask.status, StatusCode::OK, "{}", ask.body);
+    assert!(ask.body.contains("Are you sure?"), "{}", ask.body);
+    let revoked = format!(
+        "select count(*) from license_keys where license_key = '{key}' and status = 'revoked'"
+    );
+    assert_eq!(count(&db, &revoked).await, 0, "not before it is confirmed");
+    let done = operator
+        .post(
+            "/admin/keys/revoke",
+            &[("csrf", &ask.csrf()), ("key", key), ("confirmed", "yes")],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert!(done.body.contains("The key was revoked"), "{}", done.body);
+    assert_eq!(count(&db, &revoked).await, 1);
+    let unknown = operator
+        .post(
+            "/admin/keys/revoke",
+            &[
+                ("csrf", &csrf),
+                ("key", "NO-SUCH-KEY"),
+                ("confirmed", "yes"),
+            ],
+        )
+        .await;
+    assert!(
+        unknown.body.contains("No pool holds that key"),
+        "{}",
+        unknown.body
+    );
+}
+
+async fn a_process_is_stopped_and_started_from_the_dashboard(backend: Backend) {
+    let app = TestApp::admin_shop(backend).await;
+    let mut operator = Operator::logged_in(&app).await;
+    let page = operator.get("/admin/processes").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    // The app's own process, as it registered itself.
+    let id = page
+        .body
+        .split("name=\"target\" value=\"")
+        .nth(1)
+        .map(|rest| rest[..rest.find('"').unwrap()].to_string())
+        .expect("a live process with buttons");
+    let csrf = page.csrf();
+    let send = |command: &'static str| {
+        [
+            ("csrf", csrf.clone()),
+            ("target", id.clone()),
+            ("command", command.to_string()),
+        ]
+    };
+
+    let forged = operator
+        .post(
+            "/admin/processes/command",
+            &[("csrf", "forged"), ("target", &id), ("command", "stop")],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+
+    let fields = send("stop");
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let stopped = operator.post("/admin/processes/command", &fields).await;
+    assert_eq!(stopped.status, StatusCode::OK, "{}", stopped.body);
+    assert!(
+        stopped.body.contains(&format!("{id}: unready")),
+        "{}",
+        stopped.body
+    );
+    assert!(stopped.body.contains("process-unready"), "{}", stopped.body);
+
+    let fields = send("start");
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let started = operator.post("/admin/processes/command", &fields).await;
+    assert!(
+        started.body.contains(&format!("{id}: ready")),
+        "{}",
+        started.body
+    );
+
+    // Terminating asks first (and is not confirmed here: it would end the app).
+    let fields = send("terminate");
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let ask = operator.post("/admin/processes/command", &fields).await;
+    assert!(ask.body.contains("Are you sure?"), "{}", ask.body);
+    assert!(
+        ask.body.contains(r#"name="confirmed" value="yes""#),
+        "{}",
+        ask.body
+    );
+    let bogus = operator
+        .post(
+            "/admin/processes/command",
+            &[("csrf", &csrf), ("target", &id), ("command", "rm -rf")],
+        )
+        .await;
+    assert_eq!(bogus.status, StatusCode::BAD_REQUEST);
+    let nobody = operator
+        .post(
+            "/admin/processes/command",
+            &[
+                ("csrf", &csrf),
+                ("target", "no-such-process"),
+                ("command", "stop"),
+            ],
+        )
+        .await;
+    assert_eq!(nobody.status, StatusCode::NOT_FOUND, "{}", nobody.body);
 }

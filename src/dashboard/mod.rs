@@ -8,6 +8,7 @@
 //! Owns no table; nothing imports it but `app` (which also gives the key
 //! import route its larger body limit, [`KEY_FILE_LIMIT`]).
 
+mod endpoints;
 mod jobs;
 mod keys;
 mod orders;
@@ -82,6 +83,7 @@ pub fn router(
         .merge(orders::routes())
         .merge(keys::routes())
         .merge(processes::routes())
+        .merge(endpoints::routes())
         .merge(jobs::routes())
         .layer(middleware::from_fn(page::secure_headers))
         .with_state(state)

@@ -29,6 +29,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("order.html", include_str!("templates/order.html")),
     ("keys.html", include_str!("templates/keys.html")),
     ("processes.html", include_str!("templates/processes.html")),
+    ("endpoints.html", include_str!("templates/endpoints.html")),
 ];
 
 pub(super) const STYLESHEET: &str = include_str!("assets/allot.css");

@@ -268,6 +268,20 @@ pub async fn attempts(db: &Db, id: i64, limit: i64) -> Result<Vec<AttemptRecord>
     })
 }
 
+/// Delivery attempts since `since` per endpoint and outcome
+/// (`delivered`, `retry`, `dead`), read by the attempts' time index.
+pub async fn outcomes_since(db: &Db, since: i64) -> Result<Vec<(i64, String, i64)>, sqlx::Error> {
+    on_db!(db, read, |pool, sql| {
+        sqlx::query_as(sql(
+            "select endpoint_id, outcome, count(*) from endpoint_attempts
+              where at >= ? group by endpoint_id, outcome",
+        ))
+        .bind(since)
+        .fetch_all(pool)
+        .await
+    })
+}
+
 /// Forgets attempt logs and events older than `before`, keeping every
 /// event a delivery not done yet still needs; how many rows went.
 pub async fn prune(db: &Db, before: i64, batch: i64) -> Result<u64, sqlx::Error> {

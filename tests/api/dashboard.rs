@@ -5,7 +5,8 @@
 //! token changes nothing; orders found by email, order id and state, and
 //! the body of one that needs attention; a key file imported (larger than
 //! any request body) serving the orders that waited, and a key revoked; a
-//! process stopped and started through the control channel. (The browser tests drive the same pages in
+//! process stopped and started through the control channel; a merchant
+//! endpoint disabled and enabled. (The browser tests drive the same pages in
 //! Chromium.)
 
 use reqwest::{StatusCode, header};
@@ -24,6 +25,7 @@ on_every_backend!(
     orders_are_found_by_email_order_id_and_state,
     keys_imported_on_the_dashboard_serve_waiting_orders_and_a_key_is_revoked,
     a_process_is_stopped_and_started_from_the_dashboard,
+    a_merchant_endpoint_is_disabled_and_enabled_again,
 );
 
 /// A browser without a cookie jar of its own: keeps the session cookie
@@ -705,4 +707,61 @@ async fn a_process_is_stopped_and_started_from_the_dashboard(backend: Backend) {
         )
         .await;
     assert_eq!(nobody.status, StatusCode::NOT_FOUND, "{}", nobody.body);
+}
+
+async fn a_merchant_endpoint_is_disabled_and_enabled_again(backend: Backend) {
+    let app = TestApp::admin_shop(backend).await;
+    let db = app.connect().await;
+    let new = allot::merchant::NewEndpoint::parse(
+        "https://crm.example/hooks",
+        Some("order.*"),
+        Some("CRM"),
+        false,
+    )
+    .unwrap();
+    let (id, secret) = allot::merchant::endpoints::add(&db, &new, allot::clock::now_ms())
+        .await
+        .unwrap();
+    let mut operator = Operator::logged_in(&app).await;
+    let page = operator.get("/admin/endpoints").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("crm.example"), "{}", page.body);
+    assert!(
+        !page.body.contains(&secret),
+        "the signing secret is on the page"
+    );
+    let enabled = format!("select count(*) from endpoints where id = {id} and enabled = 1");
+
+    let path = format!("/admin/endpoints/{id}/enabled");
+    let forged = operator
+        .post(&path, &[("csrf", "forged"), ("enabled", "no")])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(count(&db, &enabled).await, 1);
+    let csrf = page.csrf();
+    let off = operator
+        .post(&path, &[("csrf", &csrf), ("enabled", "no")])
+        .await;
+    assert_eq!(
+        (off.status, off.location()),
+        (StatusCode::SEE_OTHER, "/admin/endpoints")
+    );
+    assert_eq!(count(&db, &enabled).await, 0);
+    let page = operator.get("/admin/endpoints").await;
+    assert!(
+        page.body.contains("disabled on the dashboard"),
+        "{}",
+        page.body
+    );
+    operator
+        .post(&path, &[("csrf", &csrf), ("enabled", "yes")])
+        .await;
+    assert_eq!(count(&db, &enabled).await, 1);
+    let missing = operator
+        .post(
+            "/admin/endpoints/999999/enabled",
+            &[("csrf", &csrf), ("enabled", "no")],
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }

@@ -158,6 +158,8 @@ fn plumbing_and_the_outbox_know_no_capability() {
         "ops",
         "merchant",
         "payments",
+        "stats",
+        "dashboard",
     ];
     for plumbing in [
         "http", "db", "config", "clock", "text", "jobs", "batch", "memory",

@@ -20,8 +20,8 @@ import sys
 import tempfile
 import threading
 
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -68,10 +68,21 @@ def serve(handler, port):
 
 
 def follow(chrome, element):
-    """Clicks a link or a form's button and waits for the next page."""
+    """Clicks a link or a form's button and waits for the next page: until
+    the old page's root is gone. Chrome reports a node of a page being
+    replaced either as stale or as "does not belong to the document";
+    both mean the old page is gone."""
     page = chrome.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(chrome, 30).until(expected_conditions.staleness_of(page))
+
+    def gone(_):
+        try:
+            page.is_enabled()
+            return False
+        except WebDriverException:
+            return True
+
+    WebDriverWait(chrome, 30).until(gone)
 
 
 def text(chrome):

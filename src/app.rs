@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::{
     background::{Alerts, Loops},
@@ -25,7 +26,7 @@ use crate::{
     mail::{Mailroom, Postman},
     merchant::{self, Courier, DeliverySettings},
     notices::{self, Notice},
-    ops, orders,
+    openapi, ops, orders,
     orders::Fulfilment,
     outage::{self, OutageAlarm},
     payments::{self, Payments},
@@ -155,8 +156,9 @@ impl Application {
     }
 }
 
-/// Every capability's routes, wrapped in the HTTP plumbing; answers that a
-/// database outage caused are reported to `alarm`.
+/// Every capability's routes and the OpenAPI document they make, wrapped in
+/// the HTTP plumbing; answers that a database outage caused are reported to
+/// `alarm`.
 fn router(
     db: Db,
     fulfilment: Fulfilment,
@@ -165,7 +167,7 @@ fn router(
     loops: Loops,
     tasks: &TaskTracker,
 ) -> Router {
-    let routes = Router::new()
+    let (routes, document) = OpenApiRouter::with_openapi(openapi::contract())
         .merge(coupons::router(db.clone(), tasks.clone()))
         .merge(orders::routes::router(
             db.clone(),
@@ -193,7 +195,9 @@ fn router(
             settings.intake.low_stock_threshold,
             settings.jobs.max_attempts(),
         ))
-        .merge(ops::router(db, loops));
+        .merge(ops::router(db, loops))
+        .split_for_parts();
+    let routes = routes.merge(openapi::router(document));
     // Key files uploaded on the dashboard are larger than any request body.
     const UPLOADS: &[(&str, usize)] = &[(dashboard::KEY_IMPORT_PATH, dashboard::KEY_FILE_LIMIT)];
     let limits = http::BodyLimits {

@@ -33,11 +33,13 @@ use crate::{
 };
 
 /// How one loop is doing.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct Health {
     #[serde(serialize_with = "as_optional_rfc3339")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_success: Option<i64>,
     #[serde(serialize_with = "as_optional_rfc3339")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_error_at: Option<i64>,
     pub last_error: Option<String>,
     pub restarts: u32,

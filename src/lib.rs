@@ -44,6 +44,7 @@ pub mod mail;
 pub mod memory;
 pub mod merchant;
 pub mod notices;
+pub mod openapi;
 pub mod ops;
 pub mod orders;
 pub mod outage;

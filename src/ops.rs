@@ -7,32 +7,46 @@
 use std::{sync::OnceLock, time::Duration};
 
 use axum::{
-    Json, Router,
+    Json,
     extract::State,
     http::{StatusCode, header},
     response::IntoResponse,
-    routing::get,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::{background::Loops, db::Db, http::ApiError};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-pub fn router(db: Db, loops: Loops) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(render_metrics))
+use crate::{
+    background::Loops,
+    db::Db,
+    http::{ApiError, ErrorBody},
+};
+
+pub fn router(db: Db, loops: Loops) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(render_metrics))
         .with_state((db, loops))
 }
 
+/// The process answers (it does not ask the database).
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = serde_json::Value,
+        example = json!({"status": "ok"}))))]
 async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
 /// Ready when the database answers and no background loop is down; the
 /// answer shows how each loop is doing.
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready: `{\"status\": \"ready\", \"loops\": {name: health}}`", body = serde_json::Value),
+        (status = 503, description = "`database_unavailable` or `background_loop_down` (`Retry-After`)", body = ErrorBody),
+    ))]
 async fn readyz(State((db, loops)): State<(Db, Loops)>) -> Result<impl IntoResponse, ApiError> {
     let down = loops.down();
     if !down.is_empty() {
@@ -62,6 +76,10 @@ async fn readyz(State((db, loops)): State<(Db, Loops)>) -> Result<impl IntoRespo
     }
 }
 
+/// Every metric in the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String,
+        content_type = "text/plain; version=0.0.4")))]
 async fn render_metrics() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -36,22 +36,24 @@ pub mod status {
 }
 
 /// A command as recorded, with how its targets answered.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct CommandRecord {
     pub id: i64,
     pub message: String,
     pub target: String,
     pub sent_by: String,
     #[serde(serialize_with = "as_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub sent_at: i64,
     #[serde(serialize_with = "as_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: i64,
     /// Why it was refused before anything was sent.
     pub error: Option<String>,
 }
 
 /// One target's reply row.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ReplyRecord {
     pub command_id: i64,
     pub process_id: String,
@@ -59,8 +61,10 @@ pub struct ReplyRecord {
     /// JSON written by the target.
     pub reply: Option<String>,
     #[serde(serialize_with = "as_optional_rfc3339")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub started_at: Option<i64>,
     #[serde(serialize_with = "as_optional_rfc3339")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub answered_at: Option<i64>,
 }
 

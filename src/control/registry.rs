@@ -15,7 +15,7 @@ use crate::{
 const FORGET_AFTER_MS: i64 = 24 * 3600 * 1000;
 
 /// A registry row.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Process {
     pub id: String,
     pub host: String,
@@ -25,11 +25,14 @@ pub struct Process {
     /// As the process last wrote it; see [`Process::shown_state`].
     pub state: String,
     #[serde(serialize_with = "as_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub started_at: i64,
     #[serde(serialize_with = "as_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub heartbeat_at: i64,
     pub heartbeat_ms: i64,
     #[serde(serialize_with = "as_optional_rfc3339")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub stopped_at: Option<i64>,
     pub jobs_in_flight: i64,
     pub jobs_done: i64,

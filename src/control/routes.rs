@@ -12,19 +12,20 @@
 use std::time::Duration;
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{FromRef, Path, RawQuery, State},
     http::StatusCode,
-    routing::get,
 };
 use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{channel, registry, send};
 use crate::{
     clock::now_ms,
     config::ControlSettings,
     db::Db,
-    http::{AdminSecret, AdminToken, ApiError, ApiJson},
+    http::{AdminSecret, AdminToken, ApiError, ApiJson, ErrorBody},
 };
 
 /// The longest a request waits for replies; slower ones are reported as
@@ -44,19 +45,81 @@ impl FromRef<Control> for AdminSecret {
     }
 }
 
-pub fn router(db: Db, settings: &ControlSettings) -> Router {
+pub fn router(db: Db, settings: &ControlSettings) -> OpenApiRouter {
     let state = Control {
         db,
         admin: AdminSecret(settings.admin_token.clone()),
         settings: settings.clone(),
     };
-    Router::new()
-        .route("/v1/admin/processes", get(processes))
-        .route("/v1/admin/commands", get(history).post(command))
-        .route("/v1/admin/commands/{id}", get(one_command))
+    OpenApiRouter::new()
+        .routes(routes!(processes))
+        .routes(routes!(history, command))
+        .routes(routes!(one_command))
         .with_state(state)
 }
 
+/// `/v1/admin/processes` (built as JSON; the API tests check real answers
+/// against these schemas).
+#[allow(dead_code)]
+#[derive(ToSchema)]
+struct ProcessList {
+    /// `state`: `ready`, `unready`, `stopping`, `stopped` or `gone`.
+    processes: Vec<registry::Process>,
+}
+
+/// A control command: `ping`, `status`, `start`, `stop`, `terminate`, or
+/// `calculate` (with `x` and `msg`).
+#[allow(dead_code)]
+#[derive(ToSchema)]
+struct CommandBody {
+    #[schema(example = "ping")]
+    command: String,
+    /// `all` (default), `role=serve`, `role=worker`, `host=NAME`, or
+    /// process ids separated by commas.
+    target: Option<String>,
+    /// How long to wait for replies, up to 60 s (default 5 s).
+    #[schema(example = "5s")]
+    timeout: Option<String>,
+    /// `calculate` only: the number.
+    x: Option<i64>,
+    /// `calculate` only: a message echoed back.
+    msg: Option<String>,
+}
+
+#[allow(dead_code)]
+#[derive(ToSchema)]
+struct Sent {
+    command_id: i64,
+    command: String,
+    target: String,
+    replies: Vec<send::Answer>,
+    /// Process ids that did not answer in time.
+    unanswered: Vec<String>,
+}
+
+#[allow(dead_code)]
+#[derive(ToSchema)]
+struct History {
+    commands: Vec<channel::CommandRecord>,
+}
+
+#[allow(dead_code)]
+#[derive(ToSchema)]
+struct OneCommand {
+    command: channel::CommandRecord,
+    replies: Vec<channel::ReplyRecord>,
+}
+
+const ADMIN_401: &str = "`unauthorized`";
+
+/// The process registry (`state` is `gone` for a silent process).
+#[utoipa::path(get, path = "/v1/admin/processes", operation_id = "listProcesses", tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Every registered process", body = ProcessList),
+        (status = 401, description = ADMIN_401, body = ErrorBody),
+        (status = 503, description = "`admin_disabled`, `database_unavailable`", body = ErrorBody),
+    ))]
 async fn processes(_: AdminToken, State(control): State<Control>) -> Result<Json<Value>, ApiError> {
     let now = now_ms();
     let list: Vec<Value> = registry::list(&control.db)
@@ -67,6 +130,18 @@ async fn processes(_: AdminToken, State(control): State<Control>) -> Result<Json
     Ok(Json(json!({ "processes": list })))
 }
 
+/// Send a command, wait for the targets' replies (up to `timeout`) and
+/// answer with each reply and who did not answer.
+#[utoipa::path(post, path = "/v1/admin/commands", operation_id = "sendCommand", tag = "admin",
+    security(("admin_token" = [])),
+    request_body = CommandBody,
+    responses(
+        (status = 200, description = "Sent; every target's reply", body = Sent),
+        (status = 400, description = "`invalid_command` (recorded, nothing sent), `malformed_json`, `invalid_content_type`", body = ErrorBody),
+        (status = 401, description = ADMIN_401, body = ErrorBody),
+        (status = 404, description = "`no_such_process`", body = ErrorBody),
+        (status = 503, description = "`admin_disabled`, `database_unavailable`", body = ErrorBody),
+    ))]
 async fn command(
     _: AdminToken,
     State(control): State<Control>,
@@ -132,6 +207,16 @@ async fn command(
     })))
 }
 
+/// The latest commands, newest first.
+#[utoipa::path(get, path = "/v1/admin/commands", operation_id = "listCommands", tag = "admin",
+    security(("admin_token" = [])),
+    params(("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "How many (default 50)")),
+    responses(
+        (status = 200, description = "The record", body = History),
+        (status = 400, description = "`invalid_query`", body = ErrorBody),
+        (status = 401, description = ADMIN_401, body = ErrorBody),
+        (status = 503, description = "`admin_disabled`, `database_unavailable`", body = ErrorBody),
+    ))]
 async fn history(
     _: AdminToken,
     State(control): State<Control>,
@@ -158,6 +243,16 @@ async fn history(
     Ok(Json(json!({ "commands": commands })))
 }
 
+/// One command and every target's reply row.
+#[utoipa::path(get, path = "/v1/admin/commands/{id}", operation_id = "showCommand", tag = "admin",
+    security(("admin_token" = [])),
+    params(("id" = i64, Path, description = "The command's id")),
+    responses(
+        (status = 200, description = "The command", body = OneCommand),
+        (status = 401, description = ADMIN_401, body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 503, description = "`admin_disabled`, `database_unavailable`", body = ErrorBody),
+    ))]
 async fn one_command(
     _: AdminToken,
     State(control): State<Control>,

@@ -43,7 +43,7 @@ pub struct Sent {
 }
 
 /// One process's answer, or its silence.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Answer {
     pub process: String,
     pub host: String,

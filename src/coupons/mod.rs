@@ -82,7 +82,7 @@ fn identifier(field: &'static str, value: String) -> Result<BoundedText, CouponE
 }
 
 /// A coupon as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Coupon {
     pub name: String,
     pub amount: i64,

@@ -2,29 +2,30 @@
 //! `POST /api/coupons`, `POST /api/coupons/claim`, `GET /api/coupons/{name}`.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Path, State},
     http::StatusCode,
-    routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
 use tokio_util::task::TaskTracker;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{Amount, Combiner, Coupon, CouponError, CouponName, UserId};
 use crate::{
     db::Db,
-    http::{ApiError, ApiJson},
+    http::{ApiError, ApiJson, ErrorBody},
 };
 
 /// One [`Combiner`] per router: claims of this process on a coupon share
 /// its transactions.
-pub fn router(db: Db, tasks: TaskTracker) -> Router {
-    Router::new()
-        .route("/api/coupons", post(create))
+pub fn router(db: Db, tasks: TaskTracker) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(create))
         // The static segment wins over `{name}`, so GET on it must still show
         // the coupon that happens to be named "claim".
-        .route("/api/coupons/claim", post(claim).get(show_named_claim))
-        .route("/api/coupons/{name}", get(show))
+        .routes(routes!(claim, show_named_claim))
+        .routes(routes!(show))
         .with_state(Combiner::new(db, tasks))
 }
 
@@ -54,12 +55,25 @@ impl From<CouponError> for ApiError {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct CreateCoupon {
+    /// 1 to 255 characters, no control characters, no surrounding spaces.
+    #[schema(example = "PROMO_SUPER")]
     name: String,
+    /// Units to hand out, at least 1.
+    #[schema(minimum = 1, example = 100)]
     amount: i64,
 }
 
+/// Create a coupon with `amount` units.
+#[utoipa::path(post, path = "/api/coupons", operation_id = "createCoupon", tag = "coupons",
+    request_body = CreateCoupon,
+    responses(
+        (status = 201, description = "Created", body = Coupon),
+        (status = 400, description = "`invalid_request` (amount below 1, bad name, wrong types, missing fields), `malformed_json`, `invalid_content_type`", body = ErrorBody),
+        (status = 409, description = "`already_exists`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+    ))]
 async fn create(
     State(claims): State<Combiner>,
     ApiJson(body): ApiJson<CreateCoupon>,
@@ -70,19 +84,34 @@ async fn create(
     Ok((StatusCode::CREATED, Json(coupon)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct ClaimCoupon {
+    #[schema(example = "user_12345")]
     user_id: String,
+    #[schema(example = "PROMO_SUPER")]
     coupon_name: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Claimed {
+    /// Always `claimed`.
+    #[schema(value_type = String, example = "claimed")]
     status: &'static str,
     coupon_name: String,
     user_id: String,
 }
 
+/// Claim one unit for a user: each user gets at most one unit of a coupon.
+#[utoipa::path(post, path = "/api/coupons/claim", operation_id = "claimCoupon", tag = "coupons",
+    request_body = ClaimCoupon,
+    responses(
+        (status = 200, description = "Claimed", body = Claimed),
+        (status = 400, description = "`invalid_request`, `malformed_json`, `invalid_content_type`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such coupon", body = ErrorBody),
+        (status = 409, description = "`already_claimed` (decided before stock) or `out_of_stock`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 503, description = "`interrupted`, `database_busy` or `database_unavailable`: nothing was changed, try again (`Retry-After`)", body = ErrorBody),
+    ))]
 async fn claim(
     State(claims): State<Combiner>,
     ApiJson(body): ApiJson<ClaimCoupon>,
@@ -105,6 +134,13 @@ fn rename_field(error: CouponError, field: &str) -> CouponError {
     }
 }
 
+/// A coupon's stock and who claimed it, in claim order.
+#[utoipa::path(get, path = "/api/coupons/{name}", operation_id = "showCoupon", tag = "coupons",
+    params(("name" = String, Path, description = "The coupon's name")),
+    responses(
+        (status = 200, description = "The coupon", body = Coupon),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
 async fn show(
     State(claims): State<Combiner>,
     Path(name): Path<String>,
@@ -114,6 +150,12 @@ async fn show(
     Ok(Json(super::show(claims.db(), &name).await?))
 }
 
+/// The coupon named `claim` (the claim route's own path, read).
+#[utoipa::path(get, path = "/api/coupons/claim", operation_id = "showCouponNamedClaim", tag = "coupons",
+    responses(
+        (status = 200, description = "The coupon named `claim`", body = Coupon),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
 async fn show_named_claim(state: State<Combiner>) -> Result<Json<Coupon>, ApiError> {
     show(state, Path("claim".to_string())).await
 }

@@ -5,13 +5,13 @@
 use std::collections::HashMap;
 
 use axum::{
-    Form, Router,
+    Form,
     extract::{Path, State, rejection::FormRejection, rejection::PathRejection},
     response::{IntoResponse, Redirect, Response},
-    routing::{get, post},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{Dashboard, fields, page, page::Problem, session::Session};
 use crate::{clock::now_ms, merchant::endpoints};
@@ -19,12 +19,16 @@ use crate::{clock::now_ms, merchant::endpoints};
 /// The window delivery success is counted over.
 const DAY_MS: i64 = 86_400_000;
 
-pub(super) fn routes() -> Router<Dashboard> {
-    Router::new()
-        .route("/admin/endpoints", get(list))
-        .route("/admin/endpoints/{id}/enabled", post(set_enabled))
+pub(super) fn routes() -> OpenApiRouter<Dashboard> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(set_enabled))
 }
 
+/// Merchant endpoints with their last day's delivery success.
+#[utoipa::path(get, path = "/admin/endpoints", operation_id = "dashboardEndpoints", tag = "dashboard",
+    security(("dashboard_session" = [])),
+    responses((status = 200, description = "The page", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to `/admin/login`")))]
 async fn list(session: Session, State(state): State<Dashboard>) -> Result<Response, Problem> {
     let now = now_ms();
     let mut outcomes: HashMap<i64, (i64, i64)> = HashMap::new();
@@ -67,6 +71,12 @@ struct Enabled {
     enabled: String,
 }
 
+/// Disable or enable an endpoint.
+#[utoipa::path(post, path = "/admin/endpoints/{id}/enabled", operation_id = "dashboardSetEndpointEnabled", tag = "dashboard",
+    security(("dashboard_session" = [])),
+    params(("id" = i64, Path, description = "The endpoint's id")),
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`enabled` (`true`/`false`) and `csrf`"),
+    responses((status = 303, description = "Done: to the page that shows the result"), (status = 303, description = "Not signed in: to `/admin/login`"), (status = 403, description = "The form's CSRF token is missing or wrong: nothing changed", content_type = "text/html", body = String)))]
 async fn set_enabled(
     session: Session,
     State(state): State<Dashboard>,

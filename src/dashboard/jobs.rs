@@ -3,36 +3,30 @@
 //! job, discard a job. Each action asks on a page of its own first.
 
 use axum::{
-    Form, Router,
+    Form,
     extract::{
         Path, Query, State, rejection::FormRejection, rejection::PathRejection,
         rejection::QueryRejection,
     },
     http::StatusCode,
     response::{Html, IntoResponse, Redirect, Response},
-    routing::get,
 };
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     Confirmed, Dashboard, PAGE, fields, one_page, page, page::Problem, query, session::Session,
 };
 use crate::jobs::{self, Browse, Discarded, JobState};
 
-pub(super) fn routes() -> Router<Dashboard> {
-    Router::new()
-        .route("/admin/jobs", get(list))
-        .route(
-            "/admin/jobs/retry-dead",
-            get(confirm_retry_all).post(retry_all),
-        )
-        .route("/admin/jobs/{id}", get(show))
-        .route("/admin/jobs/{id}/retry", get(confirm_retry).post(retry))
-        .route(
-            "/admin/jobs/{id}/discard",
-            get(confirm_discard).post(discard),
-        )
+pub(super) fn routes() -> OpenApiRouter<Dashboard> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(confirm_retry_all, retry_all))
+        .routes(routes!(show))
+        .routes(routes!(confirm_retry, retry))
+        .routes(routes!(confirm_discard, discard))
 }
 
 /// The list's filters, as the form and the "older" link send them.
@@ -47,6 +41,11 @@ struct Filter {
     notice: Option<String>,
 }
 
+/// Jobs, newest first, a keyset page at a time.
+#[utoipa::path(get, path = "/admin/jobs", operation_id = "dashboardJobs", tag = "dashboard",
+    security(("dashboard_session" = [])),
+    params(("state" = Option<String>, Query, description = "`queued`, `running`, `done` or `dead`"), ("kind" = Option<String>, Query, description = "A job kind"), ("before" = Option<i64>, Query, description = "Show jobs with smaller ids (the next page)")),
+    responses((status = 200, description = "The page", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to `/admin/login`")))]
 async fn list(
     session: Session,
     State(state): State<Dashboard>,
@@ -137,6 +136,11 @@ struct Shown {
     notice: Option<String>,
 }
 
+/// One job and its attempt log.
+#[utoipa::path(get, path = "/admin/jobs/{id}", operation_id = "dashboardJob", tag = "dashboard",
+    security(("dashboard_session" = [])),
+    params(("id" = i64, Path, description = "The job's id")),
+    responses((status = 200, description = "The page", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to `/admin/login`"), (status = 404, description = "No such job", content_type = "text/html", body = String)))]
 async fn show(
     session: Session,
     State(state): State<Dashboard>,
@@ -181,6 +185,11 @@ fn confirm(
     )
 }
 
+/// Asks before retrying a dead job.
+#[utoipa::path(get, path = "/admin/jobs/{id}/retry", operation_id = "dashboardConfirmRetryJob", tag = "dashboard",
+    security(("dashboard_session" = [])),
+    params(("id" = i64, Path, description = "The job's id")),
+    responses((status = 200, description = "The page", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to `/admin/login`")))]
 async fn confirm_retry(
     session: Session,
     State(state): State<Dashboard>,
@@ -200,6 +209,12 @@ async fn confirm_retry(
     )
 }
 
+/// Retry a dead job with a fresh attempt budget.
+#[utoipa::path(post, path = "/admin/jobs/{id}/retry", operation_id = "dashboardRetryJob", tag = "dashboard",
+    security(("dashboard_session" = [])),
+    params(("id" = i64, Path, description = "The job's id")),
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`csrf`"),
+    responses((status = 303, description = "Done: to the page that shows the result"), (status = 303, description = "Not signed in: to `/admin/login`"), (status = 403, description = "The form's CSRF token is missing or wrong: nothing changed", content_type = "text/html", body = String)))]
 async fn retry(
     session: Session,
     State(state): State<Dashboard>,
@@ -218,6 +233,10 @@ async fn retry(
     Ok(Redirect::to(&format!("/admin/jobs/{id}?notice={notice}")).into_response())
 }
 
+/// Asks before retrying every dead job.
+#[utoipa::path(get, path = "/admin/jobs/retry-dead", operation_id = "dashboardConfirmRetryDead", tag = "dashboard",
+    security(("dashboard_session" = [])),
+    responses((status = 200, description = "The page", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to `/admin/login`")))]
 async fn confirm_retry_all(
     session: Session,
     State(state): State<Dashboard>,
@@ -235,6 +254,11 @@ async fn confirm_retry_all(
     )
 }
 
+/// Retry every dead job.
+#[utoipa::path(post, path = "/admin/jobs/retry-dead", operation_id = "dashboardRetryDead", tag = "dashboard",
+    security(("dashboard_session" = [])),
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`csrf`"),
+    responses((status = 303, description = "Done: to the page that shows the result"), (status = 303, description = "Not signed in: to `/admin/login`"), (status = 403, description = "The form's CSRF token is missing or wrong: nothing changed", content_type = "text/html", body = String)))]
 async fn retry_all(
     session: Session,
     State(state): State<Dashboard>,
@@ -246,6 +270,11 @@ async fn retry_all(
     Ok(Redirect::to("/admin/jobs?state=queued&notice=retried-all").into_response())
 }
 
+/// Asks before discarding a job.
+#[utoipa::path(get, path = "/admin/jobs/{id}/discard", operation_id = "dashboardConfirmDiscardJob", tag = "dashboard",
+    security(("dashboard_session" = [])),
+    params(("id" = i64, Path, description = "The job's id")),
+    responses((status = 200, description = "The page", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to `/admin/login`")))]
 async fn confirm_discard(
     session: Session,
     State(state): State<Dashboard>,
@@ -265,6 +294,12 @@ async fn confirm_discard(
     )
 }
 
+/// Delete a job that is not running.
+#[utoipa::path(post, path = "/admin/jobs/{id}/discard", operation_id = "dashboardDiscardJob", tag = "dashboard",
+    security(("dashboard_session" = [])),
+    params(("id" = i64, Path, description = "The job's id")),
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`csrf`"),
+    responses((status = 303, description = "Done: to the page that shows the result"), (status = 303, description = "Not signed in: to `/admin/login`"), (status = 403, description = "The form's CSRF token is missing or wrong: nothing changed", content_type = "text/html", body = String)))]
 async fn discard(
     session: Session,
     State(state): State<Dashboard>,

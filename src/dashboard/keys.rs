@@ -4,16 +4,19 @@
 //! in form bodies, never in a URL, and are never logged.
 
 use axum::{
-    Form, Router,
+    Form,
     extract::{
         DefaultBodyLimit, Multipart, State, multipart::MultipartRejection, rejection::FormRejection,
     },
     http::StatusCode,
     response::Html,
-    routing::{get, post},
 };
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::{
+    router::{OpenApiRouter, UtoipaMethodRouterExt},
+    routes,
+};
 
 use super::{Dashboard, fields, page, page::Problem, session::Session};
 use crate::{
@@ -34,16 +37,17 @@ pub const KEY_FILE_LIMIT: usize = 32 * 1024 * 1024;
 /// How long an upload may take to arrive: a 32 MiB file over a slow link.
 const UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
-pub(super) fn routes() -> Router<Dashboard> {
-    Router::new()
-        .route("/admin/keys", get(show))
-        .route(
-            KEY_IMPORT_PATH,
-            post(import).layer(DefaultBodyLimit::max(KEY_FILE_LIMIT)),
-        )
-        .route("/admin/keys/revoke", post(revoke))
+pub(super) fn routes() -> OpenApiRouter<Dashboard> {
+    OpenApiRouter::new()
+        .routes(routes!(show))
+        .routes(routes!(import).layer(DefaultBodyLimit::max(KEY_FILE_LIMIT)))
+        .routes(routes!(revoke))
 }
 
+/// Stock per SKU, the key import form and revocation.
+#[utoipa::path(get, path = "/admin/keys", operation_id = "dashboardKeys", tag = "dashboard",
+    security(("dashboard_session" = [])),
+    responses((status = 200, description = "The page", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to `/admin/login`")))]
 async fn show(session: Session, State(state): State<Dashboard>) -> Result<Html<String>, Problem> {
     stock_page(&session, &state, json!(null)).await
 }
@@ -103,6 +107,11 @@ async fn import_form(
     Ok((csrf, sku, file))
 }
 
+/// Import a key file (up to 32 MiB) for a SKU, then serve the orders waiting for it.
+#[utoipa::path(post, path = "/admin/keys/import", operation_id = "dashboardImportKeys", tag = "dashboard",
+    security(("dashboard_session" = [])),
+    request_body(content = String, content_type = "multipart/form-data", description = "`csrf`, `sku` and `file` (CSV with a `license_key` column, or one key per line)"),
+    responses((status = 200, description = "What was imported and skipped, and the orders served", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to `/admin/login`"), (status = 403, description = "The form's CSRF token is missing or wrong: nothing changed", content_type = "text/html", body = String), (status = 413, description = "The file is over 32 MiB", content_type = "text/html", body = String)))]
 async fn import(
     session: Session,
     State(state): State<Dashboard>,
@@ -177,6 +186,11 @@ struct Revoke {
     confirmed: String,
 }
 
+/// Take a key out of circulation.
+#[utoipa::path(post, path = "/admin/keys/revoke", operation_id = "dashboardRevokeKey", tag = "dashboard",
+    security(("dashboard_session" = [])),
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`key`, `confirmed` and `csrf`"),
+    responses((status = 200, description = "The result, or the confirmation asked first", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to `/admin/login`"), (status = 403, description = "The form's CSRF token is missing or wrong: nothing changed", content_type = "text/html", body = String)))]
 async fn revoke(
     session: Session,
     State(state): State<Dashboard>,

@@ -18,15 +18,15 @@ mod processes;
 mod session;
 
 use axum::{
-    Form, Router,
+    Form,
     extract::{FromRef, Query, State, rejection::FormRejection, rejection::QueryRejection},
     http::{StatusCode, header},
     middleware,
     response::{IntoResponse, Redirect, Response},
-    routing::get,
 };
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use self::{page::Problem, session::Session};
 use crate::{
@@ -65,7 +65,7 @@ pub fn router(
     control: &ControlSettings,
     low_stock: i64,
     max_attempts: i32,
-) -> Router {
+) -> OpenApiRouter {
     let state = Dashboard {
         db,
         fulfilment,
@@ -74,12 +74,12 @@ pub fn router(
         low_stock,
         max_attempts,
     };
-    Router::new()
-        .route("/admin", get(overview::show))
-        .route("/admin/", get(|| async { Redirect::permanent("/admin") }))
-        .route("/admin/login", get(login_form).post(login))
-        .route("/admin/logout", axum::routing::post(logout))
-        .route("/admin/assets/allot.css", get(stylesheet))
+    OpenApiRouter::new()
+        .routes(routes!(overview::show))
+        .routes(routes!(to_overview))
+        .routes(routes!(login_form, login))
+        .routes(routes!(logout))
+        .routes(routes!(stylesheet))
         .merge(orders::routes())
         .merge(keys::routes())
         .merge(processes::routes())
@@ -133,6 +133,16 @@ struct Confirmed {
     csrf: String,
 }
 
+/// `/admin/` is `/admin`.
+#[utoipa::path(get, path = "/admin/", operation_id = "dashboardOverviewSlash", tag = "dashboard",
+    responses((status = 308, description = "To `/admin`")))]
+async fn to_overview() -> Redirect {
+    Redirect::permanent("/admin")
+}
+
+/// The dashboard's stylesheet (compiled into the binary).
+#[utoipa::path(get, path = "/admin/assets/allot.css", operation_id = "dashboardStylesheet", tag = "dashboard",
+    responses((status = 200, description = "CSS", content_type = "text/css", body = String)))]
 async fn stylesheet() -> Response {
     (
         [
@@ -144,6 +154,12 @@ async fn stylesheet() -> Response {
         .into_response()
 }
 
+/// The sign-in form.
+#[utoipa::path(get, path = "/admin/login", operation_id = "dashboardLoginForm", tag = "dashboard",
+    responses(
+        (status = 200, description = "The form", content_type = "text/html", body = String),
+        (status = 503, description = "No `ALLOT_ADMIN_TOKEN`: the dashboard is off", content_type = "text/html", body = String),
+    ))]
 async fn login_form(State(state): State<Dashboard>) -> Result<Response, Problem> {
     if state.admin.0.is_none() {
         return Err(Problem::disabled());
@@ -157,6 +173,15 @@ struct Login {
     token: String,
 }
 
+/// Sign in with `ALLOT_ADMIN_TOKEN`: sets the session cookie (Secure,
+/// HttpOnly, SameSite=Strict, 12 hours).
+#[utoipa::path(post, path = "/admin/login", operation_id = "dashboardLogin", tag = "dashboard",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`token`"),
+    responses(
+        (status = 303, description = "Signed in: `Set-Cookie` and to `/admin`"),
+        (status = 401, description = "Not the admin token: the form again", content_type = "text/html", body = String),
+        (status = 503, description = "No `ALLOT_ADMIN_TOKEN`: the dashboard is off", content_type = "text/html", body = String),
+    ))]
 async fn login(
     State(state): State<Dashboard>,
     form: Result<Form<Login>, FormRejection>,
@@ -181,6 +206,14 @@ async fn login(
         .into_response())
 }
 
+/// Sign out: the session cookie is cleared.
+#[utoipa::path(post, path = "/admin/logout", operation_id = "dashboardLogout", tag = "dashboard",
+    security(("dashboard_session" = [])),
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`csrf`"),
+    responses(
+        (status = 303, description = "Signed out: to `/admin/login`"),
+        (status = 403, description = "The form's CSRF token is missing or wrong", content_type = "text/html", body = String),
+    ))]
 async fn logout(
     session: Session,
     form: Result<Form<Confirmed>, FormRejection>,

@@ -3,14 +3,13 @@
 //! for an order that needs attention, the body as it was received.
 
 use axum::{
-    Router,
     extract::{Path, Query, State, rejection::PathRejection, rejection::QueryRejection},
     http::StatusCode,
     response::Html,
-    routing::get,
 };
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{Dashboard, PAGE, one_page, page, page::Problem, query, session::Session};
 use crate::{intake::normalize::Source, orders};
@@ -18,10 +17,10 @@ use crate::{intake::normalize::Source, orders};
 /// The states an order can be in, as the filter offers them.
 const STATES: [&str; 4] = ["fulfilled", "awaiting_stock", "needs_attention", "refunded"];
 
-pub(super) fn routes() -> Router<Dashboard> {
-    Router::new()
-        .route("/admin/orders", get(list))
-        .route("/admin/orders/{source}/{order_id}", get(show))
+pub(super) fn routes() -> OpenApiRouter<Dashboard> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show))
 }
 
 #[derive(Deserialize)]
@@ -34,6 +33,11 @@ struct Filter {
     before: Option<i64>,
 }
 
+/// Orders, newest first, found by email or order id and filtered by state.
+#[utoipa::path(get, path = "/admin/orders", operation_id = "dashboardOrders", tag = "dashboard",
+    security(("dashboard_session" = [])),
+    params(("q" = Option<String>, Query, description = "An email address or an order id"), ("state" = Option<String>, Query, description = "An order state"), ("before" = Option<i64>, Query, description = "The next page")),
+    responses((status = 200, description = "The page", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to `/admin/login`")))]
 async fn list(
     session: Session,
     State(state): State<Dashboard>,
@@ -80,6 +84,11 @@ async fn list(
     )
 }
 
+/// One order: its history, its key email and the body received.
+#[utoipa::path(get, path = "/admin/orders/{source}/{order_id}", operation_id = "dashboardOrder", tag = "dashboard",
+    security(("dashboard_session" = [])),
+    params(("source" = String, Path, description = "Where it came from"), ("order_id" = String, Path, description = "The shop's order id")),
+    responses((status = 200, description = "The page", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to `/admin/login`"), (status = 404, description = "No such order", content_type = "text/html", body = String)))]
 async fn show(
     session: Session,
     State(state): State<Dashboard>,

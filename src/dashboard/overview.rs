@@ -23,6 +23,10 @@ struct Sku {
     level: &'static str,
 }
 
+/// The overview: stock, coupons, orders and jobs by state, deliveries per minute, the `/v1/stats` windows.
+#[utoipa::path(get, path = "/admin", operation_id = "dashboardOverview", tag = "dashboard",
+    security(("dashboard_session" = [])),
+    responses((status = 200, description = "The page", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to `/admin/login`")))]
 pub(super) async fn show(
     session: Session,
     State(state): State<Dashboard>,

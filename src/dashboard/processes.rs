@@ -5,14 +5,14 @@
 use std::time::Duration;
 
 use axum::{
-    Form, Router,
+    Form,
     extract::{State, rejection::FormRejection},
     http::StatusCode,
     response::Html,
-    routing::{get, post},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{Dashboard, fields, page, page::Problem, session::Session};
 use crate::{clock::now_ms, control};
@@ -23,12 +23,16 @@ const WAIT: Duration = Duration::from_secs(10);
 /// What the buttons send.
 const COMMANDS: [&str; 3] = ["start", "stop", "terminate"];
 
-pub(super) fn routes() -> Router<Dashboard> {
-    Router::new()
-        .route("/admin/processes", get(show))
-        .route("/admin/processes/command", post(command))
+pub(super) fn routes() -> OpenApiRouter<Dashboard> {
+    OpenApiRouter::new()
+        .routes(routes!(show))
+        .routes(routes!(command))
 }
 
+/// Live processes with their state.
+#[utoipa::path(get, path = "/admin/processes", operation_id = "dashboardProcesses", tag = "dashboard",
+    security(("dashboard_session" = [])),
+    responses((status = 200, description = "The page", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to `/admin/login`")))]
 async fn show(session: Session, State(state): State<Dashboard>) -> Result<Html<String>, Problem> {
     processes_page(&session, &state, Value::Null).await
 }
@@ -73,6 +77,11 @@ struct Sending {
     confirmed: String,
 }
 
+/// Start, stop or terminate processes through the control channel.
+#[utoipa::path(post, path = "/admin/processes/command", operation_id = "dashboardSendCommand", tag = "dashboard",
+    security(("dashboard_session" = [])),
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`command`, `target`, `confirmed` and `csrf`"),
+    responses((status = 200, description = "Every target's answer", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to `/admin/login`"), (status = 403, description = "The form's CSRF token is missing or wrong: nothing changed", content_type = "text/html", body = String)))]
 async fn command(
     session: Session,
     State(state): State<Dashboard>,

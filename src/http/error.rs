@@ -87,17 +87,22 @@ impl From<&sqlx::Error> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    message: &'a str,
+/// The body of every error answer (named `Error` in the OpenAPI document).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// A stable machine-readable code, such as `out_of_stock`.
+    #[schema(value_type = String, example = "out_of_stock")]
+    pub error: &'static str,
+    /// What went wrong, for a person.
+    pub message: String,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
             error: self.code,
-            message: &self.message,
+            message: self.message,
         };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(cause) = self.outage {

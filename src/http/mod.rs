@@ -22,7 +22,7 @@ use axum::{
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use admin_token::{AdminSecret, AdminToken, secret_matches};
-pub use error::{ApiError, ApiJson, DatabaseUnavailable, too_large};
+pub use error::{ApiError, ApiJson, DatabaseUnavailable, ErrorBody, too_large};
 pub use serve::serve;
 
 /// Wraps the merged routes: JSON 404/405, the body read in full and in time

@@ -56,7 +56,7 @@ impl NewEndpoint {
 }
 
 /// An endpoint as operators see it (never its secret).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Endpoint {
     pub id: i64,
     pub url: String,
@@ -64,17 +64,23 @@ pub struct Endpoint {
     /// Comma-separated event types and patterns (`*`, `order.*`).
     pub events: String,
     #[sqlx(try_from = "i16")]
+    #[schema(value_type = bool)]
     pub include_keys: Flag,
     #[sqlx(try_from = "i16")]
+    #[schema(value_type = bool)]
     pub enabled: Flag,
     pub disabled_reason: Option<String>,
     #[serde(serialize_with = "as_optional_rfc3339")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub failing_since: Option<i64>,
     #[serde(serialize_with = "as_optional_rfc3339")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_success_at: Option<i64>,
     #[serde(serialize_with = "as_optional_rfc3339")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_failure_at: Option<i64>,
     #[serde(serialize_with = "as_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
 }
 
@@ -239,12 +245,13 @@ pub async fn redrive(db: &Db, id: i64, max_attempts: i32) -> Result<u64, sqlx::E
 }
 
 /// One delivery attempt, as `allot endpoints attempts` shows it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AttemptRecord {
     pub event_id: i64,
     pub event_type: String,
     pub attempt: i32,
     #[serde(serialize_with = "as_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: i64,
     pub status: Option<i32>,
     pub duration_ms: i64,

@@ -10,19 +10,20 @@
 //! - `DELETE /v1/admin/endpoints/{id}`.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{FromRef, Path, State},
     http::StatusCode,
-    routing::{get, post},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::endpoints::{self, NewEndpoint};
+use super::endpoints::{self, Endpoint, NewEndpoint};
 use crate::{
     clock::now_ms,
     db::Db,
-    http::{AdminSecret, AdminToken, ApiError, ApiJson},
+    http::{AdminSecret, AdminToken, ApiError, ApiJson, ErrorBody},
 };
 
 #[derive(Clone)]
@@ -38,19 +39,67 @@ impl FromRef<Admin> for AdminSecret {
     }
 }
 
-pub fn router(db: Db, admin: AdminSecret, max_attempts: i32) -> Router {
+pub fn router(db: Db, admin: AdminSecret, max_attempts: i32) -> OpenApiRouter {
     let state = Admin {
         db,
         admin,
         max_attempts,
     };
-    Router::new()
-        .route("/v1/admin/endpoints", get(list).post(add))
-        .route("/v1/admin/endpoints/{id}", get(show).delete(remove))
-        .route("/v1/admin/endpoints/{id}/secret", get(secret))
-        .route("/v1/admin/endpoints/{id}/{action}", post(act))
+    OpenApiRouter::new()
+        .routes(routes!(list, add))
+        .routes(routes!(show, remove))
+        .routes(routes!(secret))
+        .routes(routes!(act))
         .with_state(state)
 }
+
+// What the routes answer (built as JSON; the API tests check real answers
+// against these schemas).
+
+#[allow(dead_code)]
+#[derive(ToSchema)]
+struct EndpointList {
+    endpoints: Vec<Endpoint>,
+}
+
+#[allow(dead_code)]
+#[derive(ToSchema)]
+struct Added {
+    endpoint: Endpoint,
+    /// The signing secret, `whsec_…`: shown here and by `…/secret` only.
+    secret: String,
+}
+
+#[allow(dead_code)]
+#[derive(ToSchema)]
+struct EndpointDetail {
+    endpoint: Endpoint,
+    /// The latest 50 delivery attempts, newest first.
+    attempts: Vec<endpoints::AttemptRecord>,
+}
+
+#[allow(dead_code)]
+#[derive(ToSchema)]
+struct SigningSecret {
+    secret: String,
+}
+
+/// `disable` and `enable`: `{"endpoint"}`; `rotate-secret`: `{"secret",
+/// "previous_valid_for"}`; `redrive`: `{"requeued"}`.
+#[allow(dead_code)]
+#[derive(ToSchema)]
+struct Acted {
+    endpoint: Option<Endpoint>,
+    secret: Option<String>,
+    /// How long the previous secret still signs, `24h`.
+    previous_valid_for: Option<String>,
+    /// Dead deliveries queued again.
+    requeued: Option<i64>,
+}
+
+const NOT_FOUND: &str = "`endpoint_not_found`";
+const REFUSED: &str = "`unauthorized`";
+const OFF: &str = "`admin_disabled`, `database_unavailable`";
 
 fn not_found(id: &str) -> ApiError {
     ApiError::new(
@@ -65,31 +114,54 @@ fn endpoint_id(id: &str) -> Result<i64, ApiError> {
     id.parse().map_err(|_| not_found(id))
 }
 
+/// Every endpoint (never a secret).
+#[utoipa::path(get, path = "/v1/admin/endpoints", operation_id = "listEndpoints", tag = "merchant endpoints",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The endpoints", body = EndpointList),
+        (status = 401, description = REFUSED, body = ErrorBody),
+        (status = 503, description = OFF, body = ErrorBody),
+    ))]
 async fn list(_: AdminToken, State(admin): State<Admin>) -> Result<Json<Value>, ApiError> {
     let endpoints = endpoints::list(&admin.db).await?;
     Ok(Json(json!({ "endpoints": endpoints })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AddBody {
+    /// Where events are posted (`https://…`, or `http://` on a private
+    /// network).
+    #[schema(example = "https://merchant.example/hooks/allot")]
     url: String,
+    /// Event types or groups (`order.*`); default all.
     #[serde(default)]
     events: Option<Events>,
     #[serde(default)]
     description: Option<String>,
+    /// Key events carry the license key (off by default).
     #[serde(default)]
     include_keys: bool,
 }
 
 /// `["order.fulfilled", "stock.*"]` or `"order.fulfilled,stock.*"`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
 enum Events {
     List(Vec<String>),
     Text(String),
 }
 
+/// Register an endpoint; the answer carries its signing secret.
+#[utoipa::path(post, path = "/v1/admin/endpoints", operation_id = "addEndpoint", tag = "merchant endpoints",
+    security(("admin_token" = [])),
+    request_body = AddBody,
+    responses(
+        (status = 201, description = "Registered", body = Added),
+        (status = 400, description = "`invalid_endpoint`, `invalid_request`, `malformed_json`, `invalid_content_type`", body = ErrorBody),
+        (status = 401, description = REFUSED, body = ErrorBody),
+        (status = 503, description = OFF, body = ErrorBody),
+    ))]
 async fn add(
     _: AdminToken,
     State(admin): State<Admin>,
@@ -114,6 +186,16 @@ async fn add(
     ))
 }
 
+/// One endpoint and its latest delivery attempts.
+#[utoipa::path(get, path = "/v1/admin/endpoints/{id}", operation_id = "showEndpoint", tag = "merchant endpoints",
+    security(("admin_token" = [])),
+    params(("id" = i64, Path, description = "The endpoint's id")),
+    responses(
+        (status = 200, description = "The endpoint", body = EndpointDetail),
+        (status = 401, description = REFUSED, body = ErrorBody),
+        (status = 404, description = NOT_FOUND, body = ErrorBody),
+        (status = 503, description = OFF, body = ErrorBody),
+    ))]
 async fn show(
     _: AdminToken,
     State(admin): State<Admin>,
@@ -127,6 +209,16 @@ async fn show(
     Ok(Json(json!({ "endpoint": endpoint, "attempts": attempts })))
 }
 
+/// The endpoint's current signing secret.
+#[utoipa::path(get, path = "/v1/admin/endpoints/{id}/secret", operation_id = "showEndpointSecret", tag = "merchant endpoints",
+    security(("admin_token" = [])),
+    params(("id" = i64, Path, description = "The endpoint's id")),
+    responses(
+        (status = 200, description = "The secret", body = SigningSecret),
+        (status = 401, description = REFUSED, body = ErrorBody),
+        (status = 404, description = NOT_FOUND, body = ErrorBody),
+        (status = 503, description = OFF, body = ErrorBody),
+    ))]
 async fn secret(
     _: AdminToken,
     State(admin): State<Admin>,
@@ -138,6 +230,17 @@ async fn secret(
     Ok(Json(json!({ "secret": secret })))
 }
 
+/// Remove the endpoint and its attempt log; deliveries still queued for
+/// it end unsent.
+#[utoipa::path(delete, path = "/v1/admin/endpoints/{id}", operation_id = "removeEndpoint", tag = "merchant endpoints",
+    security(("admin_token" = [])),
+    params(("id" = i64, Path, description = "The endpoint's id")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = REFUSED, body = ErrorBody),
+        (status = 404, description = NOT_FOUND, body = ErrorBody),
+        (status = 503, description = OFF, body = ErrorBody),
+    ))]
 async fn remove(
     _: AdminToken,
     State(admin): State<Admin>,
@@ -150,6 +253,21 @@ async fn remove(
     }
 }
 
+/// `disable` or `enable` sending to it (enabling forgets its failure
+/// streak), `rotate-secret` (the old one still signs for 24 hours), or
+/// `redrive` its dead deliveries with a fresh attempt budget.
+#[utoipa::path(post, path = "/v1/admin/endpoints/{id}/{action}", operation_id = "actOnEndpoint", tag = "merchant endpoints",
+    security(("admin_token" = [])),
+    params(
+        ("id" = i64, Path, description = "The endpoint's id"),
+        ("action" = String, Path, description = "`disable`, `enable`, `rotate-secret` or `redrive`"),
+    ),
+    responses(
+        (status = 200, description = "Done", body = Acted),
+        (status = 401, description = REFUSED, body = ErrorBody),
+        (status = 404, description = "`endpoint_not_found`, `unknown_action`", body = ErrorBody),
+        (status = 503, description = OFF, body = ErrorBody),
+    ))]
 async fn act(
     _: AdminToken,
     State(admin): State<Admin>,

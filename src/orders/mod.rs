@@ -52,7 +52,7 @@ use crate::{
 pub use refund::{PaidOrder, Refund, revoke_key};
 pub use view::{Browse, Delivery, Event, Listed, OrderView, browse, count_by_state, find};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Fulfilled,
@@ -92,7 +92,7 @@ impl Status {
 }
 
 /// What happened to one order of a delivery.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Placed {
     pub order_id: String,
     pub status: Status,
@@ -101,7 +101,7 @@ pub struct Placed {
 }
 
 /// The answer to one webhook delivery.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Receipt {
     pub status: Status,
     pub orders: Vec<Placed>,

@@ -11,20 +11,21 @@
 //! which the shop retries.
 
 use axum::{
-    Json, Router,
+    Json,
     body::Body,
     extract::{FromRef, Path, Query, State},
     http::{HeaderMap, StatusCode},
-    routing::{get, post},
 };
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{Fulfilment, OrderView, Receipt};
 use crate::{
     clock::now_ms,
     config::{Secret, Settings},
     db::Db,
-    http::{ApiError, too_large},
+    http::{ApiError, ErrorBody, too_large},
     intake::{
         auth::{self, ExpectedToken, WebhookToken},
         normalize::Source,
@@ -48,7 +49,7 @@ impl FromRef<OrdersState> for ExpectedToken {
     }
 }
 
-pub fn router(db: Db, fulfilment: Fulfilment, settings: &Settings) -> Router {
+pub fn router(db: Db, fulfilment: Fulfilment, settings: &Settings) -> OpenApiRouter {
     let state = OrdersState {
         db,
         fulfilment,
@@ -56,28 +57,48 @@ pub fn router(db: Db, fulfilment: Fulfilment, settings: &Settings) -> Router {
         woocommerce_secret: settings.intake.woocommerce_secret.clone(),
         max_body_bytes: settings.max_body_bytes,
     };
-    Router::new()
-        .route("/v1/webhooks/{source}", post(receive))
-        .route("/v1/orders/{source}/{order_id}", get(show))
+    OpenApiRouter::new()
+        .routes(routes!(receive))
+        .routes(routes!(show))
         .with_state(state)
 }
 
 /// The answer: a [`Receipt`], or `{"status": "ping"}`.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
 enum Answer {
     Receipt(Receipt),
-    Ping,
+    Ping(Ping),
 }
 
-impl axum::response::IntoResponse for Answer {
-    fn into_response(self) -> axum::response::Response {
-        let body: Value = match self {
-            Answer::Receipt(receipt) => json!(receipt),
-            Answer::Ping => json!({"status": "ping"}),
-        };
-        (StatusCode::OK, Json(body)).into_response()
-    }
+/// The answer to WooCommerce's setup ping.
+#[derive(Serialize, ToSchema)]
+struct Ping {
+    #[schema(value_type = String, example = "ping")]
+    status: &'static str,
 }
 
+/// Take a shop's webhook delivery: each order in it is fulfilled (a key
+/// vended and emailed), found a duplicate, kept waiting for stock, or set
+/// aside for a person. After the checks below, the answer is 200 whatever
+/// the payload or the stock; only a failure of ours is a 5xx, which the
+/// shop retries.
+#[utoipa::path(post, path = "/v1/webhooks/{source}", operation_id = "receiveShopWebhook", tag = "orders",
+    security(("webhook_token_query" = []), ("webhook_token_header" = []), ("webhook_bearer" = [])),
+    params(
+        ("source" = String, Path, description = "`amelia`, `bookly`, `woocommerce` or `generic`"),
+        ("sku" = Option<String>, Query, description = "The SKU for orders that name none (and no `ALLOT_SERVICE_SKUS` entry)"),
+        ("X-WC-Webhook-Signature" = Option<String>, Header, description = "WooCommerce's signature, checked when `ALLOT_WOOCOMMERCE_SECRET` is set"),
+    ),
+    request_body(content = serde_json::Value, description = "The shop's payload as it sends it (see `tests/fixtures/webhooks`)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "What happened to each order; `status` is the one most needing a person. WooCommerce's setup ping: `{\"status\": \"ping\"}`", body = Answer),
+        (status = 400, description = "`invalid_sku` (the URL's)", body = ErrorBody),
+        (status = 401, description = "`unauthorized` (token missing or wrong; nothing stored), `bad_signature`", body = ErrorBody),
+        (status = 404, description = "`unknown_source`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 503, description = "`webhooks_disabled` (no `ALLOT_WEBHOOK_TOKEN`), `database_unavailable`, `database_busy`", body = ErrorBody),
+    ))]
 async fn receive(
     _: WebhookToken,
     State(state): State<OrdersState>,
@@ -85,7 +106,7 @@ async fn receive(
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Answer, ApiError> {
+) -> Result<Json<Answer>, ApiError> {
     let source = Source::parse(&source)
         .filter(|s| s.is_shop())
         .ok_or_else(|| {
@@ -113,7 +134,7 @@ async fn receive(
     if source == Source::WooCommerce {
         if auth::is_woocommerce_ping(&body) {
             tracing::info!("WooCommerce webhook ping answered");
-            return Ok(Answer::Ping);
+            return Ok(Json(Answer::Ping(Ping { status: "ping" })));
         }
         if let Some(secret) = &state.woocommerce_secret
             && !auth::woocommerce_signature_valid(secret, &headers, &body)
@@ -130,9 +151,23 @@ async fn receive(
         .fulfilment
         .receive(source, &body, sku.as_ref(), now_ms())
         .await?;
-    Ok(Answer::Receipt(receipt))
+    Ok(Json(Answer::Receipt(receipt)))
 }
 
+/// An order's true state, its history and its key email's delivery. Never
+/// the key.
+#[utoipa::path(get, path = "/v1/orders/{source}/{order_id}", operation_id = "showOrder", tag = "orders",
+    security(("webhook_token_query" = []), ("webhook_token_header" = []), ("webhook_bearer" = [])),
+    params(
+        ("source" = String, Path, description = "Where the order came from: `amelia`, `bookly`, `woocommerce`, `generic`, `stripe`, `payments`"),
+        ("order_id" = String, Path, description = "The shop's order id"),
+    ),
+    responses(
+        (status = 200, description = "The order", body = OrderView),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`order_not_found`", body = ErrorBody),
+        (status = 503, description = "`webhooks_disabled`, `database_unavailable`", body = ErrorBody),
+    ))]
 async fn show(
     _: WebhookToken,
     State(state): State<OrdersState>,

@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::{clock::rfc3339, db::Db, intake::normalize::Source, jobs, on_db};
 
 /// An order as `GET /v1/orders/{source}/{order_id}` shows it. Never the key.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OrderView {
     pub source: String,
     pub order_id: String,
@@ -24,7 +24,7 @@ pub struct OrderView {
     pub history: Vec<Event>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     pub job_id: i64,
     pub state: String,
@@ -32,7 +32,7 @@ pub struct Delivery {
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Event {
     pub at: String,
     pub state: String,

@@ -67,10 +67,12 @@ pub struct PaymentEvent {
 }
 
 /// The answer to the provider.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = PaymentReceipt)]
 pub struct Receipt {
     /// `fulfilled`, `awaiting_stock`, `needs_attention`, `duplicate`,
     /// `refunded`, `recorded`.
+    #[schema(value_type = String)]
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order_id: Option<String>,

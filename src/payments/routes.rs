@@ -12,18 +12,18 @@
 //! never refused for its content (Stripe would retry it for days).
 
 use axum::{
-    Json, Router,
+    Json,
     body::Bytes,
     extract::State,
     http::{HeaderMap, StatusCode},
-    routing::post,
 };
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{Payments, Receipt, generic, stripe};
 use crate::{
     clock::now_ms,
     config::{PaymentSettings, Secret},
-    http::ApiError,
+    http::{ApiError, ErrorBody},
     intake::normalize::Source,
     merchant::signing::{self, Refused},
 };
@@ -36,7 +36,7 @@ struct Intake {
     payment_key: Option<Vec<u8>>,
 }
 
-pub fn router(payments: Payments, settings: &PaymentSettings) -> Router {
+pub fn router(payments: Payments, settings: &PaymentSettings) -> OpenApiRouter {
     let state = Intake {
         payments,
         stripe_secret: settings.stripe_webhook_secret.clone(),
@@ -46,9 +46,9 @@ pub fn router(payments: Payments, settings: &PaymentSettings) -> Router {
             .as_ref()
             .and_then(|s| signing::key_of(s.expose())),
     };
-    Router::new()
-        .route("/v1/webhooks/stripe", post(from_stripe))
-        .route("/v1/webhooks/payments", post(from_any_provider))
+    OpenApiRouter::new()
+        .routes(routes!(from_stripe))
+        .routes(routes!(from_any_provider))
         .with_state(state)
 }
 
@@ -81,6 +81,19 @@ fn refused(problem: Refused, header: &str, secret: &str) -> ApiError {
     ApiError::new(status, code, message)
 }
 
+/// A Stripe event (`checkout.session.completed`, `…async_payment_succeeded`,
+/// `charge.refunded`, …). The signature is the authentication; a signed
+/// event is never refused for its content.
+#[utoipa::path(post, path = "/v1/webhooks/stripe", operation_id = "receiveStripeEvent", tag = "payments",
+    security(("stripe_signature" = [])),
+    request_body(content = serde_json::Value, description = "The Stripe event, byte for byte as signed", content_type = "application/json"),
+    responses(
+        (status = 200, description = "What was done", body = Receipt),
+        (status = 400, description = "`invalid_signature`: `Stripe-Signature` missing or malformed", body = ErrorBody),
+        (status = 401, description = "`stale_signature` (more than 5 minutes from now), `bad_signature`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 503, description = "`stripe_disabled` (no `ALLOT_STRIPE_WEBHOOK_SECRET`), `database_unavailable`", body = ErrorBody),
+    ))]
 async fn from_stripe(
     State(intake): State<Intake>,
     headers: HeaderMap,
@@ -112,6 +125,21 @@ async fn from_stripe(
     Ok(Json(receipt))
 }
 
+/// A payment event from any provider, signed per Standard Webhooks.
+#[utoipa::path(post, path = "/v1/webhooks/payments", operation_id = "receivePaymentEvent", tag = "payments",
+    security(("standard_webhooks" = [])),
+    params(
+        ("webhook-id" = String, Header, description = "The event's id (also the idempotency key)"),
+        ("webhook-timestamp" = String, Header, description = "Unix seconds; more than 5 minutes from now is refused"),
+    ),
+    request_body(content = serde_json::Value, description = "`{\"type\": \"payment.succeeded\"|\"payment.refunded\", \"data\": {…}}` (see the reference)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "What was done", body = Receipt),
+        (status = 400, description = "`invalid_signature` (headers missing or malformed), `invalid_event` (names what is missing)", body = ErrorBody),
+        (status = 401, description = "`stale_signature`, `bad_signature`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 503, description = "`payments_disabled` (no `ALLOT_PAYMENT_WEBHOOK_SECRET`), `database_unavailable`", body = ErrorBody),
+    ))]
 async fn from_any_provider(
     State(intake): State<Intake>,
     headers: HeaderMap,

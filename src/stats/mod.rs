@@ -11,13 +11,15 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use axum::{Json, Router, extract::State, routing::get};
+use axum::{Json, extract::State};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     clock::{now_ms, rfc3339},
     db::Db,
-    http::{AdminSecret, AdminToken, ApiError},
+    http::{AdminSecret, AdminToken, ApiError, ErrorBody},
     jobs::{self, rollup},
     keys, orders,
 };
@@ -29,23 +31,104 @@ pub const WINDOWS: [(&str, Duration); 3] = [
     ("1d", Duration::from_secs(86_400)),
 ];
 
-pub fn router(db: Db, admin: AdminSecret) -> Router {
-    #[derive(Clone)]
-    struct Stats {
-        db: Db,
-        admin: AdminSecret,
+#[derive(Clone)]
+struct StatsState {
+    db: Db,
+    admin: AdminSecret,
+}
+
+impl axum::extract::FromRef<StatsState> for AdminSecret {
+    fn from_ref(state: &StatsState) -> Self {
+        state.admin.clone()
     }
-    impl axum::extract::FromRef<Stats> for AdminSecret {
-        fn from_ref(state: &Stats) -> Self {
-            state.admin.clone()
-        }
-    }
-    async fn show(_: AdminToken, State(state): State<Stats>) -> Result<Json<Value>, ApiError> {
-        Ok(Json(compute(&state.db, now_ms()).await?))
-    }
-    Router::new()
-        .route("/v1/stats", get(show))
-        .with_state(Stats { db, admin })
+}
+
+pub fn router(db: Db, admin: AdminSecret) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(show))
+        .with_state(StatsState { db, admin })
+}
+
+/// Orders, stock, the queue and deliveries over the last 5 minutes, hour
+/// and day, computed from the database.
+#[utoipa::path(get, path = "/v1/stats", operation_id = "showStats", tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The figures", body = Stats),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 503, description = "`admin_disabled` (no `ALLOT_ADMIN_TOKEN`), `database_unavailable`", body = ErrorBody),
+    ))]
+async fn show(_: AdminToken, State(state): State<StatsState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(compute(&state.db, now_ms()).await?))
+}
+
+/// What `/v1/stats` answers (built as JSON by [`compute`]; the API tests
+/// check real answers against this schema).
+#[allow(dead_code)]
+#[derive(ToSchema)]
+struct Stats {
+    /// RFC 3339.
+    generated_at: String,
+    orders: OrderStats,
+    /// Keys per SKU.
+    keys: Vec<keys::Stock>,
+    jobs: JobStats,
+    /// `5m`, `1h` and `1d`.
+    windows: BTreeMap<String, Window>,
+}
+
+#[allow(dead_code)]
+#[derive(ToSchema)]
+struct OrderStats {
+    /// Every state (`fulfilled`, `awaiting_stock`, `needs_attention`,
+    /// `refunded`, …) with its count, zeros included.
+    by_state: BTreeMap<String, i64>,
+    total: i64,
+    /// Fulfilled over all orders not refunded; `null` with no orders.
+    fulfilment_rate: Option<f64>,
+}
+
+#[allow(dead_code)]
+#[derive(ToSchema)]
+struct JobStats {
+    /// `queued`, `running` and `dead`.
+    by_state: BTreeMap<String, i64>,
+    /// Per job kind, unfinished jobs by state.
+    by_kind: BTreeMap<String, BTreeMap<String, i64>>,
+}
+
+#[allow(dead_code)]
+#[derive(ToSchema)]
+struct Window {
+    deliveries: Deliveries,
+    /// `null` with no deliveries.
+    success_rate: Option<f64>,
+    /// Enqueue to done; `null` with no deliveries.
+    latency_ms: Percentiles,
+    throughput_per_s: f64,
+}
+
+#[allow(dead_code)]
+#[derive(ToSchema)]
+struct Deliveries {
+    succeeded: i64,
+    failed: i64,
+    by_kind: BTreeMap<String, KindDeliveries>,
+}
+
+#[allow(dead_code)]
+#[derive(ToSchema)]
+struct KindDeliveries {
+    succeeded: i64,
+    failed: i64,
+}
+
+#[allow(dead_code)]
+#[derive(ToSchema)]
+struct Percentiles {
+    p50: Option<f64>,
+    p95: Option<f64>,
+    p99: Option<f64>,
 }
 
 /// `a / b`, or `null` when `b` is zero.

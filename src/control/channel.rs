@@ -54,6 +54,7 @@ pub struct CommandRecord {
 
 /// One target's reply row.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = CommandReplyRecord)]
 pub struct ReplyRecord {
     pub command_id: i64,
     pub process_id: String,

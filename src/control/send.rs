@@ -44,6 +44,7 @@ pub struct Sent {
 
 /// One process's answer, or its silence.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = CommandReply)]
 pub struct Answer {
     pub process: String,
     pub host: String,

@@ -64,6 +64,7 @@ impl std::fmt::Debug for LicenseKey {
 
 /// Keys per state for one SKU, as `allot keys stock --json` prints them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = KeyStock)]
 pub struct Stock {
     pub product_sku: String,
     pub available: i64,

@@ -246,6 +246,7 @@ pub async fn redrive(db: &Db, id: i64, max_attempts: i32) -> Result<u64, sqlx::E
 
 /// One delivery attempt, as `allot endpoints attempts` shows it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = EndpointAttempt)]
 pub struct AttemptRecord {
     pub event_id: i64,
     pub event_type: String,

@@ -53,6 +53,7 @@ pub use refund::{PaidOrder, Refund, revoke_key};
 pub use view::{Browse, Delivery, Event, Listed, OrderView, browse, count_by_state, find};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = OrderStatus)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Fulfilled,
@@ -93,6 +94,7 @@ impl Status {
 
 /// What happened to one order of a delivery.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = PlacedOrder)]
 pub struct Placed {
     pub order_id: String,
     pub status: Status,
@@ -102,6 +104,7 @@ pub struct Placed {
 
 /// The answer to one webhook delivery.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = OrderReceipt)]
 pub struct Receipt {
     pub status: Status,
     pub orders: Vec<Placed>,

@@ -65,6 +65,7 @@ pub fn router(db: Db, fulfilment: Fulfilment, settings: &Settings) -> OpenApiRou
 
 /// The answer: a [`Receipt`], or `{"status": "ping"}`.
 #[derive(Serialize, ToSchema)]
+#[schema(as = WebhookAnswer)]
 #[serde(untagged)]
 enum Answer {
     Receipt(Receipt),
@@ -74,8 +75,14 @@ enum Answer {
 /// The answer to WooCommerce's setup ping.
 #[derive(Serialize, ToSchema)]
 struct Ping {
-    #[schema(value_type = String, example = "ping")]
-    status: &'static str,
+    status: PingStatus,
+}
+
+/// Always `ping`: what tells this answer from a receipt.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum PingStatus {
+    Ping,
 }
 
 /// Take a shop's webhook delivery: each order in it is fulfilled (a key
@@ -134,7 +141,9 @@ async fn receive(
     if source == Source::WooCommerce {
         if auth::is_woocommerce_ping(&body) {
             tracing::info!("WooCommerce webhook ping answered");
-            return Ok(Json(Answer::Ping(Ping { status: "ping" })));
+            return Ok(Json(Answer::Ping(Ping {
+                status: PingStatus::Ping,
+            })));
         }
         if let Some(secret) = &state.woocommerce_secret
             && !auth::woocommerce_signature_valid(secret, &headers, &body)

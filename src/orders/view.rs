@@ -25,6 +25,7 @@ pub struct OrderView {
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = EmailDelivery)]
 pub struct Delivery {
     pub job_id: i64,
     pub state: String,
@@ -33,6 +34,7 @@ pub struct Delivery {
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = OrderEvent)]
 pub struct Event {
     pub at: String,
     pub state: String,

@@ -162,7 +162,7 @@ fn plumbing_and_the_outbox_know_no_capability() {
         "dashboard",
     ];
     for plumbing in [
-        "http", "db", "config", "clock", "text", "jobs", "batch", "memory",
+        "http", "db", "config", "clock", "text", "jobs", "batch", "memory", "openapi",
     ] {
         let knows: Vec<_> = graph[plumbing]
             .iter()
@@ -171,6 +171,38 @@ fn plumbing_and_the_outbox_know_no_capability() {
         assert!(knows.is_empty(), "{plumbing} imports {knows:?}");
     }
     assert!(graph["db"].is_empty(), "db imports {:?}", graph["db"]);
+}
+
+/// Routes are added only through `utoipa_axum`'s `routes!`, which takes
+/// each path and method from the handler's `#[utoipa::path]`: a route added
+/// with axum's own `.route(…)` would be served without an entry in
+/// `/openapi.json` (`openapi::every_documented_operation_is_served` checks
+/// the other direction).
+#[test]
+fn every_route_is_added_with_its_documentation() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = rust_files(&src, ".");
+    files.retain(|f| f.file_name().is_some_and(|n| n != "main.rs"));
+    assert!(files.len() > 50, "{files:?}");
+    let mut offenders = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for needle in [
+            ".route(",
+            ".route_service(",
+            ".nest(",
+            ".nest_service(",
+            "routing::",
+        ] {
+            if text.contains(needle) {
+                offenders.push(format!("{}: {needle}", file.display()));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "routes without an OpenAPI entry: {offenders:#?}"
+    );
 }
 
 #[test]

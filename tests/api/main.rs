@@ -26,6 +26,7 @@ mod faults;
 mod key_bank;
 mod key_reads;
 mod merchant_webhooks;
+mod openapi;
 mod operations;
 mod order_batches;
 mod payments;

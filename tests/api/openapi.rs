@@ -1,0 +1,709 @@
+//! The OpenAPI document: valid OpenAPI 3.1; naming every route of the
+//! reference and only what the server serves; describing what the routes
+//! really answer (each real answer's status is documented for its route
+//! and its body validates against the documented schema); and the API
+//! reference at `/docs` served whole from the binary.
+
+use std::collections::BTreeSet;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::{
+    helpers::{ADMIN, Backend, TOKEN, TestApp, seed_keys},
+    on_every_backend,
+};
+
+on_every_backend!(real_answers_match_the_document);
+
+async fn document(app: &TestApp) -> Value {
+    let response = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    response.json().await.unwrap()
+}
+
+/// Every `(METHOD, path)` the document names.
+fn operations(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut found = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            found.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn the_document_is_valid_openapi_3_1() {
+    let app = TestApp::admin_shop(Backend::Sqlite).await;
+    let doc = document(&app).await;
+    assert_eq!(doc["openapi"], "3.1.0");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), doc.to_string()).unwrap();
+    // An implementation of the specification that is not ours.
+    let output = std::process::Command::new("python3")
+        .args(["-m", "openapi_spec_validator"])
+        .arg(file.path())
+        .output()
+        .expect("python3 runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if stderr.contains("No module named openapi_spec_validator") {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "openapi-spec-validator is not installed (.ci/run installs it)"
+        );
+        eprintln!("skipped: pip install openapi-spec-validator to check the document");
+        return;
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("OK"), "{stdout}");
+
+    // Every operation has a unique id, a tag and a documented answer; every
+    // route behind a secret names how to present it.
+    let mut ids = BTreeSet::new();
+    for (method, path) in operations(&doc) {
+        let op = &doc["paths"][&path][method.to_lowercase()];
+        assert!(ids.insert(op["operationId"].to_string()), "{method} {path}");
+        assert!(
+            op["tags"].as_array().is_some_and(|t| !t.is_empty()),
+            "{method} {path}"
+        );
+        // The coupon API, the operations routes and the sign-in page are
+        // open by design.
+        let open_tags = [json!(["coupons"]), json!(["operations"])];
+        let open_pages = ["/admin/", "/admin/login", "/admin/assets/allot.css"];
+        if !open_tags.contains(&op["tags"]) && !open_pages.contains(&path.as_str()) {
+            assert!(
+                op["security"].as_array().is_some_and(|s| !s.is_empty()),
+                "{method} {path} names no security scheme"
+            );
+        }
+    }
+}
+
+/// The routes of `docs/reference.md`'s table, as `(METHOD, /path/{param})`.
+fn reference_routes() -> BTreeSet<(String, String)> {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/reference.md")).unwrap();
+    let mut routes = BTreeSet::new();
+    for line in text.lines().filter(|l| l.starts_with("| `")) {
+        let cell = line.split(" | ").next().unwrap_or_default();
+        for quoted in cell.split('`').skip(1).step_by(2) {
+            let mut words = quoted.split_whitespace();
+            let (Some(method), Some(path)) = (words.next(), words.next()) else {
+                continue;
+            };
+            if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method) {
+                continue;
+            }
+            let path = path.split(['?', '[']).next().unwrap();
+            routes.insert((method.to_string(), path.to_string()));
+        }
+    }
+    routes
+}
+
+#[tokio::test]
+async fn every_route_of_the_reference_is_in_the_document() {
+    let app = TestApp::admin_shop(Backend::Sqlite).await;
+    let documented = operations(&document(&app).await);
+    let reference = reference_routes();
+    assert!(
+        reference.len() >= 20,
+        "the table was not read: {reference:?}"
+    );
+    // A documented `{param}` segment stands for any value the reference
+    // spells out (`…/{id}/disable`).
+    let covers = |(method, path): &(String, String), (m, p): &(String, String)| {
+        let (ours, theirs): (Vec<_>, Vec<_>) = (path.split('/').collect(), p.split('/').collect());
+        method == m
+            && ours.len() == theirs.len()
+            && ours
+                .iter()
+                .zip(&theirs)
+                .all(|(o, t)| o == t || o.starts_with('{'))
+    };
+    let missing: Vec<_> = reference
+        .iter()
+        .filter(|r| !documented.iter().any(|d| covers(d, r)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "in the reference, not the document: {missing:?}"
+    );
+}
+
+/// A concrete path for a documented one: every `{param}` filled in.
+fn concrete(path: &str) -> String {
+    path.replace("{source}", "generic")
+        .replace("{order_id}", "no-such-order")
+        .replace("{name}", "NO_SUCH_COUPON")
+        .replace("{action}", "disable")
+        .replace("{id}", "999999")
+}
+
+/// Whatever the document names is served: no operation meets the router's
+/// own 404 (`no such route`) or 405.
+#[tokio::test]
+async fn every_documented_operation_is_served() {
+    let app = TestApp::admin_shop(Backend::Sqlite).await;
+    let doc = document(&app).await;
+    for (method, path) in operations(&doc) {
+        let response = app
+            .client
+            .request(
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                app.url(&concrete(&path)),
+            )
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap();
+        assert_ne!(status, 405, "{method} {path}: {body}");
+        assert!(
+            !(status == 404 && body.contains("no such route")),
+            "{method} {path} is documented but not served"
+        );
+    }
+    // And the reverse check has teeth: an undocumented path meets the
+    // fallback this test looks for.
+    let response = app
+        .client
+        .get(app.url("/v1/nothing-here"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    assert!(response.text().await.unwrap().contains("no such route"));
+}
+
+/// Checks one real answer against the document: its status is documented
+/// for the operation, and a JSON body validates against its schema.
+struct Contract {
+    doc: Value,
+    checked: BTreeSet<(String, String, u16)>,
+}
+
+impl Contract {
+    fn check(&mut self, method: &str, path: &str, status: u16, body: &Value) {
+        let op = &self.doc["paths"][path][method.to_lowercase()];
+        assert!(op.is_object(), "{method} {path} is not in the document");
+        let answer = &op["responses"][status.to_string()];
+        assert!(
+            answer.is_object(),
+            "{method} {path} answered {status}, which the document does not list: {body}"
+        );
+        self.checked
+            .insert((method.to_string(), path.to_string(), status));
+        let schema = &answer["content"]["application/json"]["schema"];
+        if !schema.is_object() {
+            assert!(
+                body.is_null(),
+                "{method} {path} {status}: a body the document has no schema for: {body}"
+            );
+            return;
+        }
+        // The schema's `$ref`s point into the document's components.
+        let mut rooted = schema.clone();
+        rooted["components"] = self.doc["components"].clone();
+        let validator = jsonschema::draft202012::new(&rooted)
+            .unwrap_or_else(|e| panic!("{method} {path} {status}: bad schema: {e}"));
+        let errors: Vec<String> = validator
+            .iter_errors(body)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{method} {path} {status}: the answer does not match the document: {errors:#?}\n{body:#}"
+        );
+    }
+}
+
+async fn call(
+    app: &TestApp,
+    method: Method,
+    url: &str,
+    auth: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = app.client.request(method, app.url(url));
+    if let Some(token) = auth {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn real_answers_match_the_document(backend: Backend) {
+    let app = TestApp::admin_shop(backend).await;
+    let mut contract = Contract {
+        doc: document(&app).await,
+        checked: BTreeSet::new(),
+    };
+    let mut hit = async |method: Method, template: &str, url: &str, auth, body| {
+        let (status, answer) = call(&app, method.clone(), url, auth, body).await;
+        contract.check(method.as_str(), template, status, &answer);
+        (status, answer)
+    };
+    use Method as M;
+
+    // Coupons.
+    let coupon = json!({"name": "DOC_PROMO", "amount": 1});
+    assert_eq!(
+        hit(
+            M::POST,
+            "/api/coupons",
+            "/api/coupons",
+            None,
+            Some(coupon.clone())
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(
+        hit(M::POST, "/api/coupons", "/api/coupons", None, Some(coupon))
+            .await
+            .0,
+        409
+    );
+    let bad = json!({"name": "", "amount": 0});
+    assert_eq!(
+        hit(M::POST, "/api/coupons", "/api/coupons", None, Some(bad))
+            .await
+            .0,
+        400
+    );
+    let claim = |user: &str| Some(json!({"user_id": user, "coupon_name": "DOC_PROMO"}));
+    let claims = "/api/coupons/claim";
+    assert_eq!(hit(M::POST, claims, claims, None, claim("u1")).await.0, 200);
+    assert_eq!(hit(M::POST, claims, claims, None, claim("u1")).await.0, 409);
+    assert_eq!(hit(M::POST, claims, claims, None, claim("u2")).await.0, 409);
+    let nowhere = Some(json!({"user_id": "u1", "coupon_name": "NOPE"}));
+    assert_eq!(hit(M::POST, claims, claims, None, nowhere).await.0, 404);
+    assert_eq!(
+        hit(
+            M::GET,
+            "/api/coupons/{name}",
+            "/api/coupons/DOC_PROMO",
+            None,
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        hit(
+            M::GET,
+            "/api/coupons/{name}",
+            "/api/coupons/NOPE",
+            None,
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(hit(M::GET, claims, claims, None, None).await.0, 404);
+
+    // Orders from a shop, and the order as it stands.
+    seed_keys(
+        &app.connect().await,
+        "course-101",
+        &["DOC-KEY-1".to_string()],
+    )
+    .await;
+    let hook = "/v1/webhooks/{source}";
+    let order = json!({"order_id": "doc-1", "email": "doc@example.com", "sku": "course-101"});
+    let url = format!("/v1/webhooks/generic?token={TOKEN}");
+    let (status, receipt) = hit(M::POST, hook, &url, None, Some(order)).await;
+    assert_eq!(
+        (status, receipt["status"].as_str()),
+        (200, Some("fulfilled"))
+    );
+    let waiting = json!({"order_id": "doc-2", "email": "doc@example.com", "sku": "course-101"});
+    assert_eq!(
+        hit(M::POST, hook, &url, None, Some(waiting)).await.1["status"],
+        "awaiting_stock"
+    );
+    assert_eq!(
+        hit(
+            M::POST,
+            hook,
+            "/v1/webhooks/generic?token=wrong",
+            None,
+            Some(json!({}))
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        hit(
+            M::POST,
+            hook,
+            &format!("/v1/webhooks/shopify?token={TOKEN}"),
+            None,
+            Some(json!({}))
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        hit(
+            M::POST,
+            hook,
+            &format!("/v1/webhooks/generic?token={TOKEN}&sku=%20x"),
+            None,
+            Some(json!({}))
+        )
+        .await
+        .0,
+        400
+    );
+    let shown = "/v1/orders/{source}/{order_id}";
+    assert_eq!(
+        hit(M::GET, shown, "/v1/orders/generic/doc-1", Some(TOKEN), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        hit(M::GET, shown, "/v1/orders/generic/none", Some(TOKEN), None)
+            .await
+            .0,
+        404
+    );
+
+    // Payments, which this shop has not turned on.
+    assert_eq!(
+        hit(
+            M::POST,
+            "/v1/webhooks/stripe",
+            "/v1/webhooks/stripe",
+            None,
+            Some(json!({}))
+        )
+        .await
+        .0,
+        503
+    );
+    assert_eq!(
+        hit(
+            M::POST,
+            "/v1/webhooks/payments",
+            "/v1/webhooks/payments",
+            None,
+            Some(json!({}))
+        )
+        .await
+        .0,
+        503
+    );
+
+    // Statistics and the control channel.
+    assert_eq!(
+        hit(M::GET, "/v1/stats", "/v1/stats", Some(ADMIN), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        hit(M::GET, "/v1/stats", "/v1/stats", Some("wrong"), None)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        hit(
+            M::GET,
+            "/v1/admin/processes",
+            "/v1/admin/processes",
+            Some(ADMIN),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    let commands = "/v1/admin/commands";
+    let ping = Some(json!({"command": "ping", "timeout": "10s"}));
+    let (status, sent) = hit(M::POST, commands, commands, Some(ADMIN), ping).await;
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!(sent["replies"][0]["status"], "ok", "{sent}");
+    let bad = Some(json!({"command": "fly"}));
+    assert_eq!(
+        hit(M::POST, commands, commands, Some(ADMIN), bad).await.0,
+        400
+    );
+    let nobody = Some(json!({"command": "ping", "target": "no-such-process"}));
+    assert_eq!(
+        hit(M::POST, commands, commands, Some(ADMIN), nobody)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        hit(
+            M::GET,
+            commands,
+            "/v1/admin/commands?limit=5",
+            Some(ADMIN),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        hit(
+            M::GET,
+            commands,
+            "/v1/admin/commands?limit=0",
+            Some(ADMIN),
+            None
+        )
+        .await
+        .0,
+        400
+    );
+    let one = format!("/v1/admin/commands/{}", sent["command_id"]);
+    assert_eq!(
+        hit(M::GET, "/v1/admin/commands/{id}", &one, Some(ADMIN), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        hit(
+            M::GET,
+            "/v1/admin/commands/{id}",
+            "/v1/admin/commands/999999",
+            Some(ADMIN),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+
+    // Merchant endpoints, the whole life of one.
+    let endpoints = "/v1/admin/endpoints";
+    let new = Some(json!({"url": "http://127.0.0.1:9/hooks", "events": ["order.*"]}));
+    let (status, added) = hit(M::POST, endpoints, endpoints, Some(ADMIN), new).await;
+    assert_eq!(status, 201, "{added}");
+    let id = added["endpoint"]["id"].as_i64().unwrap();
+    let bad = Some(json!({"url": "not a url"}));
+    assert_eq!(
+        hit(M::POST, endpoints, endpoints, Some(ADMIN), bad).await.0,
+        400
+    );
+    assert_eq!(
+        hit(M::GET, endpoints, endpoints, Some(ADMIN), None).await.0,
+        200
+    );
+    let one = "/v1/admin/endpoints/{id}";
+    assert_eq!(
+        hit(M::GET, one, &format!("{endpoints}/{id}"), Some(ADMIN), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        hit(
+            M::GET,
+            one,
+            &format!("{endpoints}/999999"),
+            Some(ADMIN),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    let secret = "/v1/admin/endpoints/{id}/secret";
+    assert_eq!(
+        hit(
+            M::GET,
+            secret,
+            &format!("{endpoints}/{id}/secret"),
+            Some(ADMIN),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    let act = "/v1/admin/endpoints/{id}/{action}";
+    for action in ["disable", "enable", "rotate-secret", "redrive"] {
+        let url = format!("{endpoints}/{id}/{action}");
+        assert_eq!(
+            hit(M::POST, act, &url, Some(ADMIN), None).await.0,
+            200,
+            "{action}"
+        );
+    }
+    assert_eq!(
+        hit(
+            M::POST,
+            act,
+            &format!("{endpoints}/{id}/fly"),
+            Some(ADMIN),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        hit(
+            M::DELETE,
+            one,
+            &format!("{endpoints}/{id}"),
+            Some(ADMIN),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+
+    // Operations.
+    assert_eq!(hit(M::GET, "/healthz", "/healthz", None, None).await.0, 200);
+    assert_eq!(hit(M::GET, "/readyz", "/readyz", None, None).await.0, 200);
+
+    // WooCommerce's setup ping is a form, not JSON.
+    let response = app
+        .client
+        .post(app.url(&format!("/v1/webhooks/woocommerce?token={TOKEN}")))
+        .body("webhook_id=7")
+        .send()
+        .await
+        .unwrap();
+    let (status, ping) = (
+        response.status().as_u16(),
+        response.json::<Value>().await.unwrap(),
+    );
+    contract.check("POST", hook, status, &ping);
+    assert_eq!((status, ping), (200, json!({"status": "ping"})));
+
+    assert_eq!(contract.checked.len(), 38, "{:?}", contract.checked);
+}
+
+/// The document keys schemas by name, and a second type of the same name
+/// silently replaces the first: every `ToSchema` type in the source has a
+/// name of its own (its `#[schema(as = …)]`, or its type name).
+#[test]
+fn every_schema_has_a_name_of_its_own() {
+    let mut files = vec![std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src"
+    ))];
+    let mut names: Vec<(String, String)> = Vec::new();
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (at, line) in lines.iter().enumerate() {
+            if !(line.trim_start().starts_with("#[derive(") && line.contains("ToSchema")) {
+                continue;
+            }
+            let mut alias = None;
+            for next in &lines[at + 1..] {
+                let next = next.trim_start();
+                if let Some(rest) = next.strip_prefix("#[schema(as = ") {
+                    alias = Some(rest.trim_end_matches(")]").to_string());
+                }
+                let item = next
+                    .trim_start_matches("pub(super) ")
+                    .trim_start_matches("pub ");
+                if let Some(rest) = item.strip_prefix("struct ").or(item.strip_prefix("enum ")) {
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    names.push((alias.unwrap_or(name), path.display().to_string()));
+                    break;
+                }
+            }
+        }
+    }
+    assert!(names.len() > 30, "{names:?}");
+    names.sort();
+    for pair in names.windows(2) {
+        assert_ne!(pair[0].0, pair[1].0, "two schemas named alike: {pair:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_api_reference_is_served_from_the_binary() {
+    let app = TestApp::admin_shop(Backend::Sqlite).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = client.get(app.url("/docs")).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 303);
+    assert_eq!(response.headers()["location"], "/docs/");
+    let page = client.get(app.url("/docs/")).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let html = page.text().await.unwrap();
+    // Everything the page loads comes from this server: no absolute URL.
+    let mut assets = Vec::new();
+    for attribute in ["src=\"", "href=\""] {
+        for piece in html.split(attribute).skip(1) {
+            assets.push(piece.split('"').next().unwrap().to_string());
+        }
+    }
+    assert!(
+        assets.iter().any(|a| a.ends_with("swagger-ui-bundle.js")),
+        "{assets:?}"
+    );
+    for asset in &assets {
+        assert!(!asset.contains("//"), "{asset} is loaded from another host");
+        let url = app.url(&format!("/docs/{}", asset.trim_start_matches("./")));
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{url}");
+        assert!(!response.bytes().await.unwrap().is_empty(), "{url}");
+    }
+    let init = client
+        .get(app.url("/docs/swagger-initializer.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(init.contains("\"url\": \"/openapi.json\""), "{init}");
+    // The public validator badge would send the document off the host.
+    assert!(init.contains("\"validatorUrl\": \"none\""), "{init}");
+}

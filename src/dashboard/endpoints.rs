@@ -75,8 +75,8 @@ struct Enabled {
 #[utoipa::path(post, path = "/admin/endpoints/{id}/enabled", operation_id = "dashboardSetEndpointEnabled", tag = "dashboard",
     security(("dashboard_session" = [])),
     params(("id" = i64, Path, description = "The endpoint's id")),
-    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`enabled` (`true`/`false`) and `csrf`"),
-    responses((status = 303, description = "Done: to the page that shows the result"), (status = 303, description = "Not signed in: to `/admin/login`"), (status = 403, description = "The form's CSRF token is missing or wrong: nothing changed", content_type = "text/html", body = String)))]
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`enabled` (`yes` or `no`) and `csrf`"),
+    responses((status = 303, description = "Done: to `/admin/endpoints` (or, not signed in, to `/admin/login`)"), (status = 404, description = "No such endpoint", content_type = "text/html", body = String), (status = 403, description = "The form's CSRF token is missing or wrong: nothing changed", content_type = "text/html", body = String)))]
 async fn set_enabled(
     session: Session,
     State(state): State<Dashboard>,

@@ -214,7 +214,7 @@ async fn confirm_retry(
     security(("dashboard_session" = [])),
     params(("id" = i64, Path, description = "The job's id")),
     request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`csrf`"),
-    responses((status = 303, description = "Done: to the page that shows the result"), (status = 303, description = "Not signed in: to `/admin/login`"), (status = 403, description = "The form's CSRF token is missing or wrong: nothing changed", content_type = "text/html", body = String)))]
+    responses((status = 303, description = "Done: to the page that shows the result (or, not signed in, to `/admin/login`)"), (status = 403, description = "The form's CSRF token is missing or wrong: nothing changed", content_type = "text/html", body = String)))]
 async fn retry(
     session: Session,
     State(state): State<Dashboard>,
@@ -258,7 +258,7 @@ async fn confirm_retry_all(
 #[utoipa::path(post, path = "/admin/jobs/retry-dead", operation_id = "dashboardRetryDead", tag = "dashboard",
     security(("dashboard_session" = [])),
     request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`csrf`"),
-    responses((status = 303, description = "Done: to the page that shows the result"), (status = 303, description = "Not signed in: to `/admin/login`"), (status = 403, description = "The form's CSRF token is missing or wrong: nothing changed", content_type = "text/html", body = String)))]
+    responses((status = 303, description = "Done: to the page that shows the result (or, not signed in, to `/admin/login`)"), (status = 403, description = "The form's CSRF token is missing or wrong: nothing changed", content_type = "text/html", body = String)))]
 async fn retry_all(
     session: Session,
     State(state): State<Dashboard>,
@@ -299,7 +299,7 @@ async fn confirm_discard(
     security(("dashboard_session" = [])),
     params(("id" = i64, Path, description = "The job's id")),
     request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`csrf`"),
-    responses((status = 303, description = "Done: to the page that shows the result"), (status = 303, description = "Not signed in: to `/admin/login`"), (status = 403, description = "The form's CSRF token is missing or wrong: nothing changed", content_type = "text/html", body = String)))]
+    responses((status = 303, description = "Done: to the page that shows the result (or, not signed in, to `/admin/login`)"), (status = 409, description = "The job is running", content_type = "text/html", body = String), (status = 403, description = "The form's CSRF token is missing or wrong: nothing changed", content_type = "text/html", body = String)))]
 async fn discard(
     session: Session,
     State(state): State<Dashboard>,

@@ -664,6 +664,37 @@ fn every_schema_has_a_name_of_its_own() {
     }
 }
 
+/// A status listed twice for one operation is silently merged into one
+/// entry, losing a description: every `#[utoipa::path]` lists each status
+/// once.
+#[test]
+fn no_operation_lists_a_status_twice() {
+    let mut dirs = vec![std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src"
+    ))];
+    let mut operations = 0;
+    while let Some(path) = dirs.pop() {
+        if path.is_dir() {
+            dirs.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for block in text.split("#[utoipa::path(").skip(1) {
+            let block = block.split(")]\n").next().unwrap();
+            let statuses: Vec<&str> = block
+                .split("status = ")
+                .skip(1)
+                .map(|rest| rest.split([',', ')']).next().unwrap())
+                .collect();
+            let unique: BTreeSet<&&str> = statuses.iter().collect();
+            assert_eq!(unique.len(), statuses.len(), "{}: {block}", path.display());
+            operations += 1;
+        }
+    }
+    assert!(operations > 40, "{operations}");
+}
+
 #[tokio::test]
 async fn the_api_reference_is_served_from_the_binary() {
     let app = TestApp::admin_shop(Backend::Sqlite).await;

@@ -48,6 +48,9 @@ fn environment() -> &'static Environment<'static> {
             .build()
             .expect("the default delimiters are valid");
         env.set_syntax(syntax);
+        // `urlencode` leaves `/` as it is: an order id holding one would
+        // split the path of its page.
+        env.add_filter("path_segment", |text: String| path_segment(&text));
         for (name, source) in TEMPLATES {
             env.add_template(name, source)
                 .unwrap_or_else(|e| panic!("dashboard template {name} is invalid: {e}"));
@@ -83,6 +86,20 @@ pub(super) struct Problem {
     /// its headers (`Retry-After`) and extensions (the outage alarm's mark)
     /// are kept, only the body becomes a page.
     api: Option<Box<ApiError>>,
+}
+
+/// `text` as one segment of a URL's path: every byte but the unreserved
+/// ones percent-encoded (RFC 3986), as the templates' `urlencode` does.
+pub(super) fn path_segment(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
 }
 
 impl Problem {

@@ -205,6 +205,25 @@ impl Fulfilment {
         }
         Ok(Receipt::new(placed))
     }
+
+    /// Takes an order that needed attention in again, from the body it was
+    /// received with, as if the shop had delivered it once more (`url_sku`
+    /// standing for the webhook URL's `?sku=`): for when its cause is
+    /// fixed, a SKU mapped or keys added. The other orders of that body are
+    /// duplicates by then, and answered so. `None`: no order `order_id`
+    /// from `source` needs attention.
+    pub async fn retry_intake(
+        &self,
+        source: Source,
+        order_id: &str,
+        url_sku: Option<&Sku>,
+        now: i64,
+    ) -> Result<Option<Receipt>, sqlx::Error> {
+        let Some(body) = store::set_aside_body(&self.db, source.as_str(), order_id).await? else {
+            return Ok(None);
+        };
+        self.receive(source, &body, url_sku, now).await.map(Some)
+    }
 }
 
 /// A stable reference for a body that names no usable order id: the same

@@ -290,6 +290,24 @@ pub(super) async fn set_aside_orders(
     })
 }
 
+/// The body an order set aside was received with; `None` unless the order
+/// exists and still needs attention.
+pub(super) async fn set_aside_body(
+    db: &Db,
+    source: &str,
+    order_id: &str,
+) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    let body: Option<Option<Vec<u8>>> = on_db!(db, read, |pool, sql| {
+        sqlx::query_scalar(sql("select raw_body from orders
+              where source = ? and order_id = ? and state = 'needs_attention'"))
+        .bind(source)
+        .bind(order_id)
+        .fetch_optional(pool)
+        .await
+    })?;
+    Ok(body.flatten())
+}
+
 /// The key assigned to order `id`: for key emails queued before their
 /// payload named the key.
 pub(super) async fn key_of(db: &Db, id: i64) -> Result<Option<i64>, sqlx::Error> {

@@ -23,6 +23,7 @@ on_every_backend!(
     jobs_are_listed_a_page_at_a_time,
     a_dead_letter_is_retried_and_delivered_and_another_discarded,
     orders_are_found_by_email_order_id_and_state,
+    an_order_set_aside_is_taken_in_again_once_its_cause_is_fixed,
     keys_imported_on_the_dashboard_serve_waiting_orders_and_a_key_is_revoked,
     a_process_is_stopped_and_started_from_the_dashboard,
     a_merchant_endpoint_is_disabled_and_enabled_again,
@@ -515,6 +516,118 @@ async fn orders_are_found_by_email_order_id_and_state(backend: Backend) {
         operator.get("/admin/orders?state=lost").await.status,
         StatusCode::BAD_REQUEST
     );
+}
+
+async fn an_order_set_aside_is_taken_in_again_once_its_cause_is_fixed(backend: Backend) {
+    let app = TestApp::admin_shop(backend).await;
+    let db = app.connect().await;
+    seed_keys(&db, "course-101", &["SECRET-KEY-7".to_string()]).await;
+    // An order naming no SKU, with an id that needs encoding in a URL.
+    let order_id = "N-1 #7/b";
+    let body = json!({"order_id": order_id, "email": "nina@example.com"});
+    let (status, answer) = app.webhook("generic", body.to_string()).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("needs_attention")),
+        "{answer}"
+    );
+    let (_, unusable) = app.webhook("generic", "<not json>").await;
+    let unparsed = unusable["orders"][0]["order_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let mut operator = Operator::logged_in(&app).await;
+    let page = "/admin/orders/generic/N-1%20%237%2Fb";
+    let shown = operator.get(page).await;
+    assert_eq!(shown.status, StatusCode::OK, "{}", shown.body);
+    let action = "/admin/orders/generic/N-1%20%237%2Fb/retry";
+    assert!(
+        shown
+            .body
+            .contains(r#"action="/admin/orders/generic/N-1%20%237%2Fb/retry""#),
+        "{}",
+        shown.body
+    );
+    let csrf = shown.csrf();
+
+    // A forged form and a SKU that cannot be one change nothing.
+    let forged = operator
+        .post(action, &[("csrf", "forged"), ("sku", "course-101")])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let bad = operator
+        .post(action, &[("csrf", &csrf), ("sku", "course\t101")])
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    let (_, order) = app.order("generic", "N-1%20%237%2Fb").await;
+    assert_eq!(order["state"], "needs_attention", "{order}");
+
+    // The cause fixed (the operator names the SKU): fulfilled and emailed.
+    let taken = operator
+        .post(action, &[("csrf", &csrf), ("sku", "course-101")])
+        .await;
+    assert_eq!(taken.status, StatusCode::SEE_OTHER, "{}", taken.body);
+    assert_eq!(taken.location(), format!("{page}?notice=fulfilled"));
+    let after = operator.get(taken.location()).await;
+    assert!(
+        after.body.contains("Taken in again: fulfilled"),
+        "{}",
+        after.body
+    );
+    assert!(!after.body.contains("Retry intake"), "{}", after.body);
+    let (_, order) = app.order("generic", "N-1%20%237%2Fb").await;
+    assert_eq!(
+        (order["state"].as_str(), order["product_sku"].as_str()),
+        (Some("fulfilled"), Some("course-101")),
+        "{order}"
+    );
+    let states: Vec<&str> = order["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states.first(), Some(&"needs_attention"), "{order}");
+    assert_eq!(states.last(), Some(&"fulfilled"), "{order}");
+    let mails = app
+        .wait_for_mails(1, |m| m.contains("nina@example.com"))
+        .await;
+    assert!(mails[0].contains("SECRET-KEY-7"));
+
+    // Once is enough: it no longer needs attention.
+    let again = operator.post(action, &[("csrf", &csrf)]).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    let nowhere = operator
+        .post("/admin/orders/generic/Z-9/retry", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(nowhere.status, StatusCode::NOT_FOUND);
+
+    // A body that is still unusable is set aside again, and the page says so.
+    let retried = operator
+        .post(
+            &format!("/admin/orders/generic/{unparsed}/retry"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(retried.status, StatusCode::SEE_OTHER, "{}", retried.body);
+    assert!(
+        retried.location().ends_with("?notice=needs_attention"),
+        "{}",
+        retried.location()
+    );
+    let still = operator.get(retried.location()).await;
+    assert!(
+        still.body.contains("still needs attention"),
+        "{}",
+        still.body
+    );
+    let to_buyers = app
+        .mails()
+        .into_iter()
+        .filter(|m| !m.contains("admin@shop.test"))
+        .count();
+    assert_eq!(to_buyers, 1, "a buyer's email for an unusable body");
 }
 
 async fn keys_imported_on_the_dashboard_serve_waiting_orders_and_a_key_is_revoked(

@@ -7,7 +7,8 @@ highlighted, retries a dead letter once the merchant's server is back and
 sees it delivered, imports keys and sees the waiting orders fulfilled, and
 logs out. A form whose CSRF token was tampered with is refused and changes
 nothing, and a form on another site cannot act for the logged-in operator
-(the cookie is SameSite=Strict).
+(the cookie is SameSite=Strict). The API reference at /docs renders every
+operation from files allot serves itself.
 
     python3 tests/browser/dashboard.py [target/debug/allot]
 
@@ -181,6 +182,20 @@ def main():
         assert chrome.current_url.endswith("/admin/login"), chrome.current_url
         chrome.get(f"{shop.base}/admin")
         assert chrome.current_url.endswith("/admin/login"), chrome.current_url
+
+        # The API reference renders every operation of /openapi.json, with
+        # everything it loads served by allot itself.
+        chrome.get(f"{shop.base}/docs")
+        assert chrome.current_url == f"{shop.base}/docs/", chrome.current_url
+        wait_until("the API reference to render",
+                   lambda: chrome.find_elements(By.ID, "operations-coupons-claimCoupon"))
+        operations = chrome.find_elements(By.CSS_SELECTOR, ".opblock")
+        assert len(operations) >= 40, len(operations)
+        loaded = chrome.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)")
+        assert any(url.endswith("/openapi.json") for url in loaded), loaded
+        elsewhere = [url for url in loaded if not url.startswith(shop.base)]
+        assert not elsewhere, elsewhere
         print("browser tests: ok")
     finally:
         chrome.quit()

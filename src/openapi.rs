@@ -35,7 +35,7 @@ pub const DOCS_PATH: &str = "/docs";
         description = "Flash-sale fulfilment: coupons claimed exactly once, license keys sold from shop and payment webhooks, the outbox that emails every buyer, merchant webhooks, and the operator's control channel. Every error answer is `{\"error\": \"<machine_code>\", \"message\": \"<human text>\"}`; a 503 carries `Retry-After` when trying again will work.",
         license(name = "See the repository")
     ),
-    paths(document, reference),
+    paths(document, reference_redirect, reference),
     components(schemas(ErrorBody)),
     modifiers(&SecuritySchemes),
     tags(
@@ -131,6 +131,12 @@ impl Modify for SecuritySchemes {
     responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json", body = Object)))]
 #[allow(dead_code)] // Served by `SwaggerUi`; the function only carries the entry.
 fn document() {}
+
+/// The interactive API reference's address without its slash.
+#[utoipa::path(get, path = "/docs", operation_id = "apiReferenceRedirect", tag = "operations",
+    responses((status = 303, description = "To `/docs/`")))]
+#[allow(dead_code)] // Served by `SwaggerUi`; the function only carries the entry.
+fn reference_redirect() {}
 
 /// The interactive API reference (Swagger UI, served from the binary).
 #[utoipa::path(get, path = "/docs/", operation_id = "apiReference", tag = "operations",

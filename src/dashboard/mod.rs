@@ -80,6 +80,7 @@ pub fn router(
         .routes(routes!(login_form, login))
         .routes(routes!(logout))
         .routes(routes!(stylesheet))
+        .routes(routes!(import_script))
         .merge(orders::routes())
         .merge(keys::routes())
         .merge(processes::routes())
@@ -150,6 +151,20 @@ async fn stylesheet() -> Response {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         page::STYLESHEET,
+    )
+        .into_response()
+}
+
+/// The key import form's upload progress (compiled into the binary).
+#[utoipa::path(get, path = "/admin/assets/import.js", operation_id = "dashboardImportScript", tag = "dashboard",
+    responses((status = 200, description = "JavaScript", content_type = "text/javascript", body = String)))]
+async fn import_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        page::IMPORT_SCRIPT,
     )
         .into_response()
 }

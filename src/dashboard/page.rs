@@ -33,6 +33,8 @@ const TEMPLATES: &[(&str, &str)] = &[
 ];
 
 pub(super) const STYLESHEET: &str = include_str!("assets/allot.css");
+/// The key import form's upload progress (the form works without it).
+pub(super) const IMPORT_SCRIPT: &str = include_str!("assets/import.js");
 
 fn environment() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
@@ -167,7 +169,8 @@ impl IntoResponse for Problem {
 }
 
 /// Headers on every dashboard answer: nothing cached (pages show live
-/// stock and secrets' whereabouts), nothing but our own stylesheet loaded,
+/// stock and secrets' whereabouts), nothing but our own stylesheet and
+/// script loaded,
 /// no framing (clickjacking), no referrer leaving the host.
 pub(super) async fn secure_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
@@ -176,7 +179,7 @@ pub(super) async fn secure_headers(request: Request, next: Next) -> Response {
         (header::CACHE_CONTROL, "no-store"),
         (
             header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),

@@ -8,7 +8,8 @@ sees it delivered, imports keys and sees the waiting orders fulfilled, and
 logs out. A form whose CSRF token was tampered with is refused and changes
 nothing, and a form on another site cannot act for the logged-in operator
 (the cookie is SameSite=Strict). The API reference at /docs renders every
-operation from files allot serves itself.
+operation from files allot serves itself. A key file sent over a slow link
+shows its upload's progress.
 
     python3 tests/browser/dashboard.py [target/debug/allot]
 
@@ -158,16 +159,39 @@ def main():
         assert len(Merchant.received) == 1, Merchant.received
         merchant.shutdown()
 
-        # Keys imported from the keys page fulfil the orders waiting for them.
+        # Keys imported from the keys page fulfil the orders waiting for them;
+        # on a slow link the page shows how much of the file has gone up.
+        count = 60_000
         with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as keys:
-            keys.write("EBOOK-NEW-0001\nEBOOK-NEW-0002\nEBOOK-NEW-0003\n")
+            keys.writelines(f"EBOOK-NEW-{n:06d}\n" for n in range(count))
         chrome.get(f"{shop.base}/admin/orders?state=awaiting_stock")
         assert "B-2" in text(chrome) and "B-3" in text(chrome), text(chrome)
         chrome.get(f"{shop.base}/admin/keys")
         chrome.find_element(By.ID, "sku").send_keys("ebook-303")
         chrome.find_element(By.ID, "file").send_keys(keys.name)
-        follow(chrome, chrome.find_element(By.XPATH, "//form[@action='/admin/keys/import']//button"))
-        assert "Imported 3 key(s) into ebook-303" in text(chrome), text(chrome)
+        chrome.set_network_conditions(latency=5, download_throughput=10_000_000,
+                                      upload_throughput=250 * 1024)
+        progress = chrome.find_element(By.ID, "import-progress")
+        assert not progress.is_displayed()
+        chrome.find_element(By.XPATH, "//form[@action='/admin/keys/import']//button").click()
+        seen = []
+
+        def part_way():
+            try:
+                seen.append(progress.text)
+            except WebDriverException:  # the page with the result replaced it
+                return True
+            return any("Uploading… " in t and " % (" in t and "100 %" not in t
+                       and "… 0 %" not in t for t in seen)
+        wait_until("the upload's progress to show", part_way, seconds=60)
+        chrome.delete_network_conditions()
+        assert any(" % (" in t for t in seen), f"no progress was shown: {seen}"
+        def imported():
+            try:
+                return f"Imported {count} key(s) into ebook-303" in text(chrome)
+            except WebDriverException:  # between the two pages
+                return False
+        wait_until("the import's result", imported, seconds=60)
         os.unlink(keys.name)
 
         def none_waiting():

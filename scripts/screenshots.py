@@ -3,8 +3,8 @@
 Debian's Chromium (chromium, chromium-driver) through Selenium, on the shop
 the browser tests use (tests/browser/shop.py): keys, orders fulfilled and
 waiting, one that needs attention, coupons, and a merchant endpoint that
-refuses, so that its deliveries die. One PNG per page, and the overview as
-a phone shows it.
+refuses, so that its deliveries die. One PNG per page, the overview as a
+phone shows it, and the API reference at /docs.
 
     python3 -m pip install selenium==4.27.1
     cargo build --release
@@ -69,6 +69,9 @@ def shoot(base, out):
         chrome.get(f"{base}/admin/jobs?state=dead")
         chrome.get(chrome.find_element(By.CSS_SELECTOR, "tbody a").get_attribute("href"))
         save(chrome, out, "job")
+        chrome.get(f"{base}/docs")
+        wait_until("the API reference", lambda: chrome.find_elements(By.CSS_SELECTOR, ".opblock"))
+        save(chrome, out, "api-docs")
         chrome.set_window_size(390, 844)
         chrome.get(f"{base}/admin")
         save(chrome, out, "overview-phone")

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""How fast `GET /v1/stats` answers with a big outbox.
+"""How fast `GET /v1/stats` and the dashboard's pages answer with a big outbox.
 
 Migrates DATABASE_URL (a fresh, empty database), seeds JOBS done jobs with
 one attempt each, finished over the last 24 hours (plus 1 % dead and a few
 hundred queued), starts `allot serve`, waits for its first roll-up, then
-times ROUNDS sequential requests to /v1/stats and, as the same-run
-reference, to /healthz on one keep-alive connection. Prints one JSON object.
+times ROUNDS sequential requests to /v1/stats, then ROUNDS / 5 to each of
+the dashboard's pages over the outbox (signed in with the admin token), and,
+as the same-run reference, ROUNDS to /healthz, on one keep-alive
+connection. Prints one JSON object.
 
     scripts/stats-bench.py BINARY DATABASE_URL [JOBS] [ROUNDS]
 
@@ -102,6 +104,20 @@ try:
     assert status == 200, body
     sample = json.loads(body)
     stats = [get("/v1/stats", admin)[0] for _ in range(rounds)]
+    conn.request("POST", "/admin/login", body="token=bench-admin",
+                 headers={"content-type": "application/x-www-form-urlencoded"})
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 303, response.status
+    session = {"cookie": response.getheader("set-cookie").split(";")[0]}
+    middle = jobs // 2
+    pages = {}
+    for page in ["/admin", "/admin/jobs", "/admin/jobs?state=dead", "/admin/jobs?state=queued",
+                 "/admin/jobs?state=done&kind=merchant_webhook", f"/admin/jobs?before={middle}",
+                 f"/admin/jobs?state=dead&before={middle}", f"/admin/jobs/{middle}", "/admin/orders"]:
+        _, status, body = get(page, session)
+        assert status == 200 and b"<h1>Log in</h1>" not in body, (page, status, body[:200])
+        pages[page] = [get(page, session)[0] for _ in range(max(1, rounds // 5))]
     health = [get("/healthz")[0] for _ in range(rounds)]
 finally:
     serve.terminate()
@@ -121,4 +137,6 @@ print(json.dumps({
     "day_window": sample["windows"]["1d"]["deliveries"],
     "day_latency_ms": sample["windows"]["1d"]["latency_ms"],
     "jobs_by_state": sample["jobs"]["by_state"],
+    "pages_p50_ms": {page: pct(times, 0.5) for page, times in pages.items()},
+    "pages_max_ms": {page: round(max(times), 2) for page, times in pages.items()},
 }))

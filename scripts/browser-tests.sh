@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 binary=${1:-target/debug/allot}
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
     if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
+    # A new machine's package lists may be empty or old: read them first.
+    $sudo apt-get update -qq >/dev/null
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         chromium chromium-driver >/dev/null
 fi

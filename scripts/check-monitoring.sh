@@ -10,6 +10,8 @@ if ! command -v promtool >/dev/null 2>&1; then
     # Debian's Prometheus package carries promtool; the server it also
     # installs is not started.
     if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
+    # A new machine's package lists may be empty or old: read them first.
+    $sudo apt-get update -qq >/dev/null
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 promtool check rules deploy/prometheus/alerts.yml

@@ -260,345 +260,123 @@ async fn call(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// One request of the walk below: `(method, the documented path, the path
+/// requested, the token sent, the JSON body, the status expected)`.
+type Step = (
+    Method,
+    &'static str,
+    String,
+    Option<&'static str>,
+    Option<Value>,
+    u16,
+);
+
 async fn real_answers_match_the_document(backend: Backend) {
+    use Method as M;
     let app = TestApp::admin_shop(backend).await;
     let mut contract = Contract {
         doc: document(&app).await,
         checked: BTreeSet::new(),
     };
-    let mut hit = async |method: Method, template: &str, url: &str, auth, body| {
-        let (status, answer) = call(&app, method.clone(), url, auth, body).await;
-        contract.check(method.as_str(), template, status, &answer);
-        (status, answer)
-    };
-    use Method as M;
-
-    // Coupons.
-    let coupon = json!({"name": "DOC_PROMO", "amount": 1});
-    assert_eq!(
-        hit(
-            M::POST,
-            "/api/coupons",
-            "/api/coupons",
-            None,
-            Some(coupon.clone())
-        )
-        .await
-        .0,
-        201
-    );
-    assert_eq!(
-        hit(M::POST, "/api/coupons", "/api/coupons", None, Some(coupon))
-            .await
-            .0,
-        409
-    );
-    let bad = json!({"name": "", "amount": 0});
-    assert_eq!(
-        hit(M::POST, "/api/coupons", "/api/coupons", None, Some(bad))
-            .await
-            .0,
-        400
-    );
-    let claim = |user: &str| Some(json!({"user_id": user, "coupon_name": "DOC_PROMO"}));
-    let claims = "/api/coupons/claim";
-    assert_eq!(hit(M::POST, claims, claims, None, claim("u1")).await.0, 200);
-    assert_eq!(hit(M::POST, claims, claims, None, claim("u1")).await.0, 409);
-    assert_eq!(hit(M::POST, claims, claims, None, claim("u2")).await.0, 409);
-    let nowhere = Some(json!({"user_id": "u1", "coupon_name": "NOPE"}));
-    assert_eq!(hit(M::POST, claims, claims, None, nowhere).await.0, 404);
-    assert_eq!(
-        hit(
-            M::GET,
-            "/api/coupons/{name}",
-            "/api/coupons/DOC_PROMO",
-            None,
-            None
-        )
-        .await
-        .0,
-        200
-    );
-    assert_eq!(
-        hit(
-            M::GET,
-            "/api/coupons/{name}",
-            "/api/coupons/NOPE",
-            None,
-            None
-        )
-        .await
-        .0,
-        404
-    );
-    assert_eq!(hit(M::GET, claims, claims, None, None).await.0, 404);
-
-    // Orders from a shop, and the order as it stands.
     seed_keys(
         &app.connect().await,
         "course-101",
         &["DOC-KEY-1".to_string()],
     )
     .await;
-    let hook = "/v1/webhooks/{source}";
-    let order = json!({"order_id": "doc-1", "email": "doc@example.com", "sku": "course-101"});
-    let url = format!("/v1/webhooks/generic?token={TOKEN}");
-    let (status, receipt) = hit(M::POST, hook, &url, None, Some(order)).await;
-    assert_eq!(
-        (status, receipt["status"].as_str()),
-        (200, Some("fulfilled"))
-    );
-    let waiting = json!({"order_id": "doc-2", "email": "doc@example.com", "sku": "course-101"});
-    assert_eq!(
-        hit(M::POST, hook, &url, None, Some(waiting)).await.1["status"],
-        "awaiting_stock"
-    );
-    assert_eq!(
-        hit(
-            M::POST,
-            hook,
-            "/v1/webhooks/generic?token=wrong",
-            None,
-            Some(json!({}))
-        )
-        .await
-        .0,
-        401
-    );
-    assert_eq!(
-        hit(
-            M::POST,
-            hook,
-            &format!("/v1/webhooks/shopify?token={TOKEN}"),
-            None,
-            Some(json!({}))
-        )
-        .await
-        .0,
-        404
-    );
-    assert_eq!(
-        hit(
-            M::POST,
-            hook,
-            &format!("/v1/webhooks/generic?token={TOKEN}&sku=%20x"),
-            None,
-            Some(json!({}))
-        )
-        .await
-        .0,
-        400
-    );
-    let shown = "/v1/orders/{source}/{order_id}";
-    assert_eq!(
-        hit(M::GET, shown, "/v1/orders/generic/doc-1", Some(TOKEN), None)
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        hit(M::GET, shown, "/v1/orders/generic/none", Some(TOKEN), None)
-            .await
-            .0,
-        404
-    );
-
-    // Payments, which this shop has not turned on.
-    assert_eq!(
-        hit(
-            M::POST,
-            "/v1/webhooks/stripe",
-            "/v1/webhooks/stripe",
-            None,
-            Some(json!({}))
-        )
-        .await
-        .0,
-        503
-    );
-    assert_eq!(
-        hit(
-            M::POST,
-            "/v1/webhooks/payments",
-            "/v1/webhooks/payments",
-            None,
-            Some(json!({}))
-        )
-        .await
-        .0,
-        503
-    );
-
-    // Statistics and the control channel.
-    assert_eq!(
-        hit(M::GET, "/v1/stats", "/v1/stats", Some(ADMIN), None)
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        hit(M::GET, "/v1/stats", "/v1/stats", Some("wrong"), None)
-            .await
-            .0,
-        401
-    );
-    assert_eq!(
-        hit(
-            M::GET,
-            "/v1/admin/processes",
-            "/v1/admin/processes",
-            Some(ADMIN),
-            None
-        )
-        .await
-        .0,
-        200
-    );
-    let commands = "/v1/admin/commands";
+    let mut walk = async |steps: Vec<Step>| {
+        let mut answers = Vec::new();
+        for (method, template, url, auth, body, expected) in steps {
+            let (status, answer) = call(&app, method.clone(), &url, auth, body).await;
+            assert_eq!(status, expected, "{method} {url}: {answer}");
+            contract.check(method.as_str(), template, status, &answer);
+            answers.push(answer);
+        }
+        answers
+    };
+    let hook = |query: &str| format!("/v1/webhooks/{query}");
+    let order =
+        |id: &str| Some(json!({"order_id": id, "email": "doc@example.com", "sku": "course-101"}));
+    let coupon = Some(json!({"name": "DOC_PROMO", "amount": 1}));
+    let claim = |user: &str, name: &str| Some(json!({"user_id": user, "coupon_name": name}));
+    let new_endpoint = Some(json!({"url": "http://127.0.0.1:9/hooks", "events": ["order.*"]}));
     let ping = Some(json!({"command": "ping", "timeout": "10s"}));
-    let (status, sent) = hit(M::POST, commands, commands, Some(ADMIN), ping).await;
-    assert_eq!(status, 200, "{sent}");
-    assert_eq!(sent["replies"][0]["status"], "ok", "{sent}");
-    let bad = Some(json!({"command": "fly"}));
-    assert_eq!(
-        hit(M::POST, commands, commands, Some(ADMIN), bad).await.0,
-        400
-    );
-    let nobody = Some(json!({"command": "ping", "target": "no-such-process"}));
-    assert_eq!(
-        hit(M::POST, commands, commands, Some(ADMIN), nobody)
-            .await
-            .0,
-        404
-    );
-    assert_eq!(
-        hit(
-            M::GET,
-            commands,
-            "/v1/admin/commands?limit=5",
-            Some(ADMIN),
-            None
-        )
-        .await
-        .0,
-        200
-    );
-    assert_eq!(
-        hit(
-            M::GET,
-            commands,
-            "/v1/admin/commands?limit=0",
-            Some(ADMIN),
-            None
-        )
-        .await
-        .0,
-        400
-    );
-    let one = format!("/v1/admin/commands/{}", sent["command_id"]);
-    assert_eq!(
-        hit(M::GET, "/v1/admin/commands/{id}", &one, Some(ADMIN), None)
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        hit(
-            M::GET,
-            "/v1/admin/commands/{id}",
-            "/v1/admin/commands/999999",
-            Some(ADMIN),
-            None
-        )
-        .await
-        .0,
-        404
-    );
+    let nobody = Some(json!({"command": "ping", "target": "nobody"}));
+    let (coupons, claims) = ("/api/coupons", "/api/coupons/claim");
+    let (commands, endpoints) = ("/v1/admin/commands", "/v1/admin/endpoints");
+    let (name, webhook) = ("/api/coupons/{name}", "/v1/webhooks/{source}");
+    let shown = "/v1/orders/{source}/{order_id}";
+    let (shop, admin) = (Some(TOKEN), Some(ADMIN));
+    #[rustfmt::skip]
+    let answers = walk(vec![
+        // Coupons.
+        (M::POST, coupons, coupons.into(), None, coupon.clone(), 201),
+        (M::POST, coupons, coupons.into(), None, coupon, 409),
+        (M::POST, coupons, coupons.into(), None, Some(json!({"name": "", "amount": 0})), 400),
+        (M::POST, claims, claims.into(), None, claim("u1", "DOC_PROMO"), 200),
+        (M::POST, claims, claims.into(), None, claim("u1", "DOC_PROMO"), 409),
+        (M::POST, claims, claims.into(), None, claim("u2", "DOC_PROMO"), 409),
+        (M::POST, claims, claims.into(), None, claim("u1", "NOPE"), 404),
+        (M::GET, name, "/api/coupons/DOC_PROMO".into(), None, None, 200),
+        (M::GET, name, "/api/coupons/NOPE".into(), None, None, 404),
+        (M::GET, claims, claims.into(), None, None, 404),
+        // Orders from a shop (one key: the second waits), and as they stand.
+        (M::POST, webhook, hook(&format!("generic?token={TOKEN}")), None, order("doc-1"), 200),
+        (M::POST, webhook, hook(&format!("generic?token={TOKEN}")), None, order("doc-2"), 200),
+        (M::POST, webhook, hook("generic?token=wrong"), None, Some(json!({})), 401),
+        (M::POST, webhook, hook(&format!("shopify?token={TOKEN}")), None, Some(json!({})), 404),
+        (M::POST, webhook, hook(&format!("generic?token={TOKEN}&sku=%20x")), None, Some(json!({})), 400),
+        (M::GET, shown, "/v1/orders/generic/doc-1".into(), shop, None, 200),
+        (M::GET, shown, "/v1/orders/generic/none".into(), shop, None, 404),
+        // Payments, which this shop has not turned on.
+        (M::POST, "/v1/webhooks/stripe", hook("stripe"), None, Some(json!({})), 503),
+        (M::POST, "/v1/webhooks/payments", hook("payments"), None, Some(json!({})), 503),
+        // Statistics and the control channel.
+        (M::GET, "/v1/stats", "/v1/stats".into(), admin, None, 200),
+        (M::GET, "/v1/stats", "/v1/stats".into(), Some("wrong"), None, 401),
+        (M::GET, "/v1/admin/processes", "/v1/admin/processes".into(), admin, None, 200),
+        (M::POST, commands, commands.into(), admin, ping, 200),
+        (M::POST, commands, commands.into(), admin, Some(json!({"command": "fly"})), 400),
+        (M::POST, commands, commands.into(), admin, nobody, 404),
+        (M::GET, commands, format!("{commands}?limit=5"), admin, None, 200),
+        (M::GET, commands, format!("{commands}?limit=0"), admin, None, 400),
+        (M::GET, "/v1/admin/commands/{id}", format!("{commands}/999999"), admin, None, 404),
+        // Merchant endpoints: one added.
+        (M::POST, endpoints, endpoints.into(), admin, new_endpoint, 201),
+        (M::POST, endpoints, endpoints.into(), admin, Some(json!({"url": "not a url"})), 400),
+        (M::GET, endpoints, endpoints.into(), admin, None, 200),
+        (M::GET, "/v1/admin/endpoints/{id}", format!("{endpoints}/999999"), admin, None, 404),
+        // Operations.
+        (M::GET, "/healthz", "/healthz".into(), None, None, 200),
+        (M::GET, "/readyz", "/readyz".into(), None, None, 200),
+    ])
+    .await;
+    assert_eq!(answers[10]["status"], "fulfilled", "{}", answers[10]);
+    assert_eq!(answers[11]["status"], "awaiting_stock", "{}", answers[11]);
+    assert_eq!(answers[22]["replies"][0]["status"], "ok", "{}", answers[22]);
 
-    // Merchant endpoints, the whole life of one.
-    let endpoints = "/v1/admin/endpoints";
-    let new = Some(json!({"url": "http://127.0.0.1:9/hooks", "events": ["order.*"]}));
-    let (status, added) = hit(M::POST, endpoints, endpoints, Some(ADMIN), new).await;
-    assert_eq!(status, 201, "{added}");
-    let id = added["endpoint"]["id"].as_i64().unwrap();
-    let bad = Some(json!({"url": "not a url"}));
-    assert_eq!(
-        hit(M::POST, endpoints, endpoints, Some(ADMIN), bad).await.0,
-        400
+    // What the answers above name: the command sent, the endpoint added.
+    let command = format!("{commands}/{}", answers[22]["command_id"]);
+    let one = format!(
+        "{endpoints}/{}",
+        answers[28]["endpoint"]["id"].as_i64().unwrap()
     );
-    assert_eq!(
-        hit(M::GET, endpoints, endpoints, Some(ADMIN), None).await.0,
-        200
+    let (act, with_id) = (
+        "/v1/admin/endpoints/{id}/{action}",
+        "/v1/admin/endpoints/{id}",
     );
-    let one = "/v1/admin/endpoints/{id}";
-    assert_eq!(
-        hit(M::GET, one, &format!("{endpoints}/{id}"), Some(ADMIN), None)
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        hit(
-            M::GET,
-            one,
-            &format!("{endpoints}/999999"),
-            Some(ADMIN),
-            None
-        )
-        .await
-        .0,
-        404
-    );
-    let secret = "/v1/admin/endpoints/{id}/secret";
-    assert_eq!(
-        hit(
-            M::GET,
-            secret,
-            &format!("{endpoints}/{id}/secret"),
-            Some(ADMIN),
-            None
-        )
-        .await
-        .0,
-        200
-    );
-    let act = "/v1/admin/endpoints/{id}/{action}";
+    #[rustfmt::skip]
+    let mut steps: Vec<Step> = vec![
+        (M::GET, "/v1/admin/commands/{id}", command, admin, None, 200),
+        (M::GET, with_id, one.clone(), admin, None, 200),
+        (M::GET, "/v1/admin/endpoints/{id}/secret", format!("{one}/secret"), admin, None, 200),
+    ];
     for action in ["disable", "enable", "rotate-secret", "redrive"] {
-        let url = format!("{endpoints}/{id}/{action}");
-        assert_eq!(
-            hit(M::POST, act, &url, Some(ADMIN), None).await.0,
-            200,
-            "{action}"
-        );
+        steps.push((M::POST, act, format!("{one}/{action}"), admin, None, 200));
     }
-    assert_eq!(
-        hit(
-            M::POST,
-            act,
-            &format!("{endpoints}/{id}/fly"),
-            Some(ADMIN),
-            None
-        )
-        .await
-        .0,
-        404
-    );
-    assert_eq!(
-        hit(
-            M::DELETE,
-            one,
-            &format!("{endpoints}/{id}"),
-            Some(ADMIN),
-            None
-        )
-        .await
-        .0,
-        204
-    );
-
-    // Operations.
-    assert_eq!(hit(M::GET, "/healthz", "/healthz", None, None).await.0, 200);
-    assert_eq!(hit(M::GET, "/readyz", "/readyz", None, None).await.0, 200);
+    steps.push((M::POST, act, format!("{one}/fly"), admin, None, 404));
+    steps.push((M::DELETE, with_id, one, admin, None, 204));
+    walk(steps).await;
 
     // WooCommerce's setup ping is a form, not JSON.
     let response = app
@@ -612,7 +390,7 @@ async fn real_answers_match_the_document(backend: Backend) {
         response.status().as_u16(),
         response.json::<Value>().await.unwrap(),
     );
-    contract.check("POST", hook, status, &ping);
+    contract.check("POST", webhook, status, &ping);
     assert_eq!((status, ping), (200, json!({"status": "ping"})));
 
     assert_eq!(contract.checked.len(), 38, "{:?}", contract.checked);

@@ -62,59 +62,59 @@ struct SecuritySchemes;
 impl Modify for SecuritySchemes {
     fn modify(&self, openapi: &mut openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        let api_key = |key: ApiKey| SecurityScheme::ApiKey(key);
+        let header = |name, description| {
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                name,
+                description,
+            )))
+        };
+        let bearer = |description| {
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(description))
+                    .build(),
+            )
+        };
         let schemes = [
             (
                 "webhook_token_query",
-                api_key(ApiKey::Query(ApiKeyValue::with_description(
+                SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
                     "token",
                     "ALLOT_WEBHOOK_TOKEN as `?token=`",
                 ))),
             ),
             (
                 "webhook_token_header",
-                api_key(ApiKey::Header(ApiKeyValue::with_description(
-                    "X-Allot-Token",
-                    "ALLOT_WEBHOOK_TOKEN in a header",
-                ))),
+                header("X-Allot-Token", "ALLOT_WEBHOOK_TOKEN in a header"),
             ),
             (
                 "webhook_bearer",
-                SecurityScheme::Http(
-                    HttpBuilder::new()
-                        .scheme(HttpAuthScheme::Bearer)
-                        .description(Some("ALLOT_WEBHOOK_TOKEN as `Authorization: Bearer …`"))
-                        .build(),
-                ),
+                bearer("ALLOT_WEBHOOK_TOKEN as `Authorization: Bearer …`"),
             ),
             (
                 "admin_token",
-                SecurityScheme::Http(
-                    HttpBuilder::new()
-                        .scheme(HttpAuthScheme::Bearer)
-                        .description(Some(
-                            "ALLOT_ADMIN_TOKEN as `Authorization: Bearer …` (compared in constant time)",
-                        ))
-                        .build(),
+                bearer(
+                    "ALLOT_ADMIN_TOKEN as `Authorization: Bearer …` (compared in constant time)",
                 ),
             ),
             (
                 "stripe_signature",
-                api_key(ApiKey::Header(ApiKeyValue::with_description(
+                header(
                     "Stripe-Signature",
                     "Stripe's signature of the body under ALLOT_STRIPE_WEBHOOK_SECRET",
-                ))),
+                ),
             ),
             (
                 "standard_webhooks",
-                api_key(ApiKey::Header(ApiKeyValue::with_description(
+                header(
                     "webhook-signature",
                     "A Standard Webhooks signature under ALLOT_PAYMENT_WEBHOOK_SECRET, with `webhook-id` and `webhook-timestamp`",
-                ))),
+                ),
             ),
             (
                 "dashboard_session",
-                api_key(ApiKey::Cookie(ApiKeyValue::with_description(
+                SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
                     "allot_admin",
                     "The session cookie set by signing in at /admin/login; forms also carry its CSRF token",
                 ))),

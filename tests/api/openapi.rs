@@ -396,25 +396,31 @@ async fn real_answers_match_the_document(backend: Backend) {
     assert_eq!(contract.checked.len(), 38, "{:?}", contract.checked);
 }
 
+/// Every `.rs` file under `src/`, with its text.
+fn sources() -> Vec<(std::path::PathBuf, String)> {
+    let mut paths = vec![std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src"
+    ))];
+    let mut sources = Vec::new();
+    while let Some(path) = paths.pop() {
+        if path.is_dir() {
+            paths.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            sources.push((path, text));
+        }
+    }
+    sources
+}
+
 /// The document keys schemas by name, and a second type of the same name
 /// silently replaces the first: every `ToSchema` type in the source has a
 /// name of its own (its `#[schema(as = …)]`, or its type name).
 #[test]
 fn every_schema_has_a_name_of_its_own() {
-    let mut files = vec![std::path::PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/src"
-    ))];
     let mut names: Vec<(String, String)> = Vec::new();
-    while let Some(path) = files.pop() {
-        if path.is_dir() {
-            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
-            continue;
-        }
-        if path.extension().is_none_or(|e| e != "rs") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).unwrap();
+    for (path, text) in sources() {
         let lines: Vec<&str> = text.lines().collect();
         for (at, line) in lines.iter().enumerate() {
             if !(line.trim_start().starts_with("#[derive(") && line.contains("ToSchema")) {
@@ -452,17 +458,8 @@ fn every_schema_has_a_name_of_its_own() {
 /// once.
 #[test]
 fn no_operation_lists_a_status_twice() {
-    let mut dirs = vec![std::path::PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/src"
-    ))];
     let mut operations = 0;
-    while let Some(path) = dirs.pop() {
-        if path.is_dir() {
-            dirs.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
+    for (path, text) in sources() {
         for block in text.split("#[utoipa::path(").skip(1) {
             let block = block.split(")]\n").next().unwrap();
             let statuses: Vec<&str> = block

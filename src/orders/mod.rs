@@ -156,7 +156,7 @@ impl Fulfilment {
         };
         let runtime = self.db.writer_runtime();
         let batches = Batcher::new(
-            batch::Orders(alone),
+            batch::Orders::new(alone),
             tasks,
             batch::MAX_BATCH,
             "allot_order_batch_size",

@@ -365,3 +365,96 @@ async fn an_order_another_process_stores_meanwhile_is_placed_once() {
         4
     );
 }
+
+/// On PostgreSQL a batch's walk for keys starts after the last key the
+/// process's previous batch of the SKU assigned (migration 0016), not at
+/// the oldest key: every key sold leaves a dead index entry there. Here
+/// KEY-002 is available behind that place, as a key is that a batch
+/// stepped over while another transaction held it. The next batch starts
+/// after the place; the one after, finding too few keys there, walks from
+/// the oldest again and sells KEY-002 before any order waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_starts_after_the_last_key_sold_and_still_sells_a_key_stepped_over() {
+    use sqlx::Connection;
+    if !Backend::Postgres.available() {
+        return;
+    }
+    let world = World::new(Backend::Postgres, |_| {}).await;
+    let keys: Vec<String> = (1..=6).map(|n| format!("KEY-{n:03}")).collect();
+    seed_keys(&world.db, "course", &keys).await;
+    let mut conn = sqlx::PgConnection::connect(&world.settings.database.url)
+        .await
+        .unwrap();
+    sqlx::query(
+        "update license_keys set status = 'assigned'
+          where license_key in ('KEY-001', 'KEY-003', 'KEY-004')",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let key_id = async |conn: &mut sqlx::PgConnection, key: &str| -> i64 {
+        sqlx::query_scalar("select id from license_keys where license_key = $1")
+            .bind(key)
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    };
+    // (order id, its key, its state) for a batch of `order_ids` placed
+    // after key `after`.
+    async fn place(
+        conn: &mut sqlx::PgConnection,
+        order_ids: &[&str],
+        after: i64,
+    ) -> Vec<(String, Option<String>, String)> {
+        let emails: Vec<String> = order_ids
+            .iter()
+            .map(|o| format!("{o}@buyer.test"))
+            .collect();
+        let sources = vec!["generic"; order_ids.len()];
+        let coupons: Vec<Option<&str>> = vec![None; order_ids.len()];
+        // One row per order, in the batch's order. The keys' rows are
+        // read as they were before the call (one statement, one snapshot).
+        let placed: Vec<(Option<String>, String)> = sqlx::query_as(
+            "select k.license_key, p.out_state
+               from allot_place_orders('course', $1, $2, $3, $4, 0, 5, $5) p
+               left join license_keys k on k.id = p.out_key",
+        )
+        .bind(&sources)
+        .bind(order_ids)
+        .bind(&emails)
+        .bind(&coupons)
+        .bind(after)
+        .fetch_all(conn)
+        .await
+        .unwrap();
+        order_ids
+            .iter()
+            .zip(placed)
+            .map(|(o, (key, state))| (o.to_string(), key, state))
+            .collect()
+    }
+    let owned = |rows: &[(&str, Option<&str>, &str)]| -> Vec<(String, Option<String>, String)> {
+        rows.iter()
+            .map(|(o, k, s)| (o.to_string(), k.map(str::to_string), s.to_string()))
+            .collect()
+    };
+
+    let after = key_id(&mut conn, "KEY-004").await;
+    assert_eq!(
+        place(&mut conn, &["a", "b"], after).await,
+        owned(&[
+            ("a", Some("KEY-005"), "fulfilled"),
+            ("b", Some("KEY-006"), "fulfilled")
+        ]),
+        "the walk starts after the last key sold"
+    );
+    let after = key_id(&mut conn, "KEY-006").await;
+    assert_eq!(
+        place(&mut conn, &["c", "d"], after).await,
+        owned(&[
+            ("c", Some("KEY-002"), "fulfilled"),
+            ("d", None, "awaiting_stock")
+        ]),
+        "too few keys after the place: the walk starts again from the oldest"
+    );
+}

@@ -10,6 +10,7 @@
 //! reason of its own is placed again one order at a time, so that one bad
 //! order fails alone.
 
+mod resume;
 mod settle;
 mod store;
 
@@ -35,8 +36,21 @@ pub(super) struct Request {
     pub now: i64,
 }
 
-/// The decider: a [`Fulfilment`] that places alone (it holds no batcher).
-pub(super) struct Orders(pub Fulfilment);
+/// The decider: a [`Fulfilment`] that places alone (it holds no batcher),
+/// and where its last batch of each SKU stopped in the key pool.
+pub(super) struct Orders {
+    alone: Fulfilment,
+    resume: resume::Resume,
+}
+
+impl Orders {
+    pub fn new(alone: Fulfilment) -> Self {
+        Self {
+            alone,
+            resume: resume::Resume::default(),
+        }
+    }
+}
 
 impl Decide for Orders {
     type Key = Sku;
@@ -44,14 +58,19 @@ impl Decide for Orders {
     type Answer = Result<Placed, sqlx::Error>;
 
     async fn decide(&self, sku: &Sku, batch: Vec<Request>) -> Vec<Self::Answer> {
+        let orders = &self.alone;
         if batch.len() == 1 {
-            return vec![self.0.place_alone(sku, &batch[0]).await];
+            return vec![orders.place_alone(sku, &batch[0]).await];
         }
-        match retry_on_contention(|| self.0.place_together(sku, &batch)).await {
-            Ok((placed, set_aside)) => {
-                let mut answers: Vec<Self::Answer> = placed.into_iter().map(Ok).collect();
-                for i in set_aside {
-                    answers[i] = self.0.place_alone(sku, &batch[i]).await;
+        let after = self.resume.after(sku);
+        match retry_on_contention(|| orders.place_together(sku, &batch, after)).await {
+            Ok(together) => {
+                if let Some(key) = together.last_key {
+                    self.resume.stopped_at(sku, key);
+                }
+                let mut answers: Vec<Self::Answer> = together.placed.into_iter().map(Ok).collect();
+                for i in together.set_aside {
+                    answers[i] = orders.place_alone(sku, &batch[i]).await;
                 }
                 answers
             }
@@ -68,7 +87,7 @@ impl Decide for Orders {
                 tracing::warn!(%error, orders = batch.len(), "a batch of orders failed; placing each alone");
                 let mut answers = Vec::with_capacity(batch.len());
                 for request in &batch {
-                    answers.push(self.0.place_alone(sku, request).await);
+                    answers.push(orders.place_alone(sku, request).await);
                 }
                 answers
             }
@@ -85,13 +104,14 @@ impl Fulfilment {
     /// Places `batch`, all for `sku`, in one transaction whose statements
     /// do not grow with the batch (an order that needed attention before,
     /// taken up again, and merchant announcements are the exceptions).
-    /// Returns each order's answer and, on PostgreSQL, the places of orders
-    /// set aside before, which the caller takes up one by one.
+    /// On PostgreSQL the walk for keys starts after key `after` (see
+    /// `resume`).
     async fn place_together(
         &self,
         sku: &Sku,
         batch: &[Request],
-    ) -> Result<(Vec<Placed>, Vec<usize>), sqlx::Error> {
+        after: Option<i64>,
+    ) -> Result<Together, sqlx::Error> {
         let now = batch.iter().map(|r| r.now).max().unwrap_or_default();
         let mut tx = self.db.begin().await?;
         let mut statuses = vec![Status::Duplicate; batch.len()];
@@ -102,17 +122,22 @@ impl Fulfilment {
             .collect();
         let (new, settled, set_aside) = if let Tx::Postgres(pg) = &mut tx {
             let placed =
-                settle::in_one_call(pg, sku, batch, &firsts, self.max_attempts, now).await?;
+                settle::in_one_call(pg, sku, batch, &firsts, self.max_attempts, now, after).await?;
             (placed.new, placed.settled, placed.set_aside)
         } else {
             let new = self.store_new(&mut tx, sku, batch, &firsts, now).await?;
             if new.is_empty() {
                 tx.commit().await?;
-                return Ok((answers(batch, statuses), Vec::new()));
+                return Ok(Together {
+                    placed: answers(batch, statuses),
+                    set_aside: Vec::new(),
+                    last_key: None,
+                });
             }
             let settled = settle::settle(&mut tx, sku, batch, &new, self.max_attempts, now).await?;
             (new, settled, Vec::new())
         };
+        let last_key = settled.served.last().map(|&(key, _)| key);
         let (served, waiting) = new.split_at(settled.served.len());
         if !served.is_empty() {
             for &(i, _) in served {
@@ -143,7 +168,11 @@ impl Fulfilment {
             metrics::counter!("allot_orders_awaiting_stock_total").increment(waiting.len() as u64);
         }
         tx.commit().await?;
-        Ok((answers(batch, statuses), set_aside))
+        Ok(Together {
+            placed: answers(batch, statuses),
+            set_aside,
+            last_key,
+        })
     }
 
     /// Stores the first arrivals `firsts` of `batch` (SQLite, MySQL) and
@@ -254,6 +283,17 @@ impl Fulfilment {
         }
         Ok(())
     }
+}
+
+/// What one transaction did with a batch.
+struct Together {
+    /// Each order's answer, in the order of the batch.
+    placed: Vec<Placed>,
+    /// On PostgreSQL, the places of orders set aside before, which the
+    /// caller takes up one by one.
+    set_aside: Vec<usize>,
+    /// The last key assigned, in the order keys are taken.
+    last_key: Option<i64>,
 }
 
 fn by_order_id(rows: Vec<store::Stored>) -> HashMap<String, store::Stored> {

@@ -1,7 +1,7 @@
 //! The middle of a batch of orders: the new orders, in arrival order, get
 //! the oldest keys while they last and their email jobs; the rest wait for
 //! stock; each gets its history entry. On PostgreSQL this, and storing the
-//! orders, is one call of `allot_place_orders` (migration 0013) instead of
+//! orders, is one call of `allot_place_orders` (migration 0016) instead of
 //! nine round trips; the other backends run the same steps statement by
 //! statement, on orders stored first. What follows
 //! (alerts, merchant announcements) is the caller's, on every backend.
@@ -91,7 +91,7 @@ pub(super) async fn settle(
     })
 }
 
-/// The history entries, worded alike by the function of migration 0013.
+/// The history entries, worded alike by the function of migration 0016.
 fn fulfilled_detail(batch: &[Request], i: usize, key: i64, sku: &Sku, job: Option<i64>) -> String {
     format!(
         "received from {}; key #{key} of {} assigned, email to the buyer queued (job {})",
@@ -129,7 +129,8 @@ pub(super) struct InOneCall {
 
 /// Places the orders at `firsts` (places in `batch`, in arrival order, no
 /// repeats) on PostgreSQL: stored, keyed, queued and described in one call
-/// of `allot_place_orders` (migration 0013), each new row written once.
+/// of `allot_place_orders` (migration 0016), each new row written once;
+/// its walk for keys starts after key `after`, if given (see `resume`).
 pub(super) async fn in_one_call(
     tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
     sku: &Sku,
@@ -137,6 +138,7 @@ pub(super) async fn in_one_call(
     firsts: &[usize],
     max_attempts: i32,
     now: i64,
+    after: Option<i64>,
 ) -> Result<InOneCall, sqlx::Error> {
     let order = |i: usize| &batch[i].order;
     let sources: Vec<&str> = firsts.iter().map(|&i| batch[i].source.as_str()).collect();
@@ -149,7 +151,7 @@ pub(super) async fn in_one_call(
     type Row = (i64, String, bool, Option<i64>, Option<i64>, bool);
     let rows: Vec<Row> = sqlx::query_as(
         "select out_ref, out_state, out_new, out_key, out_job, out_behind
-           from allot_place_orders($1, $2, $3, $4, $5, $6, $7)",
+           from allot_place_orders($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(sku.as_str())
     .bind(&sources)
@@ -158,6 +160,7 @@ pub(super) async fn in_one_call(
     .bind(&coupons)
     .bind(now)
     .bind(max_attempts)
+    .bind(after)
     .fetch_all(&mut **tx)
     .await?;
     if rows.len() != firsts.len() {

@@ -56,3 +56,45 @@ impl FileMailer {
             .map_err(|e| SendError::transient(format!("cannot write {shown}: {e}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message() -> Message {
+        Message::builder()
+            .from("allot@localhost".parse().unwrap())
+            .to("buyer@shop.test".parse().unwrap())
+            .subject("Your key")
+            .body("KEY-1".to_string())
+            .unwrap()
+    }
+
+    /// The directory is made on the first message, and a message sent
+    /// again (a retried job) replaces its file rather than adding one.
+    #[tokio::test]
+    async fn a_missing_directory_is_made_and_a_resend_replaces_the_file() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("var/mail");
+        let mailer = FileMailer::new(dir.clone());
+        mailer.send(&message(), "<m1@allot>").await.unwrap();
+        mailer.send(&message(), "<m1@allot>").await.unwrap();
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["_m1@allot_.eml"]);
+        let text = std::fs::read_to_string(dir.join("_m1@allot_.eml")).unwrap();
+        assert!(text.contains("KEY-1"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_directory_that_cannot_be_made_is_a_transient_error() {
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join("not-a-dir");
+        std::fs::write(&file, "").unwrap();
+        let mailer = FileMailer::new(file.join("mail"));
+        let error = mailer.send(&message(), "<m2@allot>").await.unwrap_err();
+        assert!(error.to_string().contains("cannot write"), "{error}");
+    }
+}

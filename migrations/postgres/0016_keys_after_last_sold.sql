@@ -30,6 +30,11 @@ language plpgsql volatile
 -- few hundred rows the planner joined the batch to the orders by scanning
 -- them all (3 ms per batch at 8,000 orders, growing with the sale).
 set enable_seqscan = off
+-- Should a scan the setting above forbids still be planned (a table with
+-- no index to use), its price passes the JIT's threshold: tens of
+-- milliseconds compiling a scan of a few rows. Nothing here is worth
+-- compiling.
+set jit = off
 as $$
 declare
     fresh    integer[];   -- places in the batch of the orders not stored

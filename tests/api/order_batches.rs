@@ -23,6 +23,7 @@ on_every_backend!(
     orders_held_up_together_are_placed_as_one_batch,
     an_order_that_breaks_its_batch_fails_alone,
     a_batch_behind_waiting_orders_waits_behind_them,
+    a_batch_announces_each_order_to_merchant_endpoints,
 );
 
 type Pending = tokio::task::JoinHandle<Result<Receipt, sqlx::Error>>;
@@ -42,10 +43,26 @@ fn course() -> Sku {
 /// transaction, and that order's batch waiting for it; an order with id
 /// `rejected` will fail to insert.
 async fn scene(backend: Backend, keys: usize, rejected: Option<&str>) -> Scene {
+    scene_with(backend, keys, rejected, &[]).await
+}
+
+/// [`scene`], `setup` run first.
+async fn scene_with(
+    backend: Backend,
+    keys: usize,
+    rejected: Option<&str>,
+    setup: &[&'static str],
+) -> Scene {
     let world = World::new(backend, |_| {}).await;
     let url = world.settings.database.url.clone();
     let keys: Vec<String> = (1..=keys).map(|n| format!("KEY-{n:03}")).collect();
     seed_keys(&world.db, "course", &keys).await;
+    for &statement in setup {
+        allot::on_db!(&world.db, write, |pool, sql| {
+            sqlx::query(sql(statement)).execute(pool).await.map(drop)
+        })
+        .unwrap();
+    }
     if let Some(order_id) = rejected {
         reject_inserts(backend, &url, "orders", "order_id", order_id).await;
     }
@@ -299,6 +316,49 @@ async fn a_batch_behind_waiting_orders_waits_behind_them(backend: Backend) {
             "received from generic; queued behind earlier orders waiting for course"
         );
     }
+}
+
+/// With a merchant endpoint enabled, each order of a batch is announced,
+/// with its delivery job, in the batch's transaction.
+async fn a_batch_announces_each_order_to_merchant_endpoints(backend: Backend) {
+    let endpoint = "insert into endpoints (url, events, secret, created_at, updated_at)
+                    values ('http://127.0.0.1:9/hook', 'order.*', 'whsec_dGVzdA==', 0, 0)";
+    let scene = scene_with(backend, 10, None, &[endpoint]).await;
+    let pending = queue_in_order(&scene.fulfilment, &["a", "b", "c"]).await;
+    scene.holder.release().await;
+
+    assert_eq!(
+        scene.first.await.unwrap().unwrap().status,
+        Status::Fulfilled
+    );
+    use Status::*;
+    assert_eq!(
+        statuses(pending).await,
+        [Ok(Fulfilled), Ok(Fulfilled), Ok(Fulfilled)]
+    );
+    let world = &scene.world;
+    assert_eq!(
+        count(
+            world,
+            "select count(*) from merchant_events where event_type = 'order.fulfilled'"
+        )
+        .await,
+        4,
+        "first, a, b and c announced"
+    );
+    assert_eq!(
+        count(world, "select count(*) from jobs where kind = 'key_email'").await,
+        4
+    );
+    assert_eq!(
+        count(
+            world,
+            "select count(*) from jobs where kind = 'merchant_webhook'"
+        )
+        .await,
+        4,
+        "one delivery per order"
+    );
 }
 
 /// On PostgreSQL, where the batch is one function call: another process

@@ -39,8 +39,9 @@ impl Fulfilment {
             };
             // Only a panic while placing the batch leaves it unanswered:
             // the shop is told to deliver again.
+            let lane = self.lane_of(sku, source, &order.order_id);
             return batches
-                .submit(sku, request)
+                .submit(&lane, request)
                 .await
                 .unwrap_or(Err(sqlx::Error::WorkerCrashed));
         }

@@ -24,6 +24,7 @@ on_every_backend!(
     an_order_that_breaks_its_batch_fails_alone,
     a_batch_behind_waiting_orders_waits_behind_them,
     a_batch_announces_each_order_to_merchant_endpoints,
+    orders_delivered_twice_race_through_two_lanes,
 );
 
 type Pending = tokio::task::JoinHandle<Result<Receipt, sqlx::Error>>;
@@ -66,8 +67,10 @@ async fn scene_with(
     if let Some(order_id) = rejected {
         reject_inserts(backend, &url, "orders", "order_id", order_id).await;
     }
+    // One lane, so that the orders queued behind the first form its next
+    // batch whatever their ids.
     let fulfilment = Fulfilment::new(world.db.clone(), &world.settings)
-        .grouped(tokio_util::task::TaskTracker::new());
+        .grouped_in(tokio_util::task::TaskTracker::new(), 1);
     let hold = "insert into orders (source, order_id, state, created_at, updated_at)
                 values ('generic', 'first', 'needs_attention', 0, 0)";
     let holder = Holder::hold(backend, &url, hold).await;
@@ -517,4 +520,106 @@ async fn a_batch_starts_after_the_last_key_sold_and_still_sells_a_key_stepped_ov
         ]),
         "too few keys after the place: the walk starts again from the oldest"
     );
+}
+
+/// Two lanes of batches for one SKU (as PostgreSQL runs them): 120 orders,
+/// each delivered twice at once, race for 100 keys. Each order is stored
+/// once, answered once as placed and once as a duplicate; every key is
+/// sold once, to one order, with one email; 20 orders wait for stock.
+async fn orders_delivered_twice_race_through_two_lanes(backend: Backend) {
+    let world = World::new(backend, |_| {}).await;
+    let keys: Vec<String> = (1..=100).map(|n| format!("KEY-{n:03}")).collect();
+    seed_keys(&world.db, "course", &keys).await;
+    let fulfilment = Fulfilment::new(world.db.clone(), &world.settings)
+        .grouped_in(tokio_util::task::TaskTracker::new(), 2);
+    let order_ids: Vec<String> = (0..120).map(|n| format!("race-{n}")).collect();
+    let lanes: std::collections::HashSet<u8> = order_ids
+        .iter()
+        .map(|id| fulfilment.lane(Source::Generic, id))
+        .collect();
+    assert_eq!(lanes.len(), 2, "the orders fall in both lanes");
+    let pending: Vec<(String, Pending, Pending)> = order_ids
+        .iter()
+        .map(|id| (id.clone(), place(&fulfilment, id), place(&fulfilment, id)))
+        .collect();
+    use Status::*;
+    let (mut fulfilled, mut waiting) = (0, 0);
+    for (id, one, two) in pending {
+        let mut answers = [one.await.unwrap(), two.await.unwrap()].map(|a| match a {
+            Ok(receipt) => receipt.status,
+            Err(error) => panic!("{id}: {error}"),
+        });
+        answers.sort_by_key(|s| s.as_str());
+        match answers {
+            [AwaitingStock, Duplicate] => waiting += 1,
+            [Duplicate, Fulfilled] => fulfilled += 1,
+            other => panic!("{id}: {other:?}"),
+        }
+    }
+    assert_eq!((fulfilled, waiting), (100, 20));
+    let held = keys_by_order(&world).await;
+    let distinct: std::collections::HashSet<&String> = held.iter().map(|(_, k)| k).collect();
+    assert_eq!(
+        (held.len(), distinct.len()),
+        (100, 100),
+        "each key sold once"
+    );
+    assert_eq!(count(&world, "select count(*) from orders").await, 120);
+    assert_eq!(
+        count(&world, "select count(*) from jobs where kind = 'key_email'").await,
+        100,
+        "one email per key"
+    );
+    assert_eq!(
+        count(
+            &world,
+            "select count(*) from orders where state = 'awaiting_stock'"
+        )
+        .await,
+        20
+    );
+}
+
+/// On PostgreSQL a process places two batches of one SKU at once: orders
+/// in the two lanes, each held up by a row of an outside transaction, wait
+/// in the database side by side; once let go, both are placed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_runs_two_batches_of_a_sku_at_once() {
+    if !Backend::Postgres.available() {
+        return;
+    }
+    let world = World::new(Backend::Postgres, |_| {}).await;
+    seed_keys(&world.db, "course", &["KEY-001".into(), "KEY-002".into()]).await;
+    let fulfilment = Fulfilment::new(world.db.clone(), &world.settings)
+        .grouped(tokio_util::task::TaskTracker::new());
+    let in_lane = |lane: u8| {
+        (0..)
+            .map(|n| format!("held-{n}"))
+            .find(|id| fulfilment.lane(Source::Generic, id) == lane)
+            .unwrap()
+    };
+    let (one, two) = (in_lane(0), in_lane(1));
+    let hold = format!(
+        "insert into orders (source, order_id, state, created_at, updated_at)
+         values ('generic', '{one}', 'needs_attention', 0, 0),
+                ('generic', '{two}', 'needs_attention', 0, 0)"
+    );
+    let holder = Holder::hold(Backend::Postgres, &world.settings.database.url, &hold).await;
+    let pending = [place(&fulfilment, &one), place(&fulfilment, &two)];
+    eventually("both batches to wait in the database", async || {
+        count(
+            &world,
+            "select count(*) from pg_stat_activity
+              where datname = current_database() and wait_event_type = 'Lock'",
+        )
+        .await
+            == 2
+    })
+    .await;
+    holder.release().await;
+    assert_eq!(
+        statuses(pending.into()).await,
+        [Ok(Status::Fulfilled), Ok(Status::Fulfilled)]
+    );
+    assert_eq!(keys_by_order(&world).await.len(), 2);
 }

@@ -9,6 +9,11 @@
 //! behind any order already waiting. A batch whose transaction fails for a
 //! reason of its own is placed again one order at a time, so that one bad
 //! order fails alone.
+//!
+//! A batch runs per SKU and lane ([`Lane`]): on PostgreSQL two batches of a
+//! SKU are in flight at once (`orders::lanes_for`), each taking the keys the
+//! other has not locked. An order's lane follows from its id, so its
+//! repeats queue in one lane and never race their first arrival here.
 
 mod resume;
 mod settle;
@@ -52,12 +57,20 @@ impl Orders {
     }
 }
 
+/// Which batches an order may share: those of its SKU in its lane.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(super) struct Lane {
+    pub sku: Sku,
+    pub lane: u8,
+}
+
 impl Decide for Orders {
-    type Key = Sku;
+    type Key = Lane;
     type Request = Request;
     type Answer = Result<Placed, sqlx::Error>;
 
-    async fn decide(&self, sku: &Sku, batch: Vec<Request>) -> Vec<Self::Answer> {
+    async fn decide(&self, lane: &Lane, batch: Vec<Request>) -> Vec<Self::Answer> {
+        let sku = &lane.sku;
         let orders = &self.alone;
         if batch.len() == 1 {
             return vec![orders.place_alone(sku, &batch[0]).await];

@@ -53,7 +53,7 @@ impl Application {
         let listener = TcpListener::bind(&settings.listen)
             .await
             .with_context(|| format!("ALLOT_LISTEN: cannot listen on {}", settings.listen))?;
-        let fulfilment = Fulfilment::new(db.clone(), &settings);
+        let fulfilment = Fulfilment::new(db.clone(), &settings).handing_to(worker.handoff());
         Ok(Self {
             listener,
             db,

@@ -127,6 +127,10 @@ impl Handlers {
         self
     }
 
+    pub(super) fn kinds(&self) -> std::collections::HashSet<&'static str> {
+        self.by_kind.keys().copied().collect()
+    }
+
     pub(super) fn get(&self, kind: &str) -> Option<&Arc<dyn Handler>> {
         self.by_kind.get(kind)
     }

@@ -13,6 +13,7 @@
 //! - `admin`: listing, redriving and discarding jobs (CLI, statistics);
 //! - `worker`: the loop that leases, runs and records;
 //! - `completer`: done attempts recorded many per transaction;
+//! - `handoff`: jobs this process enqueues, born leased to its own worker;
 //! - `retention`: pruning done jobs after `ALLOT_JOB_RETENTION`;
 //! - `rollup`: what finished per minute, for statistics that never scan;
 //! - `steering`: pausing and resuming a worker, and what it reports;
@@ -25,6 +26,7 @@ mod admin;
 mod attempts;
 mod completer;
 mod handler;
+mod handoff;
 mod postgres;
 mod retention;
 mod retry;
@@ -47,6 +49,7 @@ pub use admin::{
     retry_dead_with_prefix, unfinished_by_kind,
 };
 pub use handler::{BoxFuture, Handler, Handlers, JobError, Leased, NOOP_KIND, decode};
+pub use handoff::{Handoff, Reservation};
 pub use retention::{oldest_unfinished, prune_done};
 pub use retry::{MAX_RETRY_AFTER, RetryPolicy};
 pub use steering::Steering;
@@ -197,7 +200,68 @@ pub async fn enqueue_many(
     jobs: &[NewJob],
     now: i64,
 ) -> Result<Vec<Option<i64>>, sqlx::Error> {
-    store::insert_many(tx, jobs, now.max(0)).await
+    store::insert_many(tx, jobs, now.max(0), None).await
+}
+
+/// [`enqueue_many`] for jobs of one kind that `handoff`'s worker, in this
+/// process, may take without leasing them (see `handoff`): as many as it
+/// has room for are inserted leased to it. Call [`Handed::deliver`] once
+/// the transaction has committed.
+pub async fn enqueue_many_handed(
+    tx: &mut Tx,
+    jobs: &[NewJob],
+    now: i64,
+    handoff: Option<&Handoff>,
+) -> Result<(Vec<Option<i64>>, Handed), sqlx::Error> {
+    let now = now.max(0);
+    let one_kind = jobs
+        .first()
+        .filter(|first| jobs.iter().all(|j| j.kind == first.kind));
+    let reservation = match (handoff, one_kind) {
+        (Some(handoff), Some(first)) => Some(handoff.reserve(&first.kind, jobs.len())),
+        _ => None,
+    };
+    let reservation = reservation.filter(|r| r.granted() > 0);
+    let ids = store::insert_many(tx, jobs, now, reservation.as_ref()).await?;
+    let granted = reservation.as_ref().map_or(0, Reservation::granted);
+    let leased = jobs
+        .iter()
+        .zip(&ids)
+        .take(granted)
+        .filter_map(|(job, id)| {
+            Some(Leased {
+                id: (*id)?,
+                kind: job.kind.clone(),
+                payload: job.payload.to_string(),
+                attempt: 1,
+                max_attempts: job.max_attempts,
+                created_at: now,
+            })
+        })
+        .collect();
+    let handed = match reservation {
+        Some(reservation) => reservation.handed(leased),
+        None => Handed::default(),
+    };
+    Ok((ids, handed))
+}
+
+/// Jobs inserted leased to this process's worker, to hand over once
+/// their transaction has committed (dropped otherwise: the promise is
+/// given back, and nothing was stored).
+#[derive(Default)]
+pub struct Handed {
+    reservation: Option<Reservation>,
+    jobs: Vec<Leased>,
+}
+
+impl Handed {
+    /// After the commit: the worker starts them.
+    pub fn deliver(self) {
+        if let Some(reservation) = self.reservation {
+            reservation.deliver(self.jobs);
+        }
+    }
 }
 
 /// Enqueues one job in a transaction of its own.

@@ -2,7 +2,7 @@
 //! back expired leases. One text with `?` placeholders through
 //! `on_tx!`/`on_db!`; row locks from `Backend`.
 
-use super::{NewJob, Priority, attempts, handler::Leased};
+use super::{NewJob, Priority, attempts, handler::Leased, handoff::Reservation};
 use sqlx::QueryBuilder;
 
 use crate::{
@@ -35,6 +35,7 @@ pub(super) async fn insert_many(
     tx: &mut Tx,
     jobs: &[NewJob],
     now: i64,
+    handed: Option<&Reservation>,
 ) -> Result<Vec<Option<i64>>, sqlx::Error> {
     if jobs.is_empty() {
         return Ok(Vec::new());
@@ -52,17 +53,29 @@ pub(super) async fn insert_many(
         }
     }
     let payloads: Vec<String> = jobs.iter().map(|job| job.payload.to_string()).collect();
+    // The first `granted` jobs are born leased to the worker that reserved
+    // them (see `handoff`): running, their first attempt started.
+    let (granted, worker, locked_until) = match handed {
+        Some(r) => (r.granted(), Some(r.worker()), Some(r.locked_until(now))),
+        None => (0, None, None),
+    };
     let mysql = tx.backend() == Backend::MySql;
     // The statement's shape follows the number of jobs: not kept among
     // the connection's prepared statements, where it would push out those
     // that are used again.
     let inserted: Vec<(i64, String)> = on_tx!(tx, |conn, _sql| {
         let mut insert = QueryBuilder::new(
-            "insert into jobs (kind, payload, dedupe_key, max_attempts, priority, run_at, created_at, updated_at) ",
+            "insert into jobs (state, attempts, locked_until, locked_by, kind, payload, dedupe_key, max_attempts, priority, run_at, created_at, updated_at) ",
         );
-        insert.push_values(jobs.iter().zip(&payloads), |mut row, (job, payload)| {
+        let rows = jobs.iter().zip(&payloads).enumerate();
+        insert.push_values(rows, |mut row, (i, (job, payload))| {
             let run_at = if job.run_at > 0 { job.run_at } else { now };
-            row.push_bind(job.kind.as_str())
+            let leased = i < granted;
+            row.push_bind(if leased { "running" } else { "queued" })
+                .push_bind(i32::from(leased))
+                .push_bind(locked_until.filter(|_| leased))
+                .push_bind(worker.filter(|_| leased))
+                .push_bind(job.kind.as_str())
                 .push_bind(payload.as_str())
                 .push_bind(job.dedupe_key.as_deref())
                 .push_bind(job.max_attempts)

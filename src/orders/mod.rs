@@ -50,6 +50,7 @@ use crate::{
     config::Settings,
     db::{Backend, Db},
     intake::normalize::{self, Source},
+    jobs,
     keys::Sku,
 };
 
@@ -139,6 +140,9 @@ pub struct Fulfilment {
     lanes: u8,
     /// The SKUs whose waiting orders the last restock sweep published.
     published_waiting: restock::Published,
+    /// This process's worker, which takes the key emails of a batch
+    /// without leasing them (see `jobs::Handoff`).
+    handoff: Option<jobs::Handoff>,
 }
 
 impl Fulfilment {
@@ -151,7 +155,15 @@ impl Fulfilment {
             batches: None,
             lanes: 1,
             published_waiting: restock::Published::default(),
+            handoff: None,
         }
+    }
+
+    /// The key emails of batches go straight to `handoff`'s worker, in
+    /// this process, as far as it has room (see `jobs::Handoff`).
+    pub fn handing_to(mut self, handoff: jobs::Handoff) -> Self {
+        self.handoff = Some(handoff);
+        self
     }
 
     /// Webhook orders for the same SKU that arrive while another is being

@@ -25,6 +25,9 @@ on_every_backend!(
     a_batch_behind_waiting_orders_waits_behind_them,
     a_batch_announces_each_order_to_merchant_endpoints,
     orders_delivered_twice_race_through_two_lanes,
+    the_key_emails_of_a_batch_go_straight_to_the_worker,
+    a_paused_worker_is_handed_no_emails,
+    emails_handed_to_a_worker_that_died_are_sent_after_its_lease,
 );
 
 type Pending = tokio::task::JoinHandle<Result<Receipt, sqlx::Error>>;
@@ -54,6 +57,21 @@ async fn scene_with(
     rejected: Option<&str>,
     setup: &[&'static str],
 ) -> Scene {
+    let world = world_with(backend, keys, rejected, setup).await;
+    // One lane, so that the orders queued behind the first form its next
+    // batch whatever their ids.
+    let fulfilment = Fulfilment::new(world.db.clone(), &world.settings)
+        .grouped_in(tokio_util::task::TaskTracker::new(), 1);
+    held_up(backend, world, fulfilment).await
+}
+
+/// The database of [`scene_with`], before any order.
+async fn world_with(
+    backend: Backend,
+    keys: usize,
+    rejected: Option<&str>,
+    setup: &[&'static str],
+) -> World {
     let world = World::new(backend, |_| {}).await;
     let url = world.settings.database.url.clone();
     let keys: Vec<String> = (1..=keys).map(|n| format!("KEY-{n:03}")).collect();
@@ -67,10 +85,13 @@ async fn scene_with(
     if let Some(order_id) = rejected {
         reject_inserts(backend, &url, "orders", "order_id", order_id).await;
     }
-    // One lane, so that the orders queued behind the first form its next
-    // batch whatever their ids.
-    let fulfilment = Fulfilment::new(world.db.clone(), &world.settings)
-        .grouped_in(tokio_util::task::TaskTracker::new(), 1);
+    world
+}
+
+/// The first order's batch of `fulfilment` (one lane), held up in the
+/// database.
+async fn held_up(backend: Backend, world: World, fulfilment: Fulfilment) -> Scene {
+    let url = world.settings.database.url.clone();
     let hold = "insert into orders (source, order_id, state, created_at, updated_at)
                 values ('generic', 'first', 'needs_attention', 0, 0)";
     let holder = Holder::hold(backend, &url, hold).await;
@@ -479,7 +500,7 @@ async fn a_batch_starts_after_the_last_key_sold_and_still_sells_a_key_stepped_ov
         // read as they were before the call (one statement, one snapshot).
         let placed: Vec<(Option<String>, String)> = sqlx::query_as(
             "select k.license_key, p.out_state
-               from allot_place_orders('course', $1, $2, $3, $4, 0, 5, $5) p
+               from allot_place_orders('course', $1, $2, $3, $4, 0, 5, $5, null, null, 0) p
                left join license_keys k on k.id = p.out_key",
         )
         .bind(&sources)
@@ -622,4 +643,189 @@ async fn postgres_runs_two_batches_of_a_sku_at_once() {
         [Ok(Status::Fulfilled), Ok(Status::Fulfilled)]
     );
     assert_eq!(keys_by_order(&world).await.len(), 2);
+}
+
+/// A worker of this process running its loop, ready to take jobs by hand.
+struct Running {
+    worker: allot::jobs::Worker,
+    stop: tokio_util::sync::CancellationToken,
+    loop_: tokio::task::JoinHandle<()>,
+}
+
+async fn running_worker(world: &World) -> Running {
+    let worker = allot::app::worker(world.db.clone(), &world.settings).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let loop_ = tokio::spawn(
+        worker
+            .clone()
+            .run(stop.clone(), std::time::Duration::from_secs(5)),
+    );
+    let handoff = worker.handoff();
+    eventually("the worker to take key emails by hand", async || {
+        handoff.reserve("key_email", 1).granted() == 1
+    })
+    .await;
+    Running {
+        worker,
+        stop,
+        loop_,
+    }
+}
+
+/// A batch's key emails are inserted leased to this process's worker and
+/// handed to it at commit: each is sent in one attempt by that worker. The
+/// first order, placed alone, queues its email as any job.
+async fn the_key_emails_of_a_batch_go_straight_to_the_worker(backend: Backend) {
+    let world = world_with(backend, 5, None, &[]).await;
+    let running = running_worker(&world).await;
+    let handoff = running.worker.handoff();
+    let fulfilment = Fulfilment::new(world.db.clone(), &world.settings)
+        .handing_to(handoff.clone())
+        .grouped_in(tokio_util::task::TaskTracker::new(), 1);
+    let scene = held_up(backend, world, fulfilment).await;
+    let pending = queue_in_order(&scene.fulfilment, &["a", "b", "a", "c"]).await;
+    scene.holder.release().await;
+    assert_eq!(
+        scene.first.await.unwrap().unwrap().status,
+        Status::Fulfilled
+    );
+    use Status::*;
+    assert_eq!(
+        statuses(pending).await,
+        [Ok(Fulfilled), Ok(Fulfilled), Ok(Duplicate), Ok(Fulfilled)]
+    );
+    let world = &scene.world;
+    eventually("every key email sent", async || {
+        count(
+            world,
+            "select count(*) from jobs where kind = 'key_email' and state = 'done'",
+        )
+        .await
+            == 4
+    })
+    .await;
+    assert_eq!(handoff.handed_over(), 3, "the batch's three emails");
+    assert_eq!(
+        count(
+            world,
+            "select count(*) from jobs where kind = 'key_email' and attempts = 1"
+        )
+        .await,
+        4,
+        "each email sent in its first attempt"
+    );
+    let by: Vec<(String, String)> = allot::on_db!(&world.db, read, |pool, sql| {
+        sqlx::query_as(sql("select a.worker, a.outcome from job_attempts a
+               join jobs j on j.id = a.job_id where j.kind = 'key_email'"))
+        .fetch_all(pool)
+        .await
+    })
+    .unwrap();
+    let worker = running.worker.id().to_string();
+    assert_eq!(by, vec![(worker, "done".to_string()); 4]);
+    let mails = crate::helpers::read_eml_files(world.mail_dir.path());
+    assert_eq!(mails.iter().filter(|m| m.contains("KEY-00")).count(), 4);
+    running.stop.cancel();
+    running.loop_.await.unwrap();
+}
+
+/// A paused worker takes nothing, by hand or by lease: the batch's emails
+/// wait queued, and go out once it is resumed.
+async fn a_paused_worker_is_handed_no_emails(backend: Backend) {
+    let world = world_with(backend, 5, None, &[]).await;
+    let running = running_worker(&world).await;
+    let handoff = running.worker.handoff();
+    running.worker.steering().pause();
+    eventually("the paused worker to take nothing by hand", async || {
+        handoff.reserve("key_email", 1).granted() == 0
+    })
+    .await;
+    let fulfilment = Fulfilment::new(world.db.clone(), &world.settings)
+        .handing_to(handoff.clone())
+        .grouped_in(tokio_util::task::TaskTracker::new(), 1);
+    let scene = held_up(backend, world, fulfilment).await;
+    let pending = queue_in_order(&scene.fulfilment, &["a", "b"]).await;
+    scene.holder.release().await;
+    scene.first.await.unwrap().unwrap();
+    assert!(
+        statuses(pending)
+            .await
+            .iter()
+            .all(|s| *s == Ok(Status::Fulfilled))
+    );
+    let world = &scene.world;
+    assert_eq!(handoff.handed_over(), 0);
+    assert_eq!(
+        count(world, "select count(*) from jobs where kind = 'key_email' and state = 'queued' and attempts = 0").await,
+        3
+    );
+    running.worker.steering().resume();
+    eventually("every key email sent after the resume", async || {
+        count(
+            world,
+            "select count(*) from jobs where kind = 'key_email' and state = 'done'",
+        )
+        .await
+            == 3
+    })
+    .await;
+    running.stop.cancel();
+    running.loop_.await.unwrap();
+}
+
+/// The worker's process dies after the batch's emails were born leased to
+/// it: nothing is lost. Once their lease expires another worker takes them
+/// up, and the history shows the lost attempt.
+async fn emails_handed_to_a_worker_that_died_are_sent_after_its_lease(backend: Backend) {
+    let world = world_with(backend, 5, None, &[]).await;
+    let running = running_worker(&world).await;
+    let handoff = running.worker.handoff();
+    // Killed: its loop ends where it is, and says nothing to anyone.
+    running.loop_.abort();
+    assert!(running.loop_.await.unwrap_err().is_cancelled());
+    let fulfilment = Fulfilment::new(world.db.clone(), &world.settings)
+        .handing_to(handoff.clone())
+        .grouped_in(tokio_util::task::TaskTracker::new(), 1);
+    let scene = held_up(backend, world, fulfilment).await;
+    let pending = queue_in_order(&scene.fulfilment, &["a", "b"]).await;
+    scene.holder.release().await;
+    scene.first.await.unwrap().unwrap();
+    assert!(
+        statuses(pending)
+            .await
+            .iter()
+            .all(|s| *s == Ok(Status::Fulfilled))
+    );
+    let world = &scene.world;
+    assert_eq!(handoff.handed_over(), 2);
+    assert_eq!(
+        count(
+            world,
+            "select count(*) from jobs where kind = 'key_email' and state = 'running'"
+        )
+        .await,
+        2,
+        "the batch's emails, leased to the dead worker"
+    );
+
+    let other = allot::app::worker(world.db.clone(), &world.settings).unwrap();
+    let past_the_lease = allot::clock::now_ms() + world.settings.jobs.lease.as_millis() as i64 + 1;
+    let events = other.run_once(past_the_lease).await.unwrap();
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(
+        events
+            .iter()
+            .all(|e| matches!(e, allot::jobs::WorkerEvent::Done { .. }))
+    );
+    assert_eq!(
+        count(
+            world,
+            "select count(*) from job_attempts a join jobs j on j.id = a.job_id
+                       where j.kind = 'key_email' and a.outcome = 'lease_expired'"
+        )
+        .await,
+        2
+    );
+    let mails = crate::helpers::read_eml_files(world.mail_dir.path());
+    assert_eq!(mails.iter().filter(|m| m.contains("KEY-00")).count(), 3);
 }

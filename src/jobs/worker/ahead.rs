@@ -37,6 +37,12 @@ pub(super) struct Ahead {
     /// The last lease came back with fewer jobs than it asked for: none
     /// more are due, so the next waits for a wake-up, a tick or a job's end.
     starved: bool,
+    /// The last lease came back with as many jobs as it asked for: more
+    /// may be due, and jobs enqueued now must queue behind them rather
+    /// than be handed to this worker (see `handoff`).
+    backlog: bool,
+    /// When the last lease came back.
+    leased_at: Instant,
     concurrency: usize,
     /// Jobs started per second, as last counted.
     pace: f64,
@@ -56,6 +62,8 @@ impl Ahead {
             leasing: JoinSet::new(),
             asked: 0,
             starved: false,
+            backlog: false,
+            leased_at: Instant::now(),
             concurrency,
             pace: 0.0,
             window: (Instant::now(), 0),
@@ -79,6 +87,32 @@ impl Ahead {
     /// Something happened that may have made jobs due or freed room.
     pub(super) fn woken(&mut self) {
         self.starved = false;
+    }
+
+    /// A job ended, which freed a slot: worth a lease if the last one, even
+    /// short, came back a while ago. Jobs this process enqueues meanwhile
+    /// come by hand (see `handoff`); a lease per job end would mostly
+    /// find nothing, each time in a transaction.
+    pub(super) fn job_ended(&mut self) {
+        if self.leased_at.elapsed() >= HORIZON {
+            self.starved = false;
+        }
+    }
+
+    /// Whether due jobs may wait in the table beyond what is leased.
+    pub(super) fn backlogged(&self) -> bool {
+        self.backlog
+    }
+
+    /// How many more jobs this worker would hold, `running` of its slots
+    /// taken: what a lease would ask for now.
+    pub(super) fn room(&self, running: usize) -> usize {
+        (self.concurrency + self.target()).saturating_sub(running + self.queue.len())
+    }
+
+    /// A job born leased to this worker, handed over by its enqueuer.
+    pub(super) fn accept(&mut self, job: Leased) {
+        self.queue.push_back((job, Instant::now()));
     }
 
     /// Starts a lease if none is in flight, the last one was not short,
@@ -108,6 +142,7 @@ impl Ahead {
             Ok(Ok(jobs)) => jobs,
             Ok(Err(error)) => {
                 self.starved = true;
+                self.backlog = true;
                 return Leasing::Failed(error);
             }
             Err(error) => {
@@ -117,6 +152,8 @@ impl Ahead {
         };
         let brought = jobs.len();
         self.starved = brought < self.asked;
+        self.backlog = brought > 0 && brought >= self.asked;
+        self.leased_at = Instant::now();
         let at = Instant::now();
         self.queue.extend(jobs.into_iter().map(|job| (job, at)));
         Leasing::Brought

@@ -29,6 +29,7 @@ use super::{
     JobError, RetryPolicy,
     completer::{Completer, Done},
     handler::{Handlers, Leased},
+    handoff::Handoff,
     steering::Steering,
     store::{self, Lease, Outcome},
 };
@@ -63,6 +64,8 @@ struct Inner {
     steering: Steering,
     /// Done attempts, recorded in batches.
     completer: Completer,
+    /// Jobs this process enqueues, born leased to this worker.
+    handoff: Handoff,
 }
 
 impl Worker {
@@ -76,6 +79,7 @@ impl Worker {
             rand::random::<u16>()
         );
         let completer = Completer::new(db.clone(), &id);
+        let handoff = Handoff::new(&id, jobs.lease, handlers.kinds());
         Self {
             inner: Arc::new(Inner {
                 db,
@@ -88,12 +92,19 @@ impl Worker {
                 },
                 steering: Steering::default(),
                 completer,
+                handoff,
             }),
         }
     }
 
     pub fn id(&self) -> &str {
         &self.inner.id
+    }
+
+    /// Where this process hands the jobs it enqueues straight to this
+    /// worker (see `handoff`).
+    pub fn handoff(&self) -> Handoff {
+        self.inner.handoff.clone()
     }
 
     /// Pauses and resumes this worker; reads what it is doing.
@@ -142,6 +153,8 @@ impl Worker {
         // batch), or quick jobs would run at the pace of outcome batches.
         let freed = Arc::new(Notify::new());
         let mut ahead = Ahead::new(concurrency);
+        let handoff = inner.handoff.clone();
+        let mut handed = handoff.receiver().await;
         let mut tasks = JoinSet::new();
         let mut tick = tokio::time::interval(inner.jobs.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -153,7 +166,7 @@ impl Worker {
         while !shutdown.is_cancelled() {
             while let Some(finished) = tasks.try_join_next() {
                 log_task_failure(finished);
-                ahead.woken();
+                ahead.job_ended();
             }
             if Instant::now() >= housekeeping_due {
                 housekeeping_due = Instant::now() + inner.jobs.poll_interval;
@@ -165,9 +178,13 @@ impl Worker {
                 inner.db.publish_pool_gauges();
                 inner.steering.publish_gauges();
             }
+            while let Ok(job) = handed.try_recv() {
+                ahead.accept(job);
+            }
             if inner.steering.is_paused() {
                 // Paused by the operator: lease nothing, give back what waits,
                 // let what runs finish; the housekeeping above goes on.
+                handoff.close();
                 inner.release_all(&mut ahead).await;
                 tokio::select! {
                     () = shutdown.cancelled() => {}
@@ -180,7 +197,13 @@ impl Worker {
             if let Some(leasing) = ahead.try_lease() {
                 log_lease_failure(leasing);
             }
-            ahead.refill(&inner, concurrency - slots.available_permits());
+            let running = concurrency - slots.available_permits();
+            ahead.refill(&inner, running);
+            if ahead.backlogged() {
+                handoff.close();
+            } else {
+                handoff.offer(ahead.room(running));
+            }
             while !ahead.is_empty() {
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     break;
@@ -223,11 +246,16 @@ impl Worker {
                 () = freed.notified() => {}
                 _ = tick.tick() => ahead.woken(),
                 leasing = ahead.next_lease(), if ahead.is_leasing() => log_lease_failure(leasing),
+                Some(job) = handed.recv() => ahead.accept(job),
                 Some(finished) = tasks.join_next(), if !tasks.is_empty() => {
                     log_task_failure(finished);
-                    ahead.woken();
+                    ahead.job_ended();
                 }
             }
+        }
+        handoff.close();
+        while let Ok(job) = handed.try_recv() {
+            ahead.accept(job);
         }
         inner.release_all(&mut ahead).await;
 
@@ -252,6 +280,10 @@ impl Worker {
                     break;
                 }
             }
+        }
+        // Handed over during the grace period: given back too.
+        while let Ok(job) = handed.try_recv() {
+            inner.release(job.id, job.attempt).await;
         }
         let unfinished: Vec<(i64, i32)> = in_flight.lock().unwrap().drain().collect();
         for (job_id, attempt) in unfinished {

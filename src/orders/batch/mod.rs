@@ -133,9 +133,15 @@ impl Fulfilment {
         let firsts: Vec<usize> = (0..batch.len())
             .filter(|&i| seen.insert((batch[i].source.as_str(), batch[i].order.order_id.as_str())))
             .collect();
+        let placing = settle::Placing {
+            sku,
+            batch,
+            max_attempts: self.max_attempts,
+            now,
+            handoff: self.handoff.as_ref(),
+        };
         let (new, settled, set_aside) = if let Tx::Postgres(pg) = &mut tx {
-            let placed =
-                settle::in_one_call(pg, sku, batch, &firsts, self.max_attempts, now, after).await?;
+            let placed = settle::in_one_call(pg, placing, &firsts, after).await?;
             (placed.new, placed.settled, placed.set_aside)
         } else {
             let new = self.store_new(&mut tx, sku, batch, &firsts, now).await?;
@@ -147,7 +153,7 @@ impl Fulfilment {
                     last_key: None,
                 });
             }
-            let settled = settle::settle(&mut tx, sku, batch, &new, self.max_attempts, now).await?;
+            let settled = settle::settle(&mut tx, placing, &new).await?;
             (new, settled, Vec::new())
         };
         let last_key = settled.served.last().map(|&(key, _)| key);
@@ -181,6 +187,7 @@ impl Fulfilment {
             metrics::counter!("allot_orders_awaiting_stock_total").increment(waiting.len() as u64);
         }
         tx.commit().await?;
+        settled.handed.deliver();
         Ok(Together {
             placed: answers(batch, statuses),
             set_aside,

@@ -24,16 +24,35 @@ pub(super) struct Settled {
     /// Orders of the SKU were already waiting: the new ones queue behind
     /// them without taking a key.
     pub queued_behind: bool,
+    /// The email jobs born leased to this process's worker, handed to it
+    /// once the batch commits.
+    pub handed: jobs::Handed,
+}
+
+/// A batch being placed: its SKU and orders, when, with what attempt
+/// budget for the emails, and which worker may take them by hand.
+#[derive(Clone, Copy)]
+pub(super) struct Placing<'a> {
+    pub sku: &'a Sku,
+    pub batch: &'a [Request],
+    pub max_attempts: i32,
+    pub now: i64,
+    pub handoff: Option<&'a jobs::Handoff>,
 }
 
 pub(super) async fn settle(
     tx: &mut Tx,
-    sku: &Sku,
-    batch: &[Request],
+    placing: Placing<'_>,
     new: &[New],
-    max_attempts: i32,
-    now: i64,
 ) -> Result<Settled, sqlx::Error> {
+    let Placing {
+        sku,
+        batch,
+        max_attempts,
+        now,
+        handoff,
+    } = placing;
+    let mut handed = jobs::Handed::default();
     let queued_behind = crate::orders::store::waiting_ahead(tx, sku).await?;
     let reserved = if queued_behind {
         Vec::new()
@@ -63,7 +82,8 @@ pub(super) async fn settle(
             .zip(&reserved)
             .map(|(&(_, id), &key)| notices::key_email(id, key, max_attempts))
             .collect();
-        let jobs = jobs::enqueue_many(tx, &emails, now).await?;
+        let (jobs, born_leased) = jobs::enqueue_many_handed(tx, &emails, now, handoff).await?;
+        handed = born_leased;
         let fulfilled: Vec<(i64, i64, Option<i64>)> = served
             .iter()
             .zip(&reserved)
@@ -88,6 +108,7 @@ pub(super) async fn settle(
     Ok(Settled {
         served: settled,
         queued_behind,
+        handed,
     })
 }
 
@@ -133,13 +154,17 @@ pub(super) struct InOneCall {
 /// its walk for keys starts after key `after`, if given (see `resume`).
 pub(super) async fn in_one_call(
     tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
-    sku: &Sku,
-    batch: &[Request],
+    placing: Placing<'_>,
     firsts: &[usize],
-    max_attempts: i32,
-    now: i64,
     after: Option<i64>,
 ) -> Result<InOneCall, sqlx::Error> {
+    let Placing {
+        sku,
+        batch,
+        max_attempts,
+        now,
+        handoff,
+    } = placing;
     let order = |i: usize| &batch[i].order;
     let sources: Vec<&str> = firsts.iter().map(|&i| batch[i].source.as_str()).collect();
     let order_ids: Vec<&str> = firsts.iter().map(|&i| order(i).order_id.as_str()).collect();
@@ -148,10 +173,16 @@ pub(super) async fn in_one_call(
         .iter()
         .map(|&i| order(i).coupon_code.as_deref())
         .collect();
+    // As many key emails as the batch could need are promised to this
+    // process's worker; the function leases it the first of them.
+    let reservation = handoff
+        .map(|handoff| handoff.reserve(notices::KEY_EMAIL, firsts.len()))
+        .filter(|r| r.granted() > 0);
+    let lease_count = reservation.as_ref().map_or(0, |r| r.granted() as i32);
     type Row = (i64, String, bool, Option<i64>, Option<i64>, bool);
     let rows: Vec<Row> = sqlx::query_as(
         "select out_ref, out_state, out_new, out_key, out_job, out_behind
-           from allot_place_orders($1, $2, $3, $4, $5, $6, $7, $8)",
+           from allot_place_orders($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(sku.as_str())
     .bind(&sources)
@@ -161,6 +192,9 @@ pub(super) async fn in_one_call(
     .bind(now)
     .bind(max_attempts)
     .bind(after)
+    .bind(reservation.as_ref().map(|r| r.worker()))
+    .bind(reservation.as_ref().map(|r| r.locked_until(now)))
+    .bind(lease_count)
     .fetch_all(&mut **tx)
     .await?;
     if rows.len() != firsts.len() {
@@ -175,18 +209,26 @@ pub(super) async fn in_one_call(
         settled: Settled {
             served: Vec::with_capacity(rows.len()),
             queued_behind: rows.first().is_some_and(|row| row.5),
+            handed: jobs::Handed::default(),
         },
         set_aside: Vec::new(),
     };
+    let mut leased = Vec::new();
     for (&i, (id, state, new, key, job, _)) in firsts.iter().zip(rows) {
         if new {
             placed.new.push((i, id));
             if let Some(key) = key {
                 placed.settled.served.push((key, job));
+                if let Some(job) = job.filter(|_| leased.len() < lease_count as usize) {
+                    leased.push(notices::key_email_leased(job, id, key, max_attempts, now));
+                }
             }
         } else if state == "needs_attention" {
             placed.set_aside.push(i);
         }
+    }
+    if let Some(reservation) = reservation {
+        placed.settled.handed = reservation.handed(leased);
     }
     Ok(placed)
 }

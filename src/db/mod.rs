@@ -22,7 +22,7 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
-pub use lists::{push_case, push_list};
+pub use lists::{json_rows, push_case, push_list};
 pub use notify::{listen, notify, notify_in};
 pub use settings::DatabaseSettings;
 pub use sql::{

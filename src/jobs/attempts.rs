@@ -8,7 +8,10 @@
 
 use sqlx::QueryBuilder;
 
-use crate::{db::Tx, on_tx};
+use crate::{
+    db::{Tx, json_rows},
+    on_tx,
+};
 
 /// An attempt that ended.
 pub(super) struct Ended<'a> {
@@ -26,6 +29,56 @@ pub(super) struct Ended<'a> {
 pub(super) async fn log(tx: &mut Tx, ended: &[Ended<'_>]) -> Result<(), sqlx::Error> {
     if ended.is_empty() {
         return Ok(());
+    }
+    // SQLite: the rows as one JSON array, one prepared statement for
+    // every batch (see `db::json_rows`).
+    if let Tx::Sqlite(conn) = tx {
+        type Row<'a> = (
+            i64,
+            i32,
+            &'a str,
+            i64,
+            i64,
+            &'a str,
+            Option<&'a str>,
+            Option<i64>,
+        );
+        let rows: Vec<Row> = ended
+            .iter()
+            .map(|e| {
+                let Ended {
+                    job_id,
+                    attempt,
+                    worker,
+                    started_at,
+                    finished_at,
+                    outcome,
+                    error,
+                    duration_ms,
+                } = *e;
+                (
+                    job_id,
+                    attempt,
+                    worker,
+                    started_at,
+                    finished_at,
+                    outcome,
+                    error,
+                    duration_ms,
+                )
+            })
+            .collect();
+        return sqlx::query(
+            "insert into job_attempts (job_id, attempt, worker, started_at, finished_at, outcome,
+                                       error, duration_ms)
+             select a.value ->> 0, a.value ->> 1, a.value ->> 2, a.value ->> 3, a.value ->> 4,
+                    a.value ->> 5, a.value ->> 6, a.value ->> 7
+               from json_each(?1) a",
+        )
+        .bind(json_rows(&rows)?)
+        .execute(&mut **conn)
+        .await
+        .map(drop);
     }
     on_tx!(tx, |conn, _sql| {
         let mut insert = QueryBuilder::new(

@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use super::attempts;
 use crate::{
     batch::{Batcher, Decide},
-    db::{Db, Tx, push_case, push_list},
+    db::{Db, Tx, json_rows, push_case, push_list},
     on_tx,
 };
 
@@ -122,24 +122,21 @@ async fn record_done(db: &Db, worker: &str, batch: &[Done]) -> Result<HashSet<i6
         tx.rollback().await?;
         return Ok(held);
     }
-    on_tx!(&mut tx, |conn, _sql| {
-        let mut update = QueryBuilder::new(
-            "update jobs set state = 'done', last_error = null, locked_until = null, locked_by = null",
-        );
-        let finished = || mine.iter().map(|d| (d.job_id, d.finished_at));
-        update.push(", finished_at = ");
-        push_case(&mut update, "id", finished());
-        update.push(", updated_at = ");
-        push_case(&mut update, "id", finished());
-        update.push(" where id in ");
-        push_list(&mut update, mine.iter().map(|d| d.job_id));
-        update
-            .build()
-            .persistent(false)
-            .execute(conn)
-            .await
-            .map(drop)
-    })?;
+    // SQLite: the rows as one JSON array, one prepared statement for
+    // every batch (see `db::json_rows`).
+    if let Tx::Sqlite(conn) = &mut tx {
+        let rows: Vec<(i64, i64)> = mine.iter().map(|d| (d.job_id, d.finished_at)).collect();
+        sqlx::query(
+            "update jobs set state = 'done', last_error = null, locked_until = null,
+                    locked_by = null, finished_at = d.value ->> 1, updated_at = d.value ->> 1
+               from json_each(?1) d where jobs.id = d.value ->> 0",
+        )
+        .bind(json_rows(&rows)?)
+        .execute(&mut **conn)
+        .await?;
+    } else {
+        mark_done(&mut tx, &mine).await?;
+    }
     let ended: Vec<attempts::Ended> = mine
         .iter()
         .map(|d| attempts::Ended {
@@ -158,6 +155,29 @@ async fn record_done(db: &Db, worker: &str, batch: &[Done]) -> Result<HashSet<i6
     Ok(held)
 }
 
+/// Marks `mine` done, each at its own time (MySQL: SQLite reads the rows
+/// from one JSON array, see `db::json_rows`).
+async fn mark_done(tx: &mut Tx, mine: &[&Done]) -> Result<(), sqlx::Error> {
+    on_tx!(tx, |conn, _sql| {
+        let mut update = QueryBuilder::new(
+            "update jobs set state = 'done', last_error = null, locked_until = null, locked_by = null",
+        );
+        let finished = || mine.iter().map(|d| (d.job_id, d.finished_at));
+        update.push(", finished_at = ");
+        push_case(&mut update, "id", finished());
+        update.push(", updated_at = ");
+        push_case(&mut update, "id", finished());
+        update.push(" where id in ");
+        push_list(&mut update, mine.iter().map(|d| d.job_id));
+        update
+            .build()
+            .persistent(false)
+            .execute(conn)
+            .await
+            .map(drop)
+    })
+}
+
 /// Which jobs of `batch` are still running under `worker` at the attempt
 /// that finished, locked until the transaction ends. Looked up by id alone
 /// and checked here: a test of `state` in the query let PostgreSQL's
@@ -168,17 +188,30 @@ async fn still_held(
     batch: &[Done],
 ) -> Result<HashSet<i64>, sqlx::Error> {
     let lock = tx.backend().for_update();
-    let rows: Vec<(i64, String, Option<String>, i32)> = on_tx!(tx, |conn, _sql| {
-        let mut select =
-            QueryBuilder::new("select id, state, locked_by, attempts from jobs where id in ");
-        push_list(&mut select, batch.iter().map(|d| d.job_id));
-        select.push(lock);
-        select
-            .build_query_as()
-            .persistent(false)
-            .fetch_all(conn)
-            .await
-    })?;
+    // SQLite: the rows as one JSON array, one prepared statement for
+    // every batch (see `db::json_rows`).
+    let rows: Vec<(i64, String, Option<String>, i32)> = if let Tx::Sqlite(conn) = tx {
+        let ids: Vec<i64> = batch.iter().map(|d| d.job_id).collect();
+        sqlx::query_as(
+            "select id, state, locked_by, attempts from jobs
+              where id in (select value from json_each(?1))",
+        )
+        .bind(json_rows(&ids)?)
+        .fetch_all(&mut **conn)
+        .await?
+    } else {
+        on_tx!(tx, |conn, _sql| {
+            let mut select =
+                QueryBuilder::new("select id, state, locked_by, attempts from jobs where id in ");
+            push_list(&mut select, batch.iter().map(|d| d.job_id));
+            select.push(lock);
+            select
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(conn)
+                .await
+        })?
+    };
     let held: HashSet<(i64, i32)> = rows
         .into_iter()
         .filter(|(_, state, locked_by, _)| {

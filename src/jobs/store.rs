@@ -6,7 +6,7 @@ use super::{NewJob, Priority, attempts, handler::Leased, handoff::Reservation};
 use sqlx::QueryBuilder;
 
 use crate::{
-    db::{Backend, Tx, push_list},
+    db::{Backend, Tx, json_rows, push_list},
     insert_unless_exists, on_tx,
 };
 
@@ -59,6 +59,47 @@ pub(super) async fn insert_many(
         Some(r) => (r.granted(), Some(r.worker()), Some(r.locked_until(now))),
         None => (0, None, None),
     };
+    // SQLite: the rows as one JSON array, one prepared statement for every
+    // batch (see `db::json_rows`).
+    if let Tx::Sqlite(conn) = tx {
+        let rows: Vec<(&str, &str, &str, i32, i16, i64)> = jobs
+            .iter()
+            .zip(&payloads)
+            .map(|(job, payload)| {
+                let run_at = if job.run_at > 0 { job.run_at } else { now };
+                (
+                    job.kind.as_str(),
+                    payload.as_str(),
+                    job.dedupe_key.as_deref().unwrap_or_default(),
+                    job.max_attempts,
+                    job.priority as i16,
+                    run_at,
+                )
+            })
+            .collect();
+        let json = json_rows(&rows)?;
+        let inserted: Vec<(i64, String)> = sqlx::query_as(
+            "insert into jobs (state, attempts, locked_until, locked_by, kind, payload, dedupe_key,
+                               max_attempts, priority, run_at, created_at, updated_at)
+             select case when j.key < ?1 then 'running' else 'queued' end,
+                    case when j.key < ?1 then 1 else 0 end,
+                    case when j.key < ?1 then ?2 end, case when j.key < ?1 then ?3 end,
+                    j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4,
+                    j.value ->> 5, ?4, ?4
+               from json_each(?5) j where true order by j.key
+             on conflict (dedupe_key) do nothing returning id, dedupe_key",
+        )
+        .bind(granted as i64)
+        .bind(locked_until)
+        .bind(worker)
+        .bind(now)
+        .bind(json)
+        .fetch_all(&mut **conn)
+        .await?;
+        let ids: std::collections::HashMap<String, i64> =
+            inserted.into_iter().map(|(id, key)| (key, id)).collect();
+        return Ok(keys.iter().map(|key| ids.get(*key).copied()).collect());
+    }
     let mysql = tx.backend() == Backend::MySql;
     // The statement's shape follows the number of jobs: not kept among
     // the connection's prepared statements, where it would push out those

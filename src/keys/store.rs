@@ -92,6 +92,25 @@ pub(super) async fn assign_many(
     if assignments.is_empty() {
         return Ok(0);
     }
+    // SQLite: the rows as one JSON array, one prepared statement for
+    // every batch (see `db::json_rows`).
+    if let Tx::Sqlite(conn) = tx {
+        let rows: Vec<(i64, &str, &str, Option<&str>)> = assignments
+            .iter()
+            .map(|(id, a)| (*id, a.email, a.order_id, a.coupon_code))
+            .collect();
+        return sqlx::query(
+            "update license_keys set status = 'assigned', assigned_to_email = a.value ->> 1,
+                    assigned_order_id = a.value ->> 2, assigned_coupon_code = a.value ->> 3,
+                    assigned_at = ?1
+               from json_each(?2) a where license_keys.id = a.value ->> 0",
+        )
+        .bind(now)
+        .bind(crate::db::json_rows(&rows)?)
+        .execute(&mut **conn)
+        .await
+        .map(|done| done.rows_affected());
+    }
     on_tx!(tx, |conn, _sql| {
         let mut update = QueryBuilder::new("update license_keys set status = 'assigned'");
         let ids = || assignments.iter().map(|(id, _)| *id);

@@ -1,14 +1,16 @@
 //! The multi-row SQL of a batch of orders, on the `orders` and
-//! `order_events` tables. Each statement's shape follows the size of the
-//! batch, so none is kept among the connection's prepared statements, where
-//! it would push out those that are used again.
+//! `order_events` tables. On SQLite each statement reads the batch's rows
+//! from one JSON array, so its text is the same for every batch and it is
+//! prepared once (see `db::json_rows`). On MySQL each statement's shape
+//! follows the size of the batch, so none is kept among the connection's
+//! prepared statements, where it would push out those that are used again.
 
 use std::collections::HashMap;
 
 use sqlx::QueryBuilder;
 
 use crate::{
-    db::{Backend, Tx, push_case, push_list},
+    db::{Backend, Tx, json_rows, push_case, push_list},
     on_tx,
 };
 
@@ -57,6 +59,26 @@ pub(super) async fn insert(
     orders: &[NewOrder<'_>],
     now: i64,
 ) -> Result<HashMap<String, i64>, sqlx::Error> {
+    if let Tx::Sqlite(conn) = tx {
+        let rows: Vec<(&str, &str, Option<&str>)> = orders
+            .iter()
+            .map(|o| (o.order_id, o.email, o.coupon_code))
+            .collect();
+        let json = json_rows(&rows)?;
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "insert into orders (source, order_id, state, email, product_sku, coupon_code, created_at, updated_at)
+             select ?1, o.value ->> 0, 'needs_attention', o.value ->> 1, ?2, o.value ->> 2, ?3, ?3
+               from json_each(?4) o where true order by o.key
+             on conflict (source, order_id) do nothing returning id, order_id",
+        )
+        .bind(source)
+        .bind(sku)
+        .bind(now)
+        .bind(json)
+        .fetch_all(&mut **conn)
+        .await?;
+        return Ok(rows.into_iter().map(|(id, o)| (o, id)).collect());
+    }
     let mysql = tx.backend() == Backend::MySql;
     let rows: Vec<(i64, String)> = on_tx!(tx, |conn, _sql| {
         let mut insert = QueryBuilder::new(
@@ -104,6 +126,19 @@ pub(super) async fn fulfilled(
     now: i64,
 ) -> Result<(), sqlx::Error> {
     if orders.is_empty() {
+        return Ok(());
+    }
+    if let Tx::Sqlite(conn) = tx {
+        let json = json_rows(orders)?;
+        sqlx::query(
+            "update orders set state = 'fulfilled', license_key_id = f.value ->> 1,
+                    email_job_id = f.value ->> 2, problem = null, raw_body = null, updated_at = ?1
+               from json_each(?2) f where orders.id = f.value ->> 0",
+        )
+        .bind(now)
+        .bind(json)
+        .execute(&mut **conn)
+        .await?;
         return Ok(());
     }
     on_tx!(tx, |conn, _sql| {
@@ -159,6 +194,18 @@ pub(super) async fn events(
     now: i64,
 ) -> Result<(), sqlx::Error> {
     if events.is_empty() {
+        return Ok(());
+    }
+    if let Tx::Sqlite(conn) = tx {
+        let json = json_rows(events)?;
+        sqlx::query(
+            "insert into order_events (order_ref, at, state, detail)
+             select e.value ->> 0, ?1, e.value ->> 1, e.value ->> 2 from json_each(?2) e",
+        )
+        .bind(now)
+        .bind(json)
+        .execute(&mut **conn)
+        .await?;
         return Ok(());
     }
     on_tx!(tx, |conn, _sql| {

@@ -46,25 +46,15 @@ pub(super) async fn log(tx: &mut Tx, ended: &[Ended<'_>]) -> Result<(), sqlx::Er
         let rows: Vec<Row> = ended
             .iter()
             .map(|e| {
-                let Ended {
-                    job_id,
-                    attempt,
-                    worker,
-                    started_at,
-                    finished_at,
-                    outcome,
-                    error,
-                    duration_ms,
-                } = *e;
                 (
-                    job_id,
-                    attempt,
-                    worker,
-                    started_at,
-                    finished_at,
-                    outcome,
-                    error,
-                    duration_ms,
+                    e.job_id,
+                    e.attempt,
+                    e.worker,
+                    e.started_at,
+                    e.finished_at,
+                    e.outcome,
+                    e.error,
+                    e.duration_ms,
                 )
             })
             .collect();

@@ -162,6 +162,19 @@ impl NewJob {
         self
     }
 
+    /// This job as the worker it was born leased to sees it (see
+    /// `handoff`): stored as `id`, enqueued at `now`, in its first attempt.
+    pub fn born_leased(&self, id: i64, now: i64) -> Leased {
+        Leased {
+            id,
+            kind: self.kind.clone(),
+            payload: self.payload.to_string(),
+            attempt: 1,
+            max_attempts: self.max_attempts,
+            created_at: now,
+        }
+    }
+
     pub fn dedupe_key(mut self, key: impl Into<String>) -> Self {
         self.dedupe_key = Some(key.into());
         self
@@ -228,16 +241,7 @@ pub async fn enqueue_many_handed(
         .iter()
         .zip(&ids)
         .take(granted)
-        .filter_map(|(job, id)| {
-            Some(Leased {
-                id: (*id)?,
-                kind: job.kind.clone(),
-                payload: job.payload.to_string(),
-                attempt: 1,
-                max_attempts: job.max_attempts,
-                created_at: now,
-            })
-        })
+        .filter_map(|(job, id)| Some(job.born_leased((*id)?, now)))
         .collect();
     let handed = match reservation {
         Some(reservation) => reservation.handed(leased),

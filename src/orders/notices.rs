@@ -20,7 +20,7 @@ use super::store;
 use crate::{
     clock::{rfc3339, window},
     db::Tx,
-    jobs::{self, JobError, Leased, NewJob, Payload, Priority},
+    jobs::{self, JobError, NewJob, Payload, Priority},
     keys::Sku,
     mail::{Compose, Letter},
     notices::{Context, admin_letter_to},
@@ -97,26 +97,6 @@ pub(super) fn key_email(order: i64, key_id: i64, max_attempts: i32) -> NewJob {
 
 /// The kind of [`key_email`]'s jobs.
 pub(super) const KEY_EMAIL: &str = "key_email";
-
-/// [`key_email`] as its job `job` looks to the worker it was born leased
-/// to (see `jobs::Handoff`), enqueued at `now`.
-pub(super) fn key_email_leased(
-    job: i64,
-    order: i64,
-    key_id: i64,
-    max_attempts: i32,
-    now: i64,
-) -> Leased {
-    let new = key_email(order, key_id, max_attempts);
-    Leased {
-        id: job,
-        kind: new.kind,
-        payload: new.payload.to_string(),
-        attempt: 1,
-        max_attempts,
-        created_at: now,
-    }
-}
 
 /// The emails of a refund of order `order`: the buyer's (when the order
 /// has an address) and the admin's.

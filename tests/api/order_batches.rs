@@ -672,6 +672,18 @@ async fn running_worker(world: &World) -> Running {
     }
 }
 
+/// [`held_up`], the batches' key emails handed to `handoff`'s worker.
+async fn held_up_handing_to(
+    backend: Backend,
+    world: World,
+    handoff: &allot::jobs::Handoff,
+) -> Scene {
+    let fulfilment = Fulfilment::new(world.db.clone(), &world.settings)
+        .handing_to(handoff.clone())
+        .grouped_in(tokio_util::task::TaskTracker::new(), 1);
+    held_up(backend, world, fulfilment).await
+}
+
 /// A batch's key emails are inserted leased to this process's worker and
 /// handed to it at commit: each is sent in one attempt by that worker. The
 /// first order, placed alone, queues its email as any job.
@@ -679,10 +691,7 @@ async fn the_key_emails_of_a_batch_go_straight_to_the_worker(backend: Backend) {
     let world = world_with(backend, 5, None, &[]).await;
     let running = running_worker(&world).await;
     let handoff = running.worker.handoff();
-    let fulfilment = Fulfilment::new(world.db.clone(), &world.settings)
-        .handing_to(handoff.clone())
-        .grouped_in(tokio_util::task::TaskTracker::new(), 1);
-    let scene = held_up(backend, world, fulfilment).await;
+    let scene = held_up_handing_to(backend, world, &handoff).await;
     let pending = queue_in_order(&scene.fulfilment, &["a", "b", "a", "c"]).await;
     scene.holder.release().await;
     assert_eq!(
@@ -740,10 +749,7 @@ async fn a_paused_worker_is_handed_no_emails(backend: Backend) {
         handoff.reserve("key_email", 1).granted() == 0
     })
     .await;
-    let fulfilment = Fulfilment::new(world.db.clone(), &world.settings)
-        .handing_to(handoff.clone())
-        .grouped_in(tokio_util::task::TaskTracker::new(), 1);
-    let scene = held_up(backend, world, fulfilment).await;
+    let scene = held_up_handing_to(backend, world, &handoff).await;
     let pending = queue_in_order(&scene.fulfilment, &["a", "b"]).await;
     scene.holder.release().await;
     scene.first.await.unwrap().unwrap();
@@ -783,10 +789,7 @@ async fn emails_handed_to_a_worker_that_died_are_sent_after_its_lease(backend: B
     // Killed: its loop ends where it is, and says nothing to anyone.
     running.loop_.abort();
     assert!(running.loop_.await.unwrap_err().is_cancelled());
-    let fulfilment = Fulfilment::new(world.db.clone(), &world.settings)
-        .handing_to(handoff.clone())
-        .grouped_in(tokio_util::task::TaskTracker::new(), 1);
-    let scene = held_up(backend, world, fulfilment).await;
+    let scene = held_up_handing_to(backend, world, &handoff).await;
     let pending = queue_in_order(&scene.fulfilment, &["a", "b"]).await;
     scene.holder.release().await;
     scene.first.await.unwrap().unwrap();

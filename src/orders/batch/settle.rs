@@ -220,7 +220,7 @@ pub(super) async fn in_one_call(
             if let Some(key) = key {
                 placed.settled.served.push((key, job));
                 if let Some(job) = job.filter(|_| leased.len() < lease_count as usize) {
-                    leased.push(notices::key_email_leased(job, id, key, max_attempts, now));
+                    leased.push(notices::key_email(id, key, max_attempts).born_leased(job, now));
                 }
             }
         } else if state == "needs_attention" {

@@ -130,6 +130,21 @@ mod tests {
         assert!(!without_logo.html.contains("<img"));
     }
 
+    /// No line of the key email reaches 76 characters, so it goes out as
+    /// 7bit text: no quoted-printable escapes for a reader of the raw
+    /// message, and no encoding pass on the busiest path of a sale.
+    #[test]
+    fn the_key_email_needs_no_transfer_encoding() {
+        for logo in [None, Some("https://shop.example/logo.png")] {
+            let mail = license_key(logo);
+            for part in [&mail.html, &mail.text] {
+                let long: Vec<&str> = part.lines().filter(|l| l.len() >= 76).collect();
+                assert!(long.is_empty(), "{long:#?}");
+                assert!(part.is_ascii());
+            }
+        }
+    }
+
     #[test]
     fn unknown_templates_and_missing_values_are_errors() {
         assert!(super::render("nope", json!({})).is_err());

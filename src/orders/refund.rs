@@ -216,23 +216,49 @@ pub async fn revoke_key(
 // The statements of refunds and of the payment an order was paid with.
 
 /// The order of `source` with id `order_id`, or whose payment is
-/// `payment_ref`, locked: its row id and state.
+/// `payment_ref` (the older one if both name an order), locked: its row id
+/// and state. Two lookups, each on its own index: SQLite, which gathers no
+/// statistics, planned the two conditions `or`ed in one statement on the
+/// `source` prefix of the order id index, reading every order of the
+/// source, a whole sale's worth, for one refund.
 pub(super) async fn lock_paid(
     tx: &mut Tx,
     source: &str,
     order_id: Option<&str>,
     payment_ref: Option<&str>,
 ) -> Result<Option<(i64, String)>, sqlx::Error> {
-    let select = format!(
-        "select id, state from orders
-          where source = ? and (order_id = ? or payment_ref = ?) order by id limit 1{}",
-        tx.backend().for_update()
-    );
+    let by_id = match order_id {
+        Some(order_id) => lock_one(tx, BY_ORDER_ID, source, order_id).await?,
+        None => None,
+    };
+    let by_payment = match payment_ref {
+        Some(payment_ref) => lock_one(tx, BY_PAYMENT, source, payment_ref).await?,
+        None => None,
+    };
+    Ok(match (by_id, by_payment) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    })
+}
+
+/// An order of a source by its order id (unique).
+const BY_ORDER_ID: &str = "select id, state from orders where source = ? and order_id = ?";
+
+/// The oldest order of a source paid with a payment.
+const BY_PAYMENT: &str =
+    "select id, state from orders where source = ? and payment_ref = ? order by id limit 1";
+
+async fn lock_one(
+    tx: &mut Tx,
+    select: &str,
+    source: &str,
+    value: &str,
+) -> Result<Option<(i64, String)>, sqlx::Error> {
+    let select = format!("{select}{}", tx.backend().for_update());
     on_tx!(tx, |conn, sql| {
         sqlx::query_as(sql(select))
             .bind(source)
-            .bind(order_id)
-            .bind(payment_ref)
+            .bind(value)
             .fetch_optional(conn)
             .await
     })
@@ -266,4 +292,49 @@ pub(super) async fn refunded(tx: &mut Tx, id: i64, now: i64) -> Result<(), sqlx:
         .await
         .map(drop)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sqlx::Connection;
+
+    use super::{BY_ORDER_ID, BY_PAYMENT};
+    use crate::db::{DatabaseSettings, Db};
+
+    /// On a fresh store, before any statistics are gathered, each lookup
+    /// searches its own index: a refund reads one order, not every order of
+    /// its source.
+    #[tokio::test]
+    async fn a_refund_finds_its_order_through_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/allot.db", dir.path().display());
+        let settings = DatabaseSettings {
+            url: url.clone(),
+            max_connections: 1,
+            acquire_timeout: Duration::from_secs(5),
+        };
+        Db::open(&settings).await.unwrap().close().await;
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        for (select, search) in [
+            (BY_ORDER_ID, "(source=? AND order_id=?)"),
+            (BY_PAYMENT, "USING INDEX orders_payment_ref (payment_ref=?)"),
+        ] {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("explain query plan {select}")))
+                    .bind("stripe")
+                    .bind("pi_1")
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap();
+            let steps: Vec<&str> = plan.iter().map(|step| step.3.as_str()).collect();
+            assert!(
+                steps.len() == 1
+                    && steps[0].starts_with("SEARCH orders")
+                    && steps[0].contains(search),
+                "{select}: {steps:?}"
+            );
+        }
+    }
 }

@@ -195,7 +195,41 @@ pub(super) async fn lease(
     }
     // Two statements for the whole batch: the rows are locked (SQLite:
     // the write lock), so `attempts + 1` is the attempt each job sees.
-    on_tx!(&mut tx, |conn, _sql| {
+    // SQLite reads the ids from one JSON array: one prepared statement for
+    // every batch (see `db::json_rows`).
+    if let Tx::Sqlite(conn) = &mut tx {
+        let ids: Vec<i64> = jobs.iter().map(|job| job.id).collect();
+        sqlx::query(
+            "update jobs set state = 'running', attempts = attempts + 1, locked_until = ?1,
+                    locked_by = ?2, updated_at = ?3
+              where id in (select value from json_each(?4))",
+        )
+        .bind(locked_until)
+        .bind(worker)
+        .bind(now)
+        .bind(json_rows(&ids)?)
+        .execute(&mut **conn)
+        .await?;
+    } else {
+        lease_update(&mut tx, &jobs, worker, now, locked_until).await?;
+    }
+    for job in &mut jobs {
+        job.attempt += 1;
+    }
+    tx.commit().await?;
+    Ok(jobs)
+}
+
+/// The lease's update on the servers: its list of ids follows the batch,
+/// so it is not kept among the connection's prepared statements.
+async fn lease_update(
+    tx: &mut Tx,
+    jobs: &[Leased],
+    worker: &str,
+    now: i64,
+    locked_until: i64,
+) -> Result<(), sqlx::Error> {
+    on_tx!(tx, |conn, _sql| {
         let mut update = QueryBuilder::new(
             "update jobs set state = 'running', attempts = attempts + 1, locked_until = ",
         );
@@ -214,12 +248,7 @@ pub(super) async fn lease(
             .execute(conn)
             .await
             .map(drop)
-    })?;
-    for job in &mut jobs {
-        job.attempt += 1;
-    }
-    tx.commit().await?;
-    Ok(jobs)
+    })
 }
 
 /// How an attempt ended.

@@ -22,6 +22,7 @@ use crate::{
 on_every_backend!(
     orders_held_up_together_are_placed_as_one_batch,
     an_order_that_breaks_its_batch_fails_alone,
+    an_order_set_aside_before_is_taken_up_again_in_a_batch,
     a_batch_behind_waiting_orders_waits_behind_them,
     a_batch_announces_each_order_to_merchant_endpoints,
     orders_delivered_twice_race_through_two_lanes,
@@ -280,6 +281,51 @@ async fn orders_held_up_together_are_placed_as_one_batch(backend: Backend) {
         scene.fulfilment.batching(&course()) == Some((None, 2))
     })
     .await;
+}
+
+/// An order whose first delivery was set aside (it could not be used) and
+/// whose good delivery then arrives inside a batch is taken up again, as it
+/// would be alone: described, given its own key and email.
+async fn an_order_set_aside_before_is_taken_up_again_in_a_batch(backend: Backend) {
+    let scene = scene_with(
+        backend,
+        5,
+        None,
+        &[
+            "insert into orders (source, order_id, state, created_at, updated_at)
+           values ('generic', 'b', 'needs_attention', 0, 0)",
+        ],
+    )
+    .await;
+    let pending = queue_in_order(&scene.fulfilment, &["a", "b", "c"]).await;
+    scene.holder.release().await;
+    assert_eq!(
+        scene.first.await.unwrap().unwrap().status,
+        Status::Fulfilled
+    );
+    use Status::*;
+    assert_eq!(
+        statuses(pending).await,
+        [Ok(Fulfilled), Ok(Fulfilled), Ok(Fulfilled)]
+    );
+    let world = &scene.world;
+    let mut keys = keys_by_order(world).await;
+    keys.sort();
+    let keys: Vec<&str> = keys.iter().map(|(order, _)| order.as_str()).collect();
+    assert_eq!(keys, ["a", "b", "c", "first"], "each order holds one key");
+    let b = allot::orders::find(&world.db, Source::Generic, "b")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.state, "fulfilled");
+    assert_eq!(b.email.as_deref(), Some("b@buyer.test"));
+    assert_eq!(b.product_sku.as_deref(), Some("course"));
+    assert!(b.email_delivery.is_some(), "b names its email");
+    assert_eq!(count(world, "select count(*) from orders").await, 4);
+    assert_eq!(
+        count(world, "select count(*) from jobs where kind = 'key_email'").await,
+        4
+    );
 }
 
 /// A trigger rejects one order's row: the batch's transaction fails, and

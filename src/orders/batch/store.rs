@@ -1,6 +1,6 @@
 //! The multi-row SQL of a batch of orders, on the `orders` and
 //! `order_events` tables. On SQLite each statement reads the batch's rows
-//! from one JSON array, so its text is the same for every batch and it is
+//! (or ids) from one JSON array, so its text is the same for every batch and it is
 //! prepared once (see `db::json_rows`). On MySQL each statement's shape
 //! follows the size of the batch, so none is kept among the connection's
 //! prepared statements, where it would push out those that are used again.
@@ -27,6 +27,16 @@ pub(super) async fn stored(
     source: &str,
     order_ids: &[&str],
 ) -> Result<Vec<Stored>, sqlx::Error> {
+    if let Tx::Sqlite(conn) = tx {
+        return sqlx::query_as(
+            "select order_id, state from orders
+              where source = ?1 and order_id in (select value from json_each(?2))",
+        )
+        .bind(source)
+        .bind(json_rows(order_ids)?)
+        .fetch_all(&mut **conn)
+        .await;
+    }
     on_tx!(tx, |conn, _sql| {
         let mut select = QueryBuilder::new("select order_id, state from orders where source = ");
         select.push_bind(source).push(" and order_id in ");
@@ -170,6 +180,18 @@ pub(super) async fn fulfilled(
 /// Marks the orders `ids` as waiting for stock.
 pub(super) async fn waiting(tx: &mut Tx, ids: &[i64], now: i64) -> Result<(), sqlx::Error> {
     if ids.is_empty() {
+        return Ok(());
+    }
+    if let Tx::Sqlite(conn) = tx {
+        sqlx::query(
+            "update orders set state = 'awaiting_stock', problem = null, raw_body = null,
+                    updated_at = ?1
+              where id in (select value from json_each(?2))",
+        )
+        .bind(now)
+        .bind(json_rows(ids)?)
+        .execute(&mut **conn)
+        .await?;
         return Ok(());
     }
     on_tx!(tx, |conn, _sql| {

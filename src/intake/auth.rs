@@ -2,6 +2,8 @@
 //! time), checked by the [`WebhookToken`] extractor, and, for WooCommerce,
 //! the delivery signature.
 
+use std::sync::Arc;
+
 use axum::{
     extract::{FromRef, FromRequestParts},
     http::{HeaderMap, request::Parts},
@@ -12,9 +14,10 @@ use sha2::Sha256;
 
 use crate::{config::Secret, http::ApiError};
 
-/// `ALLOT_WEBHOOK_TOKEN`, as route state: `None` turns intake off.
+/// `ALLOT_WEBHOOK_TOKEN`, as route state: `None` turns intake off. Shared,
+/// since the extractor takes its own copy for every request.
 #[derive(Clone)]
-pub struct ExpectedToken(pub Option<Secret>);
+pub struct ExpectedToken(pub Option<Arc<Secret>>);
 
 /// Extractor: the request carries the webhook token. Put it first in a
 /// handler's arguments, so that nothing else is read without it: 503 when
@@ -35,7 +38,7 @@ where
             .query()
             .and_then(|q| serde_urlencoded::from_str(q).ok())
             .unwrap_or_default();
-        require_token(expected.0.as_ref(), &query, &parts.headers)?;
+        require_token(expected.0.as_deref(), &query, &parts.headers)?;
         Ok(Self)
     }
 }

@@ -10,6 +10,8 @@
 //! payload or the stock: only a failure of ours (the database) is a 5xx,
 //! which the shop retries.
 
+use std::sync::Arc;
+
 use axum::{
     Json,
     body::Body,
@@ -34,7 +36,9 @@ use crate::{
     text::BoundedText,
 };
 
-#[derive(Clone)]
+/// Shared by the routes' handlers: axum hands each request its own copy of
+/// the state, so the routes hold it behind one `Arc` rather than cloning
+/// the fulfilment's settings (the service SKUs' map) at every request.
 struct OrdersState {
     db: Db,
     fulfilment: Fulfilment,
@@ -43,8 +47,8 @@ struct OrdersState {
     max_body_bytes: usize,
 }
 
-impl FromRef<OrdersState> for ExpectedToken {
-    fn from_ref(state: &OrdersState) -> Self {
+impl FromRef<Arc<OrdersState>> for ExpectedToken {
+    fn from_ref(state: &Arc<OrdersState>) -> Self {
         state.token.clone()
     }
 }
@@ -53,14 +57,14 @@ pub fn router(db: Db, fulfilment: Fulfilment, settings: &Settings) -> OpenApiRou
     let state = OrdersState {
         db,
         fulfilment,
-        token: ExpectedToken(settings.intake.webhook_token.clone()),
+        token: ExpectedToken(settings.intake.webhook_token.clone().map(Arc::new)),
         woocommerce_secret: settings.intake.woocommerce_secret.clone(),
         max_body_bytes: settings.max_body_bytes,
     };
     OpenApiRouter::new()
         .routes(routes!(receive))
         .routes(routes!(show))
-        .with_state(state)
+        .with_state(Arc::new(state))
 }
 
 /// The answer: a [`Receipt`], or `{"status": "ping"}`.
@@ -108,7 +112,7 @@ enum PingStatus {
     ))]
 async fn receive(
     _: WebhookToken,
-    State(state): State<OrdersState>,
+    State(state): State<Arc<OrdersState>>,
     Path(source): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
@@ -179,7 +183,7 @@ async fn receive(
     ))]
 async fn show(
     _: WebhookToken,
-    State(state): State<OrdersState>,
+    State(state): State<Arc<OrdersState>>,
     Path((source, order_id)): Path<(String, String)>,
 ) -> Result<Json<OrderView>, ApiError> {
     let not_found = || {

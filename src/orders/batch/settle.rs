@@ -1,7 +1,7 @@
 //! The middle of a batch of orders: the new orders, in arrival order, get
 //! the oldest keys while they last and their email jobs; the rest wait for
 //! stock; each gets its history entry. On PostgreSQL this, and storing the
-//! orders, is one call of `allot_place_orders` (migration 0017) instead of
+//! orders, is one call of `allot_place_orders` (migration 0018) instead of
 //! nine round trips; the other backends run the same steps statement by
 //! statement, on orders stored first. What follows
 //! (alerts, merchant announcements) is the caller's, on every backend.
@@ -112,7 +112,7 @@ pub(super) async fn settle(
     })
 }
 
-/// The history entries, worded alike by the function of migration 0017.
+/// The history entries, worded alike by the function of migration 0018.
 fn fulfilled_detail(batch: &[Request], i: usize, key: i64, sku: &Sku, job: Option<i64>) -> String {
     format!(
         "received from {}; key #{key} of {} assigned, email to the buyer queued (job {})",
@@ -150,7 +150,7 @@ pub(super) struct InOneCall {
 
 /// Places the orders at `firsts` (places in `batch`, in arrival order, no
 /// repeats) on PostgreSQL: stored, keyed, queued and described in one call
-/// of `allot_place_orders` (migration 0017), each new row written once;
+/// of `allot_place_orders` (migration 0018), each new row written once;
 /// its walk for keys starts after key `after`, if given (see `resume`).
 pub(super) async fn in_one_call(
     tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,

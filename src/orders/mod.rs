@@ -212,6 +212,14 @@ impl Fulfilment {
         Some((batches.waiting(&lane), batches.batches()))
     }
 
+    /// How many batches of orders were placed and committed by one
+    /// statement (PostgreSQL, migration 0019), for tests and benchmarks.
+    pub fn batches_committed_at_once(&self) -> u64 {
+        self.batches
+            .as_ref()
+            .map_or(0, |batches| batches.decider().committed_at_once())
+    }
+
     /// The lane of the order `order_id` of `source`: the batches of its SKU
     /// it may share (always 0 with one lane).
     pub fn lane(&self, source: Source, order_id: &str) -> u8 {

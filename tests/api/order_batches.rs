@@ -204,6 +204,11 @@ async fn orders_held_up_together_are_placed_as_one_batch(backend: Backend) {
         Some(2),
         "the first order, then one batch"
     );
+    assert_eq!(
+        scene.fulfilment.batches_committed_at_once(),
+        0,
+        "a batch in which orders wait is placed in a transaction, which alerts"
+    );
     let world = &scene.world;
     assert_eq!(count(world, "select count(*) from orders").await, 7);
     assert_eq!(
@@ -429,6 +434,124 @@ async fn a_batch_announces_each_order_to_merchant_endpoints(backend: Backend) {
         4,
         "one delivery per order"
     );
+    assert_eq!(
+        scene.fulfilment.batches_committed_at_once(),
+        0,
+        "with an endpoint, a batch is placed in a transaction, which announces"
+    );
+}
+
+/// On PostgreSQL a batch whose orders all get keys, on a store with no
+/// merchant endpoint, is placed and committed by one statement: the same
+/// orders, keys, emails and history as in a transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_that_needs_nothing_more_is_committed_by_one_statement() {
+    if !Backend::Postgres.available() {
+        return;
+    }
+    let scene = scene(Backend::Postgres, 10, None).await;
+    let pending = queue_in_order(&scene.fulfilment, &["a", "b", "a", "c"]).await;
+    scene.holder.release().await;
+    assert_eq!(
+        scene.first.await.unwrap().unwrap().status,
+        Status::Fulfilled
+    );
+    use Status::*;
+    assert_eq!(
+        statuses(pending).await,
+        [Ok(Fulfilled), Ok(Fulfilled), Ok(Duplicate), Ok(Fulfilled)]
+    );
+    assert_eq!(scene.fulfilment.batches_committed_at_once(), 1);
+    let world = &scene.world;
+    let expected: Vec<(String, String)> = ["first", "a", "b", "c"]
+        .iter()
+        .enumerate()
+        .map(|(n, o)| (o.to_string(), format!("KEY-{:03}", n + 1)))
+        .collect();
+    assert_eq!(keys_by_order(world).await, expected);
+    assert_eq!(
+        count(world, "select count(*) from jobs where kind = 'key_email'").await,
+        4
+    );
+    let c = allot::orders::find(&world.db, Source::Generic, "c")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.state, "fulfilled");
+    let delivery = c.email_delivery.expect("a fulfilled order names its email");
+    assert_eq!(
+        c.history.last().unwrap().detail,
+        format!(
+            "received from generic; key #4 of course assigned, email to the buyer queued (job {})",
+            delivery.job_id
+        )
+    );
+}
+
+/// The statement that commits a batch at once (migration 0019) refuses one
+/// that needs more, before anything is written: with a merchant endpoint
+/// enabled, or with an order of the SKU waiting for stock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_statement_that_commits_at_once_refuses_a_batch_that_needs_more() {
+    use sqlx::Connection;
+    if !Backend::Postgres.available() {
+        return;
+    }
+    let world = World::new(Backend::Postgres, |_| {}).await;
+    seed_keys(&world.db, "course", &["KEY-001".to_string()]).await;
+    let mut conn = sqlx::PgConnection::connect(&world.settings.database.url)
+        .await
+        .unwrap();
+    let call = |order_ids: &'static [&'static str]| {
+        let emails: Vec<String> = order_ids
+            .iter()
+            .map(|o| format!("{o}@buyer.test"))
+            .collect();
+        sqlx::query_as::<_, (i64, String)>(
+            "select out_ref, out_state from allot_place_orders_at_once(
+                 'course', array_fill('generic'::text, array[cardinality($1::text[])]), $1,
+                 $2, array_fill(null::text, array[cardinality($1::text[])]), 0, 5,
+                 null, null, null, 0)",
+        )
+        .bind(order_ids)
+        .bind(emails)
+    };
+    let refused = |result: Result<Vec<(i64, String)>, sqlx::Error>| match result {
+        Err(sqlx::Error::Database(e)) => e.code().as_deref() == Some("AL001"),
+        _ => false,
+    };
+    let stored = async |conn: &mut sqlx::PgConnection| -> (i64, i64) {
+        sqlx::query_as(
+            "select (select count(*) from orders),
+                    (select count(*) from license_keys where status = 'available')",
+        )
+        .fetch_one(conn)
+        .await
+        .unwrap()
+    };
+
+    // Two orders, one key: the second would wait.
+    assert!(refused(call(&["a", "b"]).fetch_all(&mut conn).await));
+    assert_eq!(stored(&mut conn).await, (0, 1), "nothing written");
+
+    sqlx::query(
+        "insert into endpoints (url, events, secret, created_at, updated_at)
+         values ('http://127.0.0.1:9/hook', 'stock.*', 'whsec_dGVzdA==', 0, 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    assert!(refused(call(&["a"]).fetch_all(&mut conn).await));
+    assert_eq!(stored(&mut conn).await, (0, 1), "nothing written");
+
+    sqlx::query("update endpoints set enabled = 0")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let placed = call(&["a"]).fetch_all(&mut conn).await.unwrap();
+    assert_eq!(placed.len(), 1);
+    assert_eq!(placed[0].1, "fulfilled");
+    assert_eq!(stored(&mut conn).await, (1, 0), "committed");
 }
 
 /// On PostgreSQL, where the batch is one function call: another process
@@ -462,7 +585,7 @@ async fn an_order_another_process_stores_meanwhile_is_placed_once() {
             count(
                 world,
                 "select count(*) from pg_stat_activity
-              where wait_event_type = 'Lock' and query like '%from allot_place_orders(%'",
+              where wait_event_type = 'Lock' and query like '%from allot_place_orders%'",
             )
             .await
                 == 1

@@ -2,8 +2,9 @@
 //! the oldest keys while they last and their email jobs; the rest wait for
 //! stock; each gets its history entry. On PostgreSQL this, and storing the
 //! orders, is one call of `allot_place_orders` (migration 0018) instead of
-//! nine round trips; the other backends run the same steps statement by
-//! statement, on orders stored first. What follows
+//! nine round trips, and a batch that needs nothing more is committed by
+//! that call alone (migration 0019); the other backends run the same steps
+//! statement by statement, on orders stored first. What follows
 //! (alerts, merchant announcements) is the caller's, on every backend.
 
 use super::{Request, store};
@@ -148,15 +149,34 @@ pub(super) struct InOneCall {
     pub set_aside: Vec<usize>,
 }
 
+/// How a call of [`in_one_call`] commits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Commit {
+    /// Inside the caller's transaction, which goes on after the call.
+    WithCaller,
+    /// On its own: the call is the transaction (`allot_place_orders_at_once`,
+    /// migration 0019), refused with [`needs_transaction`] when the batch
+    /// needs more than the call.
+    AtOnce,
+}
+
+/// The call refused to commit the batch on its own; nothing was written.
+pub(super) fn needs_transaction(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("AL001"))
+}
+
 /// Places the orders at `firsts` (places in `batch`, in arrival order, no
 /// repeats) on PostgreSQL: stored, keyed, queued and described in one call
 /// of `allot_place_orders` (migration 0018), each new row written once;
 /// its walk for keys starts after key `after`, if given (see `resume`).
+/// `conn` is in the caller's transaction, or, with [`Commit::AtOnce`],
+/// in none.
 pub(super) async fn in_one_call(
-    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    conn: &mut sqlx::PgConnection,
     placing: Placing<'_>,
     firsts: &[usize],
     after: Option<i64>,
+    commit: Commit,
 ) -> Result<InOneCall, sqlx::Error> {
     let Placing {
         sku,
@@ -180,23 +200,30 @@ pub(super) async fn in_one_call(
         .filter(|r| r.granted() > 0);
     let lease_count = reservation.as_ref().map_or(0, |r| r.granted() as i32);
     type Row = (i64, String, bool, Option<i64>, Option<i64>, bool);
-    let rows: Vec<Row> = sqlx::query_as(
-        "select out_ref, out_state, out_new, out_key, out_job, out_behind
-           from allot_place_orders($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(sku.as_str())
-    .bind(&sources)
-    .bind(&order_ids)
-    .bind(&emails)
-    .bind(&coupons)
-    .bind(now)
-    .bind(max_attempts)
-    .bind(after)
-    .bind(reservation.as_ref().map(|r| r.worker()))
-    .bind(reservation.as_ref().map(|r| r.locked_until(now)))
-    .bind(lease_count)
-    .fetch_all(&mut **tx)
-    .await?;
+    let call = match commit {
+        Commit::WithCaller => {
+            "select out_ref, out_state, out_new, out_key, out_job, out_behind
+               from allot_place_orders($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        }
+        Commit::AtOnce => {
+            "select out_ref, out_state, out_new, out_key, out_job, out_behind
+               from allot_place_orders_at_once($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        }
+    };
+    let rows: Vec<Row> = sqlx::query_as(call)
+        .bind(sku.as_str())
+        .bind(&sources)
+        .bind(&order_ids)
+        .bind(&emails)
+        .bind(&coupons)
+        .bind(now)
+        .bind(max_attempts)
+        .bind(after)
+        .bind(reservation.as_ref().map(|r| r.worker()))
+        .bind(reservation.as_ref().map(|r| r.locked_until(now)))
+        .bind(lease_count)
+        .fetch_all(&mut *conn)
+        .await?;
     if rows.len() != firsts.len() {
         return Err(sqlx::Error::Protocol(format!(
             "allot_place_orders answered for {} of {} orders",

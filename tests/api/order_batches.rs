@@ -145,6 +145,19 @@ async fn statuses(pending: Vec<Pending>) -> Vec<Result<Status, String>> {
     statuses
 }
 
+/// Lets the first order's batch commit, and with it the batch queued
+/// behind it: the first order's status, then the queued orders', in queue
+/// order.
+async fn release(
+    holder: Holder,
+    first: Pending,
+    pending: Vec<Pending>,
+) -> (Status, Vec<Result<Status, String>>) {
+    holder.release().await;
+    let first = first.await.unwrap().unwrap().status;
+    (first, statuses(pending).await)
+}
+
 /// (order id, key) of every order holding a key, in the order the orders
 /// were stored.
 async fn keys_by_order(world: &World) -> Vec<(String, String)> {
@@ -172,15 +185,11 @@ async fn orders_held_up_together_are_placed_as_one_batch(backend: Backend) {
     let scene = scene(backend, 5, None).await;
     let order_ids = ["a", "b", "a", "first", "c", "d", "e", "f"];
     let pending = queue_in_order(&scene.fulfilment, &order_ids).await;
-    scene.holder.release().await;
-
-    assert_eq!(
-        scene.first.await.unwrap().unwrap().status,
-        Status::Fulfilled
-    );
+    let (first, outcomes) = release(scene.holder, scene.first, pending).await;
+    assert_eq!(first, Status::Fulfilled);
     use Status::*;
     assert_eq!(
-        statuses(pending).await,
+        outcomes,
         [
             Ok(Fulfilled),
             Ok(Fulfilled),
@@ -303,16 +312,10 @@ async fn an_order_set_aside_before_is_taken_up_again_in_a_batch(backend: Backend
     )
     .await;
     let pending = queue_in_order(&scene.fulfilment, &["a", "b", "c"]).await;
-    scene.holder.release().await;
-    assert_eq!(
-        scene.first.await.unwrap().unwrap().status,
-        Status::Fulfilled
-    );
+    let (first, outcomes) = release(scene.holder, scene.first, pending).await;
+    assert_eq!(first, Status::Fulfilled);
     use Status::*;
-    assert_eq!(
-        statuses(pending).await,
-        [Ok(Fulfilled), Ok(Fulfilled), Ok(Fulfilled)]
-    );
+    assert_eq!(outcomes, [Ok(Fulfilled), Ok(Fulfilled), Ok(Fulfilled)]);
     let world = &scene.world;
     let mut keys = keys_by_order(world).await;
     keys.sort();
@@ -338,13 +341,8 @@ async fn an_order_set_aside_before_is_taken_up_again_in_a_batch(backend: Backend
 async fn an_order_that_breaks_its_batch_fails_alone(backend: Backend) {
     let scene = scene(backend, 10, Some("poison")).await;
     let pending = queue_in_order(&scene.fulfilment, &["a", "poison", "b"]).await;
-    scene.holder.release().await;
-
-    assert_eq!(
-        scene.first.await.unwrap().unwrap().status,
-        Status::Fulfilled
-    );
-    let outcomes = statuses(pending).await;
+    let (first, outcomes) = release(scene.holder, scene.first, pending).await;
+    assert_eq!(first, Status::Fulfilled);
     assert_eq!(outcomes[0], Ok(Status::Fulfilled), "{outcomes:?}");
     assert!(outcomes[1].is_err(), "{outcomes:?}");
     assert_eq!(outcomes[2], Ok(Status::Fulfilled), "{outcomes:?}");
@@ -369,17 +367,10 @@ async fn an_order_that_breaks_its_batch_fails_alone(backend: Backend) {
 async fn a_batch_behind_waiting_orders_waits_behind_them(backend: Backend) {
     let scene = scene(backend, 0, None).await;
     let pending = queue_in_order(&scene.fulfilment, &["x", "y"]).await;
-    scene.holder.release().await;
-
-    assert_eq!(
-        scene.first.await.unwrap().unwrap().status,
-        Status::AwaitingStock
-    );
+    let (first, outcomes) = release(scene.holder, scene.first, pending).await;
+    assert_eq!(first, Status::AwaitingStock);
     use Status::*;
-    assert_eq!(
-        statuses(pending).await,
-        [Ok(AwaitingStock), Ok(AwaitingStock)]
-    );
+    assert_eq!(outcomes, [Ok(AwaitingStock), Ok(AwaitingStock)]);
     for order_id in ["x", "y"] {
         let view = allot::orders::find(&scene.world.db, Source::Generic, order_id)
             .await
@@ -400,17 +391,10 @@ async fn a_batch_announces_each_order_to_merchant_endpoints(backend: Backend) {
                     values ('http://127.0.0.1:9/hook', 'order.*', 'whsec_dGVzdA==', 0, 0)";
     let scene = scene_with(backend, 10, None, &[endpoint]).await;
     let pending = queue_in_order(&scene.fulfilment, &["a", "b", "c"]).await;
-    scene.holder.release().await;
-
-    assert_eq!(
-        scene.first.await.unwrap().unwrap().status,
-        Status::Fulfilled
-    );
+    let (first, outcomes) = release(scene.holder, scene.first, pending).await;
+    assert_eq!(first, Status::Fulfilled);
     use Status::*;
-    assert_eq!(
-        statuses(pending).await,
-        [Ok(Fulfilled), Ok(Fulfilled), Ok(Fulfilled)]
-    );
+    assert_eq!(outcomes, [Ok(Fulfilled), Ok(Fulfilled), Ok(Fulfilled)]);
     let world = &scene.world;
     assert_eq!(
         count(
@@ -451,14 +435,11 @@ async fn a_batch_that_needs_nothing_more_is_committed_by_one_statement() {
     }
     let scene = scene(Backend::Postgres, 10, None).await;
     let pending = queue_in_order(&scene.fulfilment, &["a", "b", "a", "c"]).await;
-    scene.holder.release().await;
-    assert_eq!(
-        scene.first.await.unwrap().unwrap().status,
-        Status::Fulfilled
-    );
+    let (first, outcomes) = release(scene.holder, scene.first, pending).await;
+    assert_eq!(first, Status::Fulfilled);
     use Status::*;
     assert_eq!(
-        statuses(pending).await,
+        outcomes,
         [Ok(Fulfilled), Ok(Fulfilled), Ok(Duplicate), Ok(Fulfilled)]
     );
     assert_eq!(scene.fulfilment.batches_committed_at_once(), 1);
@@ -862,14 +843,11 @@ async fn the_key_emails_of_a_batch_go_straight_to_the_worker(backend: Backend) {
     let handoff = running.worker.handoff();
     let scene = held_up_handing_to(backend, world, &handoff).await;
     let pending = queue_in_order(&scene.fulfilment, &["a", "b", "a", "c"]).await;
-    scene.holder.release().await;
-    assert_eq!(
-        scene.first.await.unwrap().unwrap().status,
-        Status::Fulfilled
-    );
+    let (first, outcomes) = release(scene.holder, scene.first, pending).await;
+    assert_eq!(first, Status::Fulfilled);
     use Status::*;
     assert_eq!(
-        statuses(pending).await,
+        outcomes,
         [Ok(Fulfilled), Ok(Fulfilled), Ok(Duplicate), Ok(Fulfilled)]
     );
     let world = &scene.world;

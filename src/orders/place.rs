@@ -151,6 +151,7 @@ impl Fulfilment {
         {
             Status::Fulfilled
         } else {
+            keys::none_held_elsewhere(&mut tx, sku).await?;
             let detail = format!(
                 "{received}; {} is out of stock, waiting for keys",
                 sku.as_str()

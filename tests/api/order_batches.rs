@@ -535,6 +535,80 @@ async fn the_statement_that_commits_at_once_refuses_a_batch_that_needs_more() {
     assert_eq!(stored(&mut conn).await, (1, 0), "committed");
 }
 
+/// A batch that runs short of keys while another transaction holds one
+/// (PostgreSQL; a batch refused a commit at once holds keys until it rolls
+/// back) does not make its orders wait: the statement fails as a
+/// serialization failure, writing nothing, and once the holder has let the
+/// key go, the batch run again gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_short_of_keys_another_transaction_holds_is_run_again() {
+    use sqlx::Connection;
+    if !Backend::Postgres.available() {
+        return;
+    }
+    let world = World::new(Backend::Postgres, |_| {}).await;
+    seed_keys(&world.db, "course", &["KEY-001".into(), "KEY-002".into()]).await;
+    let url = &world.settings.database.url;
+    let holder = Holder::hold(
+        Backend::Postgres,
+        url,
+        "select 1 from license_keys where license_key = 'KEY-001' for update",
+    )
+    .await;
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let call = "select out_state from allot_place_orders_at_once(
+                    'course', array['generic', 'generic'], array['a', 'b'],
+                    array['a@buyer.test', 'b@buyer.test'], array[null, null]::text[],
+                    0, 5, null, null, null, 0)";
+    let stored = "select (select count(*) from orders),
+                         (select count(*) from license_keys where status = 'available')";
+    match sqlx::query_scalar::<_, String>(call)
+        .fetch_all(&mut conn)
+        .await
+    {
+        Err(sqlx::Error::Database(e)) => assert_eq!(e.code().as_deref(), Some("40001"), "{e}"),
+        other => panic!("expected a serialization failure, got {other:?}"),
+    }
+    let nothing: (i64, i64) = sqlx::query_as(stored).fetch_one(&mut conn).await.unwrap();
+    assert_eq!(nothing, (0, 2), "nothing written");
+
+    holder.release().await;
+    let placed: Vec<String> = sqlx::query_scalar(call).fetch_all(&mut conn).await.unwrap();
+    assert_eq!(placed, ["fulfilled", "fulfilled"]);
+    let committed: (i64, i64) = sqlx::query_as(stored).fetch_one(&mut conn).await.unwrap();
+    assert_eq!(committed, (2, 0));
+}
+
+/// The same for an order placed alone: while another transaction holds the
+/// last key, the order is not told to wait but that the database is busy
+/// (503, try again), with nothing stored; once that transaction has sold
+/// the key, the order waits for stock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_order_waits_for_stock_only_once_the_last_key_held_elsewhere_is_sold() {
+    if !Backend::Postgres.available() {
+        return;
+    }
+    let world = World::new(Backend::Postgres, |_| {}).await;
+    seed_keys(&world.db, "course", &["KEY-001".into()]).await;
+    let holder = Holder::hold(
+        Backend::Postgres,
+        &world.settings.database.url,
+        "update license_keys set status = 'assigned', assigned_at = 0
+          where license_key = 'KEY-001'",
+    )
+    .await;
+    let fulfilment = Fulfilment::new(world.db.clone(), &world.settings);
+    match place(&fulfilment, "x").await.unwrap() {
+        Err(error) => assert!(allot::db::is_contention(&error), "{error}"),
+        Ok(receipt) => panic!("answered {:?} while the key was held", receipt.status),
+    }
+    assert_eq!(count(&world, "select count(*) from orders").await, 0);
+
+    holder.commit().await;
+    let receipt = place(&fulfilment, "x").await.unwrap().unwrap();
+    assert_eq!(receipt.status, Status::AwaitingStock);
+}
+
 /// On PostgreSQL, where the batch is one function call: another process
 /// stores one of the batch's orders (set aside, as an unparseable delivery
 /// would be) while the batch's insert waits for that row. The batch is run

@@ -210,6 +210,10 @@ impl Fulfilment {
             metrics::counter!("allot_keys_vended_total").increment(served.len() as u64);
         }
         if let Some(&(_, first)) = waiting.first() {
+            if !settled.queued_behind {
+                // Short of keys: not while another transaction may yet free some.
+                keys::none_held_elsewhere(&mut tx, sku).await?;
+            }
             for &(i, _) in waiting {
                 statuses[i] = Status::AwaitingStock;
             }

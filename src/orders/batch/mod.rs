@@ -198,6 +198,12 @@ impl Fulfilment {
         };
         let last_key = settled.served.last().map(|&(key, _)| key);
         let (served, waiting) = new.split_at(settled.served.len());
+        if !waiting.is_empty() && !settled.queued_behind {
+            // Short of keys: not while another transaction may yet free
+            // some. Checked first, so that a batch run again has announced
+            // and counted nothing.
+            keys::none_held_elsewhere(&mut tx, sku).await?;
+        }
         if !served.is_empty() {
             for &(i, _) in served {
                 statuses[i] = Status::Fulfilled;
@@ -210,10 +216,6 @@ impl Fulfilment {
             metrics::counter!("allot_keys_vended_total").increment(served.len() as u64);
         }
         if let Some(&(_, first)) = waiting.first() {
-            if !settled.queued_behind {
-                // Short of keys: not while another transaction may yet free some.
-                keys::none_held_elsewhere(&mut tx, sku).await?;
-            }
             for &(i, _) in waiting {
                 statuses[i] = Status::AwaitingStock;
             }

@@ -6,7 +6,6 @@
 //! not import any capability.
 
 mod lists;
-mod nodelay;
 mod notify;
 mod settings;
 mod sql;
@@ -100,12 +99,6 @@ impl Db {
                         .max_connections(max)
                         .acquire_timeout(acquire)
                         .test_before_acquire(false)
-                        .after_connect(|_, _| {
-                            Box::pin(async move {
-                                nodelay::set_on_every_socket();
-                                Ok(())
-                            })
-                        })
                         .connect_with(options)
                         .await
                         .map_err(&fail)?,
@@ -125,7 +118,6 @@ impl Db {
                         // older snapshot to plain reads that follow a locking read.
                         .after_connect(|conn, _| {
                             Box::pin(async move {
-                                nodelay::set_on_every_socket();
                                 conn.execute(
                                     "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
                                 )

@@ -13,6 +13,8 @@
 //! - `restock`: fulfilling waiting orders oldest first when keys arrive;
 //! - `refund`: a paid order taken back, its key revoked; revoking by hand;
 //! - `notices`: what the buyer and the admin are emailed, and when;
+//! - `history`: what an order's history says when it is placed, worded
+//!   once for Rust and for PostgreSQL's `allot_place_orders`;
 //! - `view`: an order's state and history, as `GET /v1/orders/…` shows it;
 //! - `store`: the SQL of the two tables;
 //! - `routes`: `POST /v1/webhooks/{source}`, `GET /v1/orders/{source}/{order_id}`.
@@ -26,6 +28,7 @@
 //! `order.refunded`, `stock.sold_out`, `key.revoked`).
 
 mod batch;
+pub mod history;
 pub mod notices;
 mod place;
 mod refund;

@@ -3,7 +3,7 @@
 //! together or not at all. Orders that cannot be served yet wait for stock;
 //! payloads that cannot be used are set aside with their raw body.
 
-use super::{Fulfilment, Placed, Status, body_reference, notices, store};
+use super::{Fulfilment, Placed, Status, body_reference, history, notices, store};
 use crate::{
     db::{Tx, retry_on_contention},
     intake::normalize::{Order, Source},
@@ -123,16 +123,13 @@ impl Fulfilment {
             }
         };
         store::describe(&mut tx, id, &details, now).await?;
-        let received = format!("received from {}", source.as_str());
+        let received = history::received(source);
         let status = if store::waiting_ahead(&mut tx, sku).await? {
             // Orders already wait for this SKU: queue behind them, so that
             // a restock serves the oldest first. Alert only if the pool is
             // really empty (keys may have just arrived).
             let empty = !keys::in_stock(&mut tx, sku).await?;
-            let detail = format!(
-                "{received}; queued behind earlier orders waiting for {}",
-                sku.as_str()
-            );
+            let detail = history::waiting(&received, sku.as_str(), false);
             self.wait_for_stock(&mut tx, id, sku, &detail, empty, now)
                 .await?;
             Status::AwaitingStock
@@ -152,10 +149,7 @@ impl Fulfilment {
             Status::Fulfilled
         } else {
             keys::none_held_elsewhere(&mut tx, sku).await?;
-            let detail = format!(
-                "{received}; {} is out of stock, waiting for keys",
-                sku.as_str()
-            );
+            let detail = history::waiting(&received, sku.as_str(), true);
             self.wait_for_stock(&mut tx, id, sku, &detail, true, now)
                 .await?;
             Status::AwaitingStock
@@ -282,12 +276,7 @@ impl Fulfilment {
             id,
             now,
             "fulfilled",
-            &format!(
-                "{how}; key #{} of {} assigned, email to the buyer queued (job {})",
-                key,
-                sku.as_str(),
-                job_id.map_or_else(|| "-".into(), |j| j.to_string())
-            ),
+            &history::fulfilled(how, key, sku.as_str(), job_id),
         )
         .await?;
         self.announce_to(tx, targets, id, "order.fulfilled", now)

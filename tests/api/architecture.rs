@@ -210,3 +210,104 @@ fn the_reader_finds_group_imports() {
     let names = crate_paths("use crate::{a::b, c::{d, e}, f};\nlet x = crate::g::h();");
     assert_eq!(names, ["a", "c", "f", "g"]);
 }
+
+/// Every PL/pgSQL function the PostgreSQL migrations leave in place has its
+/// current text in a `.pg.sql` file under `src/`, beside the Rust that
+/// calls it, and the newest migration that creates it holds exactly that
+/// text: the SQL a reader finds next to the Rust is the SQL that runs.
+#[test]
+fn every_postgres_function_is_beside_its_rust_as_its_newest_migration_has_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut migrations: Vec<_> = std::fs::read_dir(root.join("migrations/postgres"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    migrations.sort();
+    // Function → the newest migration that creates it, unless dropped after.
+    let mut live: BTreeMap<String, std::path::PathBuf> = BTreeMap::new();
+    for migration in &migrations {
+        let text = std::fs::read_to_string(migration).unwrap().to_lowercase();
+        for (name, created) in function_statements(&text) {
+            if created {
+                live.insert(name, migration.clone());
+            } else {
+                live.remove(&name);
+            }
+        }
+    }
+    assert!(live.contains_key("allot_place_orders"), "{live:?}");
+
+    let mut beside: BTreeMap<String, (std::path::PathBuf, String)> = BTreeMap::new();
+    for file in files_ending(&root.join("src"), ".pg.sql") {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let created: Vec<String> = function_statements(&text.to_lowercase())
+            .into_iter()
+            .filter_map(|(name, created)| created.then_some(name))
+            .collect();
+        assert_eq!(created.len(), 1, "{}: one function a file", file.display());
+        let previous = beside.insert(created[0].clone(), (file.clone(), text));
+        assert!(previous.is_none(), "{} is in two files", created[0]);
+    }
+    assert_eq!(
+        live.keys().collect::<Vec<_>>(),
+        beside.keys().collect::<Vec<_>>(),
+        "functions in the database, and functions with a file under src/"
+    );
+    for (name, (file, text)) in &beside {
+        let migration = std::fs::read_to_string(&live[name]).unwrap();
+        assert!(
+            migration.contains(text.trim()),
+            "{} is not {name} as {} creates it: change the file and the migration together",
+            file.display(),
+            live[name].display()
+        );
+    }
+}
+
+/// `(function, created)` for each `create [or replace] function` (true) and
+/// `drop function` (false) in `sql`, in order; `sql` in lower case.
+fn function_statements(sql: &str) -> Vec<(String, bool)> {
+    let mut found = Vec::new();
+    let code: String = sql
+        .lines()
+        .map(|line| line.split("--").next().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let words: Vec<&str> = code.split_whitespace().collect();
+    for (n, word) in words.iter().enumerate() {
+        let statement = match *word {
+            "create" if words.get(n + 1) == Some(&"function") => Some((n + 2, true)),
+            "create" if words.get(n + 1..n + 4) == Some(&["or", "replace", "function"][..]) => {
+                Some((n + 4, true))
+            }
+            "drop" if words.get(n + 1) == Some(&"function") => Some((n + 2, false)),
+            _ => None,
+        };
+        if let Some((at, created)) = statement {
+            let name: String = words[at]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            found.push((name, created));
+        }
+    }
+    found
+}
+
+fn files_ending(dir: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap().filter_map(Result::ok) {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.to_string_lossy().ends_with(suffix) {
+                files.push(path);
+            }
+        }
+    }
+    files
+}

@@ -291,6 +291,40 @@ async fn orders_held_up_together_are_placed_as_one_batch(backend: Backend) {
         d.email_delivery.is_some(),
         "a fulfilled order names its email"
     );
+    // Whichever path wrote them, the email jobs and the history say the
+    // same: the first order was placed alone (in Rust on every backend),
+    // the others in a batch (on PostgreSQL by `allot_place_orders`).
+    type Written = (String, i64, i64, i64, String, String, String);
+    let written: Vec<Written> = allot::on_db!(&world.db, read, |pool, sql| {
+        sqlx::query_as(sql(
+            "select o.order_id, o.id, o.license_key_id, o.email_job_id,
+                      j.payload, j.dedupe_key, e.detail
+                 from orders o
+                 join jobs j on j.id = o.email_job_id
+                 join order_events e on e.order_ref = o.id and e.state = 'fulfilled'
+                where o.state = 'fulfilled' order by o.id",
+        ))
+        .fetch_all(pool)
+        .await
+    })
+    .unwrap();
+    let order_ids: Vec<&str> = written.iter().map(|w| w.0.as_str()).collect();
+    assert_eq!(order_ids, ["first", "a", "b", "c", "d"]);
+    for (order_id, id, key, job, payload, dedupe_key, detail) in &written {
+        assert_eq!(
+            payload,
+            &format!(r#"{{"key":{key},"order":{id}}}"#),
+            "{order_id}"
+        );
+        assert_eq!(dedupe_key, &format!("key_email:{id}:{key}"), "{order_id}");
+        assert_eq!(
+            detail,
+            &format!(
+                "received from generic; key #{key} of course assigned, email to the buyer queued (job {job})"
+            ),
+            "{order_id}"
+        );
+    }
     eventually("the runner to retire", async || {
         scene.fulfilment.batching(&course()) == Some((None, 2))
     })
@@ -492,10 +526,11 @@ async fn the_statement_that_commits_at_once_refuses_a_batch_that_needs_more() {
             "select out_ref, out_state from allot_place_orders_at_once(
                  'course', array_fill('generic'::text, array[cardinality($1::text[])]), $1,
                  $2, array_fill(null::text, array[cardinality($1::text[])]), 0, 5,
-                 null, null, null, 0)",
+                 null, null, null, 0, $3::jsonb)",
         )
         .bind(order_ids)
         .bind(emails)
+        .bind(allot::orders::history::words_for_postgres())
     };
     let refused = |result: Result<Vec<(i64, String)>, sqlx::Error>| match result {
         Err(sqlx::Error::Database(e)) => e.code().as_deref() == Some("AL001"),
@@ -559,10 +594,11 @@ async fn a_batch_short_of_keys_another_transaction_holds_is_run_again() {
     let call = "select out_state from allot_place_orders_at_once(
                     'course', array['generic', 'generic'], array['a', 'b'],
                     array['a@buyer.test', 'b@buyer.test'], array[null, null]::text[],
-                    0, 5, null, null, null, 0)";
+                    0, 5, null, null, null, 0, $1::jsonb)";
     let stored = "select (select count(*) from orders),
                          (select count(*) from license_keys where status = 'available')";
     match sqlx::query_scalar::<_, String>(call)
+        .bind(allot::orders::history::words_for_postgres())
         .fetch_all(&mut conn)
         .await
     {
@@ -573,7 +609,11 @@ async fn a_batch_short_of_keys_another_transaction_holds_is_run_again() {
     assert_eq!(nothing, (0, 2), "nothing written");
 
     holder.release().await;
-    let placed: Vec<String> = sqlx::query_scalar(call).fetch_all(&mut conn).await.unwrap();
+    let placed: Vec<String> = sqlx::query_scalar(call)
+        .bind(allot::orders::history::words_for_postgres())
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(placed, ["fulfilled", "fulfilled"]);
     let committed: (i64, i64) = sqlx::query_as(stored).fetch_one(&mut conn).await.unwrap();
     assert_eq!(committed, (2, 0));
@@ -724,7 +764,8 @@ async fn a_batch_starts_after_the_last_key_sold_and_still_sells_a_key_stepped_ov
         // read as they were before the call (one statement, one snapshot).
         let placed: Vec<(Option<String>, String)> = sqlx::query_as(
             "select k.license_key, p.out_state
-               from allot_place_orders('course', $1, $2, $3, $4, 0, 5, $5, null, null, 0) p
+               from allot_place_orders('course', $1, $2, $3, $4, 0, 5, $5, null, null, 0,
+                                       $6::jsonb) p
                left join license_keys k on k.id = p.out_key",
         )
         .bind(&sources)
@@ -732,6 +773,7 @@ async fn a_batch_starts_after_the_last_key_sold_and_still_sells_a_key_stepped_ov
         .bind(&emails)
         .bind(&coupons)
         .bind(after)
+        .bind(allot::orders::history::words_for_postgres())
         .fetch_all(conn)
         .await
         .unwrap();

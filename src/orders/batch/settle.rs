@@ -1,9 +1,9 @@
 //! The middle of a batch of orders: the new orders, in arrival order, get
 //! the oldest keys while they last and their email jobs; the rest wait for
 //! stock; each gets its history entry. On PostgreSQL this, and storing the
-//! orders, is one call of `allot_place_orders` (migration 0018) instead of
+//! orders, is one call of `allot_place_orders` (`place_orders.pg.sql`) instead of
 //! nine round trips, and a batch that needs nothing more is committed by
-//! that call alone (migration 0019); the other backends run the same steps
+//! that call alone (`place_orders_at_once.pg.sql`); the other backends run the same steps
 //! statement by statement, on orders stored first. What follows
 //! (alerts, merchant announcements) is the caller's, on every backend.
 
@@ -12,7 +12,7 @@ use crate::{
     db::Tx,
     jobs,
     keys::{self, Assignment, Sku},
-    orders::notices,
+    orders::{history, notices},
 };
 
 /// A new order of the batch: its place in the batch and its row id.
@@ -113,30 +113,14 @@ pub(super) async fn settle(
     })
 }
 
-/// The history entries, worded alike by the function of migration 0018.
+/// The history entries (see `orders::history`).
 fn fulfilled_detail(batch: &[Request], i: usize, key: i64, sku: &Sku, job: Option<i64>) -> String {
-    format!(
-        "received from {}; key #{key} of {} assigned, email to the buyer queued (job {})",
-        batch[i].source.as_str(),
-        sku.as_str(),
-        job.map_or_else(|| "-".into(), |j| j.to_string())
-    )
+    history::fulfilled(&history::received(batch[i].source), key, sku.as_str(), job)
 }
 
 /// `first`: the first order of a sell-out; those after it queue behind.
 fn waiting_detail(batch: &[Request], i: usize, sku: &Sku, first: bool) -> String {
-    let received = format!("received from {}", batch[i].source.as_str());
-    if first {
-        format!(
-            "{received}; {} is out of stock, waiting for keys",
-            sku.as_str()
-        )
-    } else {
-        format!(
-            "{received}; queued behind earlier orders waiting for {}",
-            sku.as_str()
-        )
-    }
+    history::waiting(&history::received(batch[i].source), sku.as_str(), first)
 }
 
 /// What one call of `allot_place_orders` did with the first arrivals of a
@@ -149,13 +133,31 @@ pub(super) struct InOneCall {
     pub set_aside: Vec<usize>,
 }
 
+/// One row of `allot_place_orders`' answer: an order of the batch, in
+/// batch order.
+#[derive(sqlx::FromRow)]
+struct PlacedRow {
+    /// The order's row id.
+    out_ref: i64,
+    /// Its state: for a new order what it got, for a stored one what it is.
+    out_state: String,
+    /// Stored by this call.
+    out_new: bool,
+    /// The key it got, if new and served.
+    out_key: Option<i64>,
+    /// Its key email job (none when one was queued before).
+    out_job: Option<i64>,
+    /// Orders of the SKU were already waiting: the batch queued behind them.
+    out_behind: bool,
+}
+
 /// How a call of [`in_one_call`] commits.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Commit {
     /// Inside the caller's transaction, which goes on after the call.
     WithCaller,
     /// On its own: the call is the transaction (`allot_place_orders_at_once`,
-    /// migration 0019), refused with [`needs_transaction`] when the batch
+    /// `place_orders_at_once.pg.sql`), refused with [`needs_transaction`] when the batch
     /// needs more than the call.
     AtOnce,
 }
@@ -167,7 +169,7 @@ pub(super) fn needs_transaction(error: &sqlx::Error) -> bool {
 
 /// Places the orders at `firsts` (places in `batch`, in arrival order, no
 /// repeats) on PostgreSQL: stored, keyed, queued and described in one call
-/// of `allot_place_orders` (migration 0018), each new row written once;
+/// of `allot_place_orders` (`place_orders.pg.sql`), each new row written once;
 /// its walk for keys starts after key `after`, if given (see `resume`).
 /// `conn` is in the caller's transaction, or, with [`Commit::AtOnce`],
 /// in none.
@@ -199,18 +201,18 @@ pub(super) async fn in_one_call(
         .map(|handoff| handoff.reserve(notices::KEY_EMAIL, firsts.len()))
         .filter(|r| r.granted() > 0);
     let lease_count = reservation.as_ref().map_or(0, |r| r.granted() as i32);
-    type Row = (i64, String, bool, Option<i64>, Option<i64>, bool);
     let call = match commit {
         Commit::WithCaller => {
             "select out_ref, out_state, out_new, out_key, out_job, out_behind
-               from allot_place_orders($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+               from allot_place_orders($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb)"
         }
         Commit::AtOnce => {
             "select out_ref, out_state, out_new, out_key, out_job, out_behind
-               from allot_place_orders_at_once($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+               from allot_place_orders_at_once($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                                               $12::jsonb)"
         }
     };
-    let rows: Vec<Row> = sqlx::query_as(call)
+    let rows: Vec<PlacedRow> = sqlx::query_as(call)
         .bind(sku.as_str())
         .bind(&sources)
         .bind(&order_ids)
@@ -222,6 +224,7 @@ pub(super) async fn in_one_call(
         .bind(reservation.as_ref().map(|r| r.worker()))
         .bind(reservation.as_ref().map(|r| r.locked_until(now)))
         .bind(lease_count)
+        .bind(history::words_for_postgres())
         .fetch_all(&mut *conn)
         .await?;
     if rows.len() != firsts.len() {
@@ -235,13 +238,21 @@ pub(super) async fn in_one_call(
         new: Vec::with_capacity(rows.len()),
         settled: Settled {
             served: Vec::with_capacity(rows.len()),
-            queued_behind: rows.first().is_some_and(|row| row.5),
+            queued_behind: rows.first().is_some_and(|row| row.out_behind),
             handed: jobs::Handed::default(),
         },
         set_aside: Vec::new(),
     };
     let mut leased = Vec::new();
-    for (&i, (id, state, new, key, job, _)) in firsts.iter().zip(rows) {
+    for (&i, row) in firsts.iter().zip(rows) {
+        let PlacedRow {
+            out_ref: id,
+            out_state: state,
+            out_new: new,
+            out_key: key,
+            out_job: job,
+            ..
+        } = row;
         if new {
             placed.new.push((i, id));
             if let Some(key) = key {

@@ -13,6 +13,15 @@ use crate::{
     on_tx,
 };
 
+/// A finished attempt to record as done (in batches, `completer`; on
+/// PostgreSQL in one statement, `postgres`).
+pub(super) struct Done {
+    pub job_id: i64,
+    pub attempt: i32,
+    pub finished_at: i64,
+    pub duration_ms: i64,
+}
+
 /// An attempt that ended.
 pub(super) struct Ended<'a> {
     pub job_id: i64,

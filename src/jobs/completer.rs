@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use sqlx::QueryBuilder;
 use tokio_util::task::TaskTracker;
 
-use super::attempts;
+use super::attempts::{self, Done};
 use crate::{
     batch::{Batcher, Decide},
     db::{Db, Tx, json_rows, push_case, push_list},
@@ -37,14 +37,6 @@ const MAX_BATCH: usize = 512;
 /// waits.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 const LINGER_FILL: usize = 64;
-
-/// A finished attempt to record as done.
-pub(super) struct Done {
-    pub job_id: i64,
-    pub attempt: i32,
-    pub finished_at: i64,
-    pub duration_ms: i64,
-}
 
 /// `Ok(false)`: the lease was lost (it expired and another worker took
 /// the job), so nothing was written for it. An error is the database's.

@@ -203,22 +203,13 @@ pub async fn enqueue(tx: &mut Tx, job: &NewJob, now: i64) -> Result<Option<i64>,
     store::insert(tx, job, now.max(0)).await
 }
 
-/// Adds many jobs in one statement inside the caller's transaction, each
-/// with a dedupe key: ids in the order of `jobs`, `None` for a job whose
-/// key exists already. On MySQL, which cannot skip a duplicate in a
-/// multi-row insert without hiding other errors, an existing key is an
-/// error instead (the caller's transaction must not commit).
-pub async fn enqueue_many(
-    tx: &mut Tx,
-    jobs: &[NewJob],
-    now: i64,
-) -> Result<Vec<Option<i64>>, sqlx::Error> {
-    store::insert_many(tx, jobs, now.max(0), None).await
-}
-
-/// [`enqueue_many`] for jobs of one kind that `handoff`'s worker, in this
-/// process, may take without leasing them (see `handoff`): as many as it
-/// has room for are inserted leased to it. Call [`Handed::deliver`] once
+/// Adds many jobs of one kind in one statement inside the caller's
+/// transaction, each with a dedupe key: ids in the order of `jobs`, `None`
+/// for a job whose key exists already. On MySQL, which cannot skip a
+/// duplicate in a multi-row insert without hiding other errors, an existing
+/// key is an error instead (the caller's transaction must not commit).
+/// `handoff`'s worker, in this process, may take them without leasing them
+/// (see `handoff`): as many as it has room for are inserted leased to it. Call [`Handed::deliver`] once
 /// the transaction has committed.
 pub async fn enqueue_many_handed(
     tx: &mut Tx,

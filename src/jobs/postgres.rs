@@ -74,7 +74,7 @@ pub(super) async fn lease(
 pub(super) async fn record_done(
     pool: &PgPool,
     worker: &str,
-    done: &[super::completer::Done],
+    done: &[super::attempts::Done],
 ) -> Result<HashSet<i64>, sqlx::Error> {
     const DONE: &str = "
         with finished (id, attempt, finished_at, duration_ms) as (

@@ -30,7 +30,7 @@ pub(super) async fn insert(
     Ok(id)
 }
 
-/// See [`super::enqueue_many`].
+/// See [`super::enqueue_many_handed`].
 pub(super) async fn insert_many(
     tx: &mut Tx,
     jobs: &[NewJob],

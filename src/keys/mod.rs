@@ -106,28 +106,11 @@ pub async fn vend(
 }
 
 /// Locks up to `n` of the oldest available keys of `sku` for the caller's
-/// transaction, oldest first, for [`assign_reserved`]: one statement where
+/// transaction, oldest first, for [`assign_reserved_many`]: one statement where
 /// [`vend`] takes one key per call. Fewer than `n`: the pool holds no more
 /// that another transaction has not locked.
 pub async fn reserve(tx: &mut Tx, sku: &Sku, n: usize) -> Result<Vec<i64>, sqlx::Error> {
     store::reserve(tx, sku, n).await
-}
-
-/// Assigns a key from [`reserve`]. An error if it was taken after all,
-/// which the row lock rules out; the caller's transaction must not commit.
-pub async fn assign_reserved(
-    tx: &mut Tx,
-    id: i64,
-    to: &Assignment<'_>,
-    now: i64,
-) -> Result<(), sqlx::Error> {
-    if store::assign(tx, id, to, now).await? {
-        Ok(())
-    } else {
-        Err(sqlx::Error::Protocol(format!(
-            "key #{id} was reserved but taken by another transaction"
-        )))
-    }
 }
 
 /// Assigns keys from [`reserve`], each to its buyer, in one statement. An

@@ -59,12 +59,7 @@ pub(super) async fn vend(
 }
 
 /// Assigns key `id` if it is still available; `false` if it is not.
-pub(super) async fn assign(
-    tx: &mut Tx,
-    id: i64,
-    to: &Assignment<'_>,
-    now: i64,
-) -> Result<bool, sqlx::Error> {
+async fn assign(tx: &mut Tx, id: i64, to: &Assignment<'_>, now: i64) -> Result<bool, sqlx::Error> {
     on_tx!(tx, |conn, sql| {
         sqlx::query(sql(
             "update license_keys set status = 'assigned', assigned_to_email = ?, assigned_order_id = ?,

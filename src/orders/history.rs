@@ -1,4 +1,5 @@
-//! What an order's history says when it is placed, worded once.
+//! What placing an order writes in words, worded once: its history entry
+//! and its key email job.
 //!
 //! Rust fills these templates with [`fill`]; PostgreSQL's
 //! `allot_place_orders` (`batch/place_orders.pg.sql`) receives the same
@@ -7,8 +8,7 @@
 
 use std::fmt::Display;
 
-use super::notices;
-use crate::intake::normalize::Source;
+use crate::{intake::normalize::Source, jobs::Priority};
 
 /// How an order came in: its source.
 pub const RECEIVED: &str = "received from %s";
@@ -18,6 +18,25 @@ pub const FULFILLED: &str = "%s; key #%s of %s assigned, email to the buyer queu
 pub const SOLD_OUT: &str = "%s; %s is out of stock, waiting for keys";
 /// How it came in; SKU. Orders after the first of a sell-out.
 pub const QUEUED_BEHIND: &str = "%s; queued behind earlier orders waiting for %s";
+
+/// A key email job as `orders::notices::key_email` makes it and
+/// PostgreSQL's `allot_place_orders` writes it from these templates (a
+/// test checks that they word the job exactly as the Rust does).
+pub struct KeyEmailJob {
+    pub kind: &'static str,
+    /// The key's id, then the order's: the fields in serde's order.
+    pub payload: &'static str,
+    /// The order's id, then the key's.
+    pub dedupe_key: &'static str,
+    pub priority: Priority,
+}
+
+pub const KEY_EMAIL_JOB: KeyEmailJob = KeyEmailJob {
+    kind: "key_email",
+    payload: r#"{"key":%s,"order":%s}"#,
+    dedupe_key: "key_email:%s:%s",
+    priority: Priority::Normal,
+};
 
 /// `template` with each `%s` replaced by the next of `args`, as
 /// PostgreSQL's `format()` does. An argument's own `%` is not read.
@@ -56,7 +75,7 @@ pub fn waiting(how: &str, sku: &str, first: bool) -> String {
 /// and the key email job's kind, payload, dedupe key and priority.
 pub fn words_for_postgres() -> &'static str {
     static WORDS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let email = notices::KeyEmailJob::TEMPLATES;
+        let email = KEY_EMAIL_JOB;
         serde_json::json!({
             "received": RECEIVED,
             "fulfilled": FULFILLED,
@@ -76,7 +95,7 @@ pub fn words_for_postgres() -> &'static str {
 /// it, for the test that Rust's own job is the same.
 #[cfg(test)]
 fn key_email_from_templates(order: i64, key: i64) -> (String, String, String) {
-    let email = notices::KeyEmailJob::TEMPLATES;
+    let email = KEY_EMAIL_JOB;
     (
         email.kind.to_string(),
         fill(email.payload, &[&key, &order]),
@@ -84,10 +103,10 @@ fn key_email_from_templates(order: i64, key: i64) -> (String, String, String) {
     )
 }
 
-/// What Rust's [`notices::key_email`] makes of the same order and key.
+/// What Rust's `notices::key_email` makes of the same order and key.
 #[cfg(test)]
 fn key_email_from_rust(order: i64, key: i64) -> (String, String, String) {
-    let job: crate::jobs::NewJob = notices::key_email(order, key, 5);
+    let job: crate::jobs::NewJob = super::notices::key_email(order, key, 5);
     (
         job.kind,
         serde_json::to_string(&job.payload).unwrap(),
@@ -121,7 +140,7 @@ mod tests {
 
     #[test]
     fn the_templates_hold_no_percent_but_their_placeholders() {
-        let email = notices::KeyEmailJob::TEMPLATES;
+        let email = KEY_EMAIL_JOB;
         for template in [
             RECEIVED,
             FULFILLED,
@@ -147,11 +166,8 @@ mod tests {
                 key_email_from_rust(order, key)
             );
         }
-        let job = notices::key_email(1, 2, 5);
-        assert_eq!(
-            job.priority as i32,
-            notices::KeyEmailJob::TEMPLATES.priority as i32
-        );
+        let job = super::super::notices::key_email(1, 2, 5);
+        assert_eq!(job.priority as i32, KEY_EMAIL_JOB.priority as i32);
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //!   transaction;
 //! - `restock`: fulfilling waiting orders oldest first when keys arrive;
 //! - `refund`: a paid order taken back, its key revoked; revoking by hand;
+//! - `announce`: merchant endpoints told of an order's change, in its
+//!   transaction;
 //! - `notices`: what the buyer and the admin are emailed, and when;
 //! - `history`: what an order's history says when it is placed, worded
 //!   once for Rust and for PostgreSQL's `allot_place_orders`;
@@ -27,6 +29,7 @@
 //! (`order.fulfilled`, `order.awaiting_stock`, `order.needs_attention`,
 //! `order.refunded`, `stock.sold_out`, `key.revoked`).
 
+mod announce;
 mod batch;
 pub mod history;
 pub mod notices;

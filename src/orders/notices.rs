@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::history;
 use super::store;
 use crate::{
     clock::{rfc3339, window},
@@ -92,33 +93,12 @@ pub(super) fn key_email(order: i64, key_id: i64, max_attempts: i32) -> NewJob {
         order,
         key: Some(key_id),
     };
-    let dedupe = super::history::fill(KeyEmailJob::TEMPLATES.dedupe_key, &[&order, &key_id]);
+    let dedupe = history::fill(history::KEY_EMAIL_JOB.dedupe_key, &[&order, &key_id]);
     NewJob::of(&notice, max_attempts).dedupe_key(dedupe)
 }
 
 /// The kind of [`key_email`]'s jobs.
-pub(super) const KEY_EMAIL: &str = "key_email";
-
-/// A key email job as PostgreSQL's `allot_place_orders` writes it, from
-/// templates (see `orders::history`); a test checks that they word the
-/// job exactly as [`key_email`] does.
-pub(super) struct KeyEmailJob {
-    pub kind: &'static str,
-    /// The key's id, then the order's: the fields in serde's order.
-    pub payload: &'static str,
-    /// The order's id, then the key's.
-    pub dedupe_key: &'static str,
-    pub priority: Priority,
-}
-
-impl KeyEmailJob {
-    pub const TEMPLATES: Self = Self {
-        kind: KEY_EMAIL,
-        payload: r#"{"key":%s,"order":%s}"#,
-        dedupe_key: "key_email:%s:%s",
-        priority: Priority::Normal,
-    };
-}
+pub(super) const KEY_EMAIL: &str = history::KEY_EMAIL_JOB.kind;
 
 /// The emails of a refund of order `order`: the buyer's (when the order
 /// has an address) and the admin's.

@@ -99,14 +99,14 @@ impl Fulfilment {
             detail,
         };
         let mut tx = self.db.begin().await?;
-        let Some(id) = claim(&mut tx, source, &order.order_id, now).await? else {
+        let Some(id) = store::claim(&mut tx, source, &order.order_id, now).await? else {
             metrics::counter!("allot_orders_total", "source" => source.as_str(), "status" => "duplicate").increment(1);
             return Ok(placed(Status::Duplicate, None));
         };
         // With the order, so that a refund naming the payment finds it and
         // merchants hear of it in `order.fulfilled`.
         if payment_ref.is_some() {
-            super::refund::set_payment_ref_in(&mut tx, id, payment_ref).await?;
+            store::set_payment_ref(&mut tx, id, payment_ref).await?;
         }
         let details = store::Details {
             email: Some(order.email.as_str()),
@@ -299,7 +299,7 @@ impl Fulfilment {
             let mut tx = self.db.begin().await?;
             // A repeat of a body already set aside is recorded again (the
             // admin may be waiting for it) under the same reference.
-            let id = match claim(&mut tx, source, &order_id, now).await? {
+            let id = match store::claim(&mut tx, source, &order_id, now).await? {
                 Some(id) => id,
                 None => {
                     tx.commit().await?;
@@ -344,26 +344,5 @@ impl Fulfilment {
         metrics::counter!("allot_orders_needing_attention_total").increment(1);
         tracing::warn!(order = id, %problem, "an order needs attention; its body is kept");
         Ok(())
-    }
-}
-
-/// Inserts the order row, or finds it. `None`: the order was received
-/// before (fulfilled or waiting) and this delivery is a duplicate. An order
-/// that needed attention is taken up again: the shop may have fixed it.
-pub(super) async fn claim(
-    tx: &mut Tx,
-    source: Source,
-    order_id: &str,
-    now: i64,
-) -> Result<Option<i64>, sqlx::Error> {
-    match store::insert(tx, source.as_str(), order_id, now).await? {
-        store::Claimed::New(id) => Ok(Some(id)),
-        store::Claimed::Existing { id, state } if state == "needs_attention" => {
-            // Lock it and look again: a concurrent delivery may be taking it
-            // up right now.
-            let state = store::lock_state(tx, id).await?;
-            Ok((state == "needs_attention").then_some(id))
-        }
-        store::Claimed::Existing { .. } => Ok(None),
     }
 }

@@ -9,7 +9,7 @@
 
 use serde_json::json;
 
-use super::{Fulfilment, Placed, Status, notices, place::claim, store};
+use super::{Fulfilment, Placed, Status, notices, store};
 use crate::{
     db::{Db, Tx, retry_on_contention},
     intake::normalize::{Order, Source},
@@ -115,7 +115,7 @@ impl Fulfilment {
     ) -> Result<Placed, sqlx::Error> {
         retry_on_contention(|| async {
             let mut tx = self.db.begin().await?;
-            let Some(id) = claim(&mut tx, source, &order.order_id, now).await? else {
+            let Some(id) = store::claim(&mut tx, source, &order.order_id, now).await? else {
                 return Ok(Placed {
                     order_id: order.order_id.clone(),
                     status: Status::Duplicate,
@@ -129,7 +129,7 @@ impl Fulfilment {
             };
             store::describe(&mut tx, id, &details, now).await?;
             refunded(&mut tx, id, now).await?;
-            set_payment_ref_in(&mut tx, id, payment_ref).await?;
+            store::set_payment_ref(&mut tx, id, payment_ref).await?;
             let detail = format!(
                 "received from {}; its refund had arrived first: no key vended",
                 source.as_str()
@@ -147,37 +147,6 @@ impl Fulfilment {
             })
         })
         .await
-    }
-
-    /// Tells merchants subscribed to `kind` about order `id` as it is now
-    /// in `tx` (read only when someone listens).
-    pub(super) async fn announce(
-        &self,
-        tx: &mut Tx,
-        id: i64,
-        kind: &'static str,
-        now: i64,
-    ) -> Result<(), sqlx::Error> {
-        let targets = merchant::subscribers(tx, kind).await?;
-        self.announce_to(tx, &targets, id, kind, now).await
-    }
-
-    /// [`Self::announce`] to `targets`, read once by a caller that announces
-    /// many orders in one transaction.
-    pub(super) async fn announce_to(
-        &self,
-        tx: &mut Tx,
-        targets: &[i64],
-        id: i64,
-        kind: &'static str,
-        now: i64,
-    ) -> Result<(), sqlx::Error> {
-        if targets.is_empty() {
-            return Ok(());
-        }
-        let order = store::summary(tx, id).await?;
-        let event = Event::new(kind, json!({ "order": order })).with_key(order.license_key_id);
-        merchant::publish(tx, targets, &event, now, self.max_attempts).await
     }
 }
 
@@ -261,23 +230,6 @@ async fn lock_one(
             .bind(value)
             .fetch_optional(conn)
             .await
-    })
-}
-
-/// Notes the payment order `id` was paid with, so that a refund naming
-/// the payment finds it.
-pub(super) async fn set_payment_ref_in(
-    tx: &mut Tx,
-    id: i64,
-    payment_ref: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    on_tx!(tx, |conn, sql| {
-        sqlx::query(sql("update orders set payment_ref = ? where id = ?"))
-            .bind(payment_ref)
-            .bind(id)
-            .execute(conn)
-            .await
-            .map(drop)
     })
 }
 

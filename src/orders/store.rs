@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::{
     db::{Db, Tx},
     insert_unless_exists,
+    intake::normalize::Source,
     keys::Sku,
     on_db, on_tx,
 };
@@ -57,6 +58,45 @@ pub(super) async fn insert(
     Ok(Claimed::Existing {
         id: row.id,
         state: row.state,
+    })
+}
+
+/// Inserts the order row, or finds it: the idempotency by source and order
+/// id. `None`: the order was received before (fulfilled or waiting) and
+/// this delivery is a duplicate. An order that needed attention is taken
+/// up again: the shop may have fixed it.
+pub(super) async fn claim(
+    tx: &mut Tx,
+    source: Source,
+    order_id: &str,
+    now: i64,
+) -> Result<Option<i64>, sqlx::Error> {
+    match insert(tx, source.as_str(), order_id, now).await? {
+        Claimed::New(id) => Ok(Some(id)),
+        Claimed::Existing { id, state } if state == "needs_attention" => {
+            // Lock it and look again: a concurrent delivery may be taking it
+            // up right now.
+            let state = lock_state(tx, id).await?;
+            Ok((state == "needs_attention").then_some(id))
+        }
+        Claimed::Existing { .. } => Ok(None),
+    }
+}
+
+/// Notes the payment order `id` was paid with, so that a refund naming
+/// the payment finds it.
+pub(super) async fn set_payment_ref(
+    tx: &mut Tx,
+    id: i64,
+    payment_ref: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    on_tx!(tx, |conn, sql| {
+        sqlx::query(sql("update orders set payment_ref = ? where id = ?"))
+            .bind(payment_ref)
+            .bind(id)
+            .execute(conn)
+            .await
+            .map(drop)
     })
 }
 

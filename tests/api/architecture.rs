@@ -311,3 +311,186 @@ fn files_ending(dir: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// No two files of `src/` reach each other through their imports (a
+/// circle between files of one module means a helper lives in the wrong
+/// file). A module's `mod.rs` and its direct children are not counted
+/// against each other: a parent re-exports its children, and a child uses
+/// its parent's types.
+#[test]
+fn files_import_one_way() {
+    let graph = file_graph();
+    assert!(graph.len() > 100, "{} files", graph.len());
+    if let Some(cycle) = find_cycle(&graph) {
+        panic!("files importing each other: {}", cycle.join(" -> "));
+    }
+}
+
+/// Each file of `src/`, as its module path (`orders::batch`), → the files
+/// it names through `crate::`, `super::`, `self::` or a child module.
+fn file_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let module_of = |path: &Path| -> Vec<String> {
+        let relative = path.strip_prefix(&src).unwrap().with_extension("");
+        let mut parts: Vec<String> = relative
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        if matches!(
+            parts.last().map(String::as_str),
+            Some("mod" | "lib" | "main")
+        ) {
+            parts.pop();
+        }
+        parts
+    };
+    let files: BTreeMap<Vec<String>, std::path::PathBuf> = files_ending(&src, ".rs")
+        .into_iter()
+        .map(|path| (module_of(&path), path))
+        .collect();
+    let resolve = |parts: &[String]| -> Option<Vec<String>> {
+        (1..=parts.len())
+            .rev()
+            .map(|n| parts[..n].to_vec())
+            .find(|prefix| files.contains_key(prefix))
+    };
+    let mut graph = BTreeMap::new();
+    for (module, path) in &files {
+        let text = std::fs::read_to_string(path).unwrap();
+        let code = without_comments(text.split("#[cfg(test)]").next().unwrap_or_default());
+        let children: BTreeSet<String> = code
+            .lines()
+            .filter_map(|line| {
+                let line = line.trim();
+                let rest = line
+                    .strip_prefix("pub ")
+                    .or(line.strip_prefix("pub(crate) "));
+                let rest = rest.or(line.strip_prefix("pub(super) ")).unwrap_or(line);
+                let name = rest.strip_prefix("mod ")?.strip_suffix(';')?;
+                Some(name.trim().to_string())
+            })
+            .collect();
+        let mut targets = BTreeSet::new();
+        for raw in paths_named(&code) {
+            let parts: Vec<String> = raw.split("::").map(str::to_string).collect();
+            let target: Vec<String> = match parts[0].as_str() {
+                "crate" => parts[1..].to_vec(),
+                "self" => [module.clone(), parts[1..].to_vec()].concat(),
+                "super" => {
+                    let ups = parts.iter().take_while(|p| *p == "super").count();
+                    let base = &module[..module.len().saturating_sub(ups)];
+                    [base.to_vec(), parts[ups..].to_vec()].concat()
+                }
+                first if children.contains(first) => [module.clone(), parts].concat(),
+                _ => continue,
+            };
+            let Some(found) = resolve(&target) else {
+                continue;
+            };
+            let parent_or_child = found.len() + 1 == module.len() && module.starts_with(&found)
+                || module.len() + 1 == found.len() && found.starts_with(module);
+            if &found != module && !parent_or_child {
+                targets.insert(found.join("::"));
+            }
+        }
+        graph.insert(module.join("::"), targets);
+    }
+    graph
+}
+
+/// `code` without its `//` comments (doc links name paths but import
+/// nothing), strings kept.
+fn without_comments(code: &str) -> String {
+    code.lines()
+        .map(|line| {
+            let mut quoted = false;
+            let mut escaped = false;
+            for (at, c) in line.char_indices() {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' if quoted => escaped = true,
+                    '"' => quoted = !quoted,
+                    '/' if !quoted && line[at..].starts_with("//") => return &line[..at],
+                    _ => {}
+                }
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every path `code` names from `crate`, `super` or `self`, `use` groups
+/// expanded (`a::{b, c::d}` → `a::b`, `a::c::d`), and the first segment of
+/// paths in `use` lines that start at a child module.
+fn paths_named(code: &str) -> Vec<String> {
+    let mut paths = Vec::new();
+    let mut rest = code;
+    while let Some(at) = rest.find("use ") {
+        let before = rest[..at].chars().last();
+        rest = &rest[at + 4..];
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        let Some(end) = rest.find(';') else { break };
+        let tree: String = rest[..end].split_whitespace().collect();
+        expand_use("", &tree, &mut paths);
+    }
+    let is_name = |c: char| c.is_alphanumeric() || c == '_' || c == ':';
+    for start in ["crate::", "super::", "self::"] {
+        for (at, _) in code.match_indices(start) {
+            if code[..at].chars().last().is_some_and(is_name) {
+                continue;
+            }
+            let path: String = code[at..].chars().take_while(|&c| is_name(c)).collect();
+            paths.push(path.trim_end_matches(':').to_string());
+        }
+    }
+    paths
+}
+
+fn expand_use(prefix: &str, tree: &str, out: &mut Vec<String>) {
+    let Some(open) = tree.find('{') else {
+        for part in tree.split(',').filter(|p| !p.is_empty()) {
+            let part = part.split(" as ").next().unwrap_or(part);
+            out.push(format!("{prefix}{part}"));
+        }
+        return;
+    };
+    let head = &tree[..open];
+    let mut depth = 0;
+    let mut close = tree.len();
+    for (at, c) in tree.char_indices().skip(open) {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    close = at;
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let inner = &tree[open + 1..close.min(tree.len())];
+    let mut item = String::new();
+    let mut depth = 0;
+    for c in inner.chars().chain(std::iter::once(',')) {
+        match c {
+            ',' if depth == 0 => {
+                if !item.is_empty() {
+                    expand_use(&format!("{prefix}{head}"), &std::mem::take(&mut item), out);
+                }
+            }
+            '{' | '}' => {
+                depth += if c == '{' { 1 } else { -1 };
+                item.push(c);
+            }
+            c => item.push(c),
+        }
+    }
+    if let Some(after) = tree.get(close + 1..).and_then(|r| r.strip_prefix(',')) {
+        expand_use(prefix, after, out);
+    }
+}

@@ -24,7 +24,8 @@ use tracing::Instrument;
 use self::ahead::Ahead;
 use super::{
     JobError, RetryPolicy,
-    completer::{Completer, Done},
+    attempts::Done,
+    completer::Completer,
     handler::{Handlers, Leased},
     handoff::Handoff,
     steering::Steering,

@@ -26,7 +26,7 @@ mod store;
 
 use std::collections::{HashMap, HashSet};
 
-use super::{Fulfilment, Placed, Status, place::claim};
+use super::{Fulfilment, Placed, Status, store::claim};
 use crate::{
     batch::Decide,
     db::{Backend, Db, Tx, is_unavailable, retry_on_contention},

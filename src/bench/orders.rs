@@ -8,7 +8,11 @@ use indicatif::ProgressBar;
 use serde_json::json;
 
 use super::{Checks, Options, Target, Verdict, load};
-use crate::{db::Db, keys, on_db};
+use crate::{
+    db::Db,
+    keys, on_db,
+    orders::{OrderState, Status},
+};
 
 /// Keys imported per second of the run, more than any backend sells;
 /// orders beyond them would wait for stock, which the verification accepts.
@@ -72,7 +76,12 @@ impl Orders {
                         Ok(r) if r.status() == 200 => {
                             let answer: serde_json::Value = r.json().await.unwrap_or_default();
                             match answer["status"].as_str() {
-                                Some("fulfilled" | "awaiting_stock") => Ok(()),
+                                Some(s)
+                                    if s == Status::Fulfilled.as_str()
+                                        || s == Status::AwaitingStock.as_str() =>
+                                {
+                                    Ok(())
+                                }
                                 other => Err(format!("200 {}", other.unwrap_or("?"))),
                             }
                         }
@@ -125,11 +134,15 @@ async fn verify(
         .find(|s| s.product_sku == sku.as_str())
         .map_or(0, |s| s.assigned);
     let count = |state: &str| rows.iter().find(|r| r.0 == state).cloned();
-    let fulfilled = count("fulfilled").unwrap_or_else(|| ("fulfilled".into(), 0, 0, 0, 0));
-    let waiting = count("awaiting_stock").map_or(0, |r| r.1);
+    let (fulfilled_state, waiting_state) = (
+        OrderState::Fulfilled.as_str(),
+        OrderState::AwaitingStock.as_str(),
+    );
+    let fulfilled = count(fulfilled_state).unwrap_or_else(|| (fulfilled_state.into(), 0, 0, 0, 0));
+    let waiting = count(waiting_state).map_or(0, |r| r.1);
     let others: i64 = rows
         .iter()
-        .filter(|r| r.0 != "fulfilled" && r.0 != "awaiting_stock")
+        .filter(|r| r.0 != fulfilled_state && r.0 != waiting_state)
         .map(|r| r.1)
         .sum();
     let unanswered = tally.unanswered();

@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::{
     clock::{now_ms, rfc3339},
     config::Settings,
-    control::{self, Answer, Command, SendError, printable},
+    control::{self, Answer, Command, ReplyStatus, SendError, printable},
     db::Db,
 };
 
@@ -118,7 +118,10 @@ pub(super) async fn run(command: CtlCommand, db: &Db, settings: &Settings) -> an
     } else {
         print_answers(&answers);
     }
-    let failed = answers.iter().filter(|a| a.status != "ok").count();
+    let failed = answers
+        .iter()
+        .filter(|a| a.status != ReplyStatus::Ok)
+        .count();
     let silent = answers.iter().filter(|a| !a.answered()).count();
     match (failed, silent) {
         (0, _) => Ok(()),
@@ -156,7 +159,7 @@ fn print_answers(answers: &[Answer]) {
     );
     for answer in answers {
         let status = if answer.answered() {
-            answer.status.clone()
+            answer.status.to_string()
         } else {
             format!("no reply ({})", answer.status)
         };

@@ -51,7 +51,7 @@ pub(super) enum MailCommand {
 pub(super) async fn run(command: JobsCommand, db: &Db, settings: &Settings) -> anyhow::Result<()> {
     match command {
         JobsCommand::List { state, json, limit } => {
-            let state = state.as_deref().and_then(JobState::parse);
+            let state = state.as_deref().and_then(|s| s.parse::<JobState>().ok());
             let list = jobs::list(db, state, limit).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);

@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
-    channel::{self, COMMANDS_CHANNEL, Delivery, status},
+    channel::{self, COMMANDS_CHANNEL, Delivery, ReplyStatus},
     message::{Command, Role, State, printable},
     registry::{self, Process},
 };
@@ -70,7 +70,7 @@ impl Agent {
             pid: i64::from(std::process::id()),
             version: env!("CARGO_PKG_VERSION").to_string(),
             role: role.as_str().to_string(),
-            state: State::Ready.as_str().to_string(),
+            state: State::Ready,
             started_at: now,
             heartbeat_at: now,
             heartbeat_ms: settings.heartbeat_interval.as_millis() as i64,
@@ -183,7 +183,7 @@ impl Inner {
     /// The registry row as it is now.
     fn snapshot(&self, stopped_at: Option<i64>) -> Process {
         Process {
-            state: self.state().as_str().to_string(),
+            state: self.state(),
             heartbeat_at: now_ms(),
             stopped_at,
             jobs_in_flight: self.steering.in_flight() as i64,
@@ -213,14 +213,14 @@ impl Inner {
         let id = delivery.command_id;
         if delivery.expires_at < now_ms() {
             let reply = self.reply("arrived after its deadline; not done", Value::Null);
-            return self.answer(id, "?", status::EXPIRED, reply).await;
+            return self.answer(id, "?", ReplyStatus::Expired, reply).await;
         }
         let command = match Command::parse(&delivery.message, self.settings.calculate_max) {
             Ok(command) => command,
             Err(error) => {
                 tracing::warn!(command_id = id, %error, "refused a malformed control message");
                 let reply = self.reply(&error, Value::Null);
-                return self.answer(id, "?", status::ERROR, reply).await;
+                return self.answer(id, "?", ReplyStatus::Error, reply).await;
             }
         };
         let name = command.name();
@@ -231,18 +231,23 @@ impl Inner {
                 state.as_str()
             );
             return self
-                .answer(id, name, status::REFUSED, self.reply(&why, Value::Null))
+                .answer(
+                    id,
+                    name,
+                    ReplyStatus::Refused,
+                    self.reply(&why, Value::Null),
+                )
                 .await;
         }
         match command {
             Command::Status => {
                 let row = serde_json::to_value(self.snapshot(None)).unwrap_or_default();
                 let reply = self.reply("live registry row", json!({ "process": row }));
-                self.answer(id, name, status::OK, reply).await
+                self.answer(id, name, ReplyStatus::Ok, reply).await
             }
             Command::Start | Command::Stop if state == State::Stopping => {
                 let reply = self.reply("stopping: the process is shutting down", Value::Null);
-                self.answer(id, name, status::REFUSED, reply).await
+                self.answer(id, name, ReplyStatus::Refused, reply).await
             }
             Command::Start => {
                 let changed = self.steering.resume() | (state != State::Ready);
@@ -253,7 +258,7 @@ impl Inner {
                 } else {
                     "already ready"
                 };
-                self.answer(id, name, status::OK, self.reply(text, Value::Null))
+                self.answer(id, name, ReplyStatus::Ok, self.reply(text, Value::Null))
                     .await
             }
             Command::Stop => {
@@ -268,7 +273,7 @@ impl Inner {
                 } else {
                     "already unready".to_string()
                 };
-                self.answer(id, name, status::OK, self.reply(&text, Value::Null))
+                self.answer(id, name, ReplyStatus::Ok, self.reply(&text, Value::Null))
                     .await
             }
             Command::Terminate => {
@@ -280,14 +285,14 @@ impl Inner {
                 self.set_state(State::Stopping);
                 // Answered before the shutdown starts, so the reply is in
                 // even if the process exits quickly.
-                self.answer(id, name, status::OK, self.reply(text, Value::Null))
+                self.answer(id, name, ReplyStatus::Ok, self.reply(text, Value::Null))
                     .await;
                 shutdown.cancel();
             }
             Command::Ping => {
                 let now = chrono::Utc::now().timestamp();
                 let reply = self.reply(&format!("pong {now}"), json!({ "timestamp": now }));
-                self.answer(id, name, status::OK, reply).await
+                self.answer(id, name, ReplyStatus::Ok, reply).await
             }
             Command::Calculate { x, msg } => self.calculate(id, x, msg).await,
         }
@@ -296,7 +301,9 @@ impl Inner {
     async fn calculate(self: &Arc<Self>, id: i64, seconds: f64, msg: String) {
         if self.calculating.swap(true, Ordering::SeqCst) {
             let reply = self.reply("busy: a calculate is already running", Value::Null);
-            return self.answer(id, "calculate", status::REFUSED, reply).await;
+            return self
+                .answer(id, "calculate", ReplyStatus::Refused, reply)
+                .await;
         }
         if let Err(error) = channel::start(&self.db, id, &self.identity.id, now_ms()).await {
             self.calculating.store(false, Ordering::SeqCst);
@@ -315,12 +322,12 @@ impl Inner {
                 Some(_) => {
                     tracing::info!(command_id = id, seconds, msg = %msg, "calculate finished");
                     let reply = inner.reply(&format!("calculated for {seconds}s: {msg}"), data);
-                    inner.answer(id, "calculate", status::OK, reply).await
+                    inner.answer(id, "calculate", ReplyStatus::Ok, reply).await
                 }
                 None => {
                     let reply = inner.reply("cut off: the process is exiting", data);
                     inner
-                        .answer(id, "calculate", status::CANCELLED, reply)
+                        .answer(id, "calculate", ReplyStatus::Cancelled, reply)
                         .await
                 }
             }
@@ -335,14 +342,14 @@ impl Inner {
         reply
     }
 
-    async fn answer(&self, id: i64, name: &'static str, outcome: &'static str, reply: Value) {
+    async fn answer(&self, id: i64, name: &'static str, outcome: ReplyStatus, reply: Value) {
         let text = reply.to_string();
-        metrics::counter!("allot_control_commands_total", "command" => name, "outcome" => outcome)
+        metrics::counter!("allot_control_commands_total", "command" => name, "outcome" => outcome.as_str())
             .increment(1);
         tracing::info!(
             command_id = id,
             command = name,
-            outcome,
+            outcome = outcome.as_str(),
             "control command answered"
         );
         let written =

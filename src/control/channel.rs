@@ -16,22 +16,27 @@ pub(super) const COMMANDS_CHANNEL: &str = "allot_control";
 /// …and senders for replies.
 pub(super) const REPLIES_CHANNEL: &str = "allot_control_replies";
 
-/// Where a reply row stands.
-pub mod status {
-    pub const PENDING: &str = "pending";
-    pub const RUNNING: &str = "running";
-    pub const OK: &str = "ok";
-    /// Understood, not done in this state (a data command while unready).
-    pub const REFUSED: &str = "refused";
-    /// Not understood (malformed, unknown, out of bounds).
-    pub const ERROR: &str = "error";
-    /// Seen after its deadline: not done.
-    pub const EXPIRED: &str = "expired";
-    /// Cut off by the process's exit.
-    pub const CANCELLED: &str = "cancelled";
+crate::stored_state! {
+    /// Where a reply row stands (`control_replies.status`).
+    pub enum ReplyStatus: "reply status" {
+        Pending = "pending",
+        Running = "running",
+        Ok = "ok",
+        /// Understood, not done in this state (a data command while unready).
+        Refused = "refused",
+        /// Not understood (malformed, unknown, out of bounds).
+        Error = "error",
+        /// Seen after its deadline: not done.
+        Expired = "expired",
+        /// Cut off by the process's exit.
+        Cancelled = "cancelled",
+    }
+}
 
-    pub fn is_open(status: &str) -> bool {
-        status == PENDING || status == RUNNING
+impl ReplyStatus {
+    /// Not answered yet.
+    pub fn is_open(self) -> bool {
+        matches!(self, Self::Pending | Self::Running)
     }
 }
 
@@ -58,7 +63,9 @@ pub struct CommandRecord {
 pub struct ReplyRecord {
     pub command_id: i64,
     pub process_id: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    #[schema(value_type = String)]
+    pub status: ReplyStatus,
     /// JSON written by the target.
     pub reply: Option<String>,
     #[serde(serialize_with = "as_optional_rfc3339")]
@@ -105,7 +112,7 @@ pub(super) async fn send(
             insert.push_values(recipients, |mut row, process| {
                 row.push_bind(id)
                     .push_bind(process.clone())
-                    .push_bind(status::PENDING);
+                    .push_bind(ReplyStatus::Pending.as_str());
             });
             insert
                 .build()
@@ -202,7 +209,7 @@ pub(super) async fn answer(
     db: &Db,
     command_id: i64,
     process: &str,
-    status: &str,
+    status: ReplyStatus,
     reply: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
@@ -212,7 +219,7 @@ pub(super) async fn answer(
                     started_at = coalesce(started_at, ?)
               where command_id = ? and process_id = ?",
         ))
-        .bind(status)
+        .bind(status.as_str())
         .bind(reply)
         .bind(now)
         .bind(now)

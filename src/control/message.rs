@@ -131,27 +131,16 @@ impl Command {
     }
 }
 
-/// A process's state. `gone` is not among them: it is what an observer
-/// concludes from a missing heartbeat, see [`super::Process::shown_state`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    Ready,
-    Unready,
-    /// Terminating: finishing in-flight work, then exit.
-    Stopping,
-    /// Exited cleanly.
-    Stopped,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Ready => "ready",
-            State::Unready => "unready",
-            State::Stopping => "stopping",
-            State::Stopped => "stopped",
-        }
+crate::stored_state! {
+    /// A process's state. `gone` is not among them: it is what an observer
+    /// concludes from a missing heartbeat, see [`super::Process::shown_state`].
+    pub enum State: "process state" {
+        Ready = "ready",
+        Unready = "unready",
+        /// Terminating: finishing in-flight work, then exit.
+        Stopping = "stopping",
+        /// Exited cleanly.
+        Stopped = "stopped",
     }
 }
 

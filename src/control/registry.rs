@@ -23,7 +23,9 @@ pub struct Process {
     pub version: String,
     pub role: String,
     /// As the process last wrote it; see [`Process::shown_state`].
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    #[schema(value_type = String)]
+    pub state: State,
     #[serde(serialize_with = "as_rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub started_at: i64,
@@ -43,7 +45,7 @@ impl Process {
     /// Silent for three heartbeats while claiming to run: killed, frozen
     /// or cut off from the database.
     pub fn is_gone(&self, now: i64) -> bool {
-        self.state != State::Stopped.as_str() && now - self.heartbeat_at > 3 * self.heartbeat_ms
+        self.state != State::Stopped && now - self.heartbeat_at > 3 * self.heartbeat_ms
     }
 
     /// The state an operator should see: `gone` for a silent process.
@@ -51,12 +53,12 @@ impl Process {
         if self.is_gone(now) {
             "gone"
         } else {
-            &self.state
+            self.state.as_str()
         }
     }
 
     pub fn is_live(&self, now: i64) -> bool {
-        self.state != State::Stopped.as_str() && !self.is_gone(now)
+        self.state != State::Stopped && !self.is_gone(now)
     }
 
     pub fn matches(&self, target: &Target) -> bool {
@@ -90,7 +92,7 @@ pub(super) async fn register(db: &Db, process: &Process) -> Result<(), sqlx::Err
         .bind(process.pid)
         .bind(&process.version)
         .bind(&process.role)
-        .bind(&process.state)
+        .bind(process.state.as_str())
         .bind(process.started_at)
         .bind(process.heartbeat_at)
         .bind(process.heartbeat_ms)
@@ -112,7 +114,7 @@ pub(super) async fn heartbeat(db: &Db, process: &Process) -> Result<(), sqlx::Er
                     jobs_done = ?, last_error = ?
               where id = ?",
         ))
-        .bind(&process.state)
+        .bind(process.state.as_str())
         .bind(process.heartbeat_at)
         .bind(process.stopped_at)
         .bind(process.jobs_in_flight)

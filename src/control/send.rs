@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    channel::{self, NewCommand, REPLIES_CHANNEL, status},
+    channel::{self, NewCommand, REPLIES_CHANNEL, ReplyStatus},
     message::{Command, Target},
     registry::{self, Process},
 };
@@ -51,7 +51,8 @@ pub struct Answer {
     pub role: String,
     /// `ok`, `refused`, `error`, `expired`, `cancelled`; `pending` or
     /// `running` when no answer came in time.
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: ReplyStatus,
     /// The process's state after the command, as it said.
     pub state: Option<String>,
     pub message: Option<String>,
@@ -63,7 +64,7 @@ pub struct Answer {
 
 impl Answer {
     pub fn answered(&self) -> bool {
-        !status::is_open(&self.status)
+        !self.status.is_open()
     }
 }
 
@@ -169,7 +170,7 @@ pub async fn collect(db: &Db, sent: &Sent, timeout: Duration) -> Result<Vec<Answ
     let deadline = tokio::time::Instant::now() + timeout;
     let rows = loop {
         let rows = channel::replies(db, sent.command_id).await?;
-        let open = rows.iter().any(|r| status::is_open(&r.status));
+        let open = rows.iter().any(|r| r.status.is_open());
         if !open || tokio::time::Instant::now() >= deadline {
             break rows;
         }
@@ -200,7 +201,7 @@ pub async fn collect(db: &Db, sent: &Sent, timeout: Duration) -> Result<Vec<Answ
                 process: process.id.clone(),
                 host: process.host.clone(),
                 role: process.role.clone(),
-                status: row.map_or(status::PENDING.to_string(), |r| r.status.clone()),
+                status: row.map_or(ReplyStatus::Pending, |r| r.status),
                 state: field("state"),
                 message: field("message"),
                 latency_ms: row

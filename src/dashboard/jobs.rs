@@ -54,7 +54,7 @@ async fn list(
     let filter = query(filter)?;
     let job_state = match filter.state.as_str() {
         "" => None,
-        other => Some(JobState::parse(other).ok_or_else(|| {
+        other => Some(other.parse::<JobState>().map_err(|_| {
             Problem::new(
                 StatusCode::BAD_REQUEST,
                 "Unknown job state",
@@ -88,7 +88,7 @@ async fn list(
             "state": filter.state,
             "kind": kind.unwrap_or_default(),
             "kinds": kinds,
-            "states": JobState::ALL.map(JobState::as_str),
+            "states": JobState::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
             "older": older,
             "first_page": filter.before.is_none(),
             "dead": dead,
@@ -110,10 +110,10 @@ fn notice(code: Option<&str>) -> Option<&'static str> {
 }
 
 /// Dead jobs, of every kind, in what `jobs::unfinished_by_kind` counted.
-fn dead_count(unfinished: &[(String, String, i64)]) -> i64 {
+fn dead_count(unfinished: &[(JobState, String, i64)]) -> i64 {
     unfinished
         .iter()
-        .filter(|(state, _, _)| state == "dead")
+        .filter(|(state, _, _)| *state == JobState::Dead)
         .map(|(_, _, n)| n)
         .sum()
 }

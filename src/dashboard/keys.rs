@@ -222,7 +222,7 @@ async fn revoke(
     }
     let result = match orders::revoke_key(&state.db, &key, state.max_attempts, now_ms()).await? {
         Revoked::Yes { was, sku, .. } => {
-            tracing::info!(sku, was, "key revoked from the dashboard");
+            tracing::info!(sku, %was, "key revoked from the dashboard");
             json!({"kind": "revoked", "sku": sku, "was": was})
         }
         Revoked::Already => json!({"kind": "already_revoked"}),

@@ -19,9 +19,6 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{Dashboard, PAGE, fields, one_page, page, page::Problem, query, session::Session};
 use crate::{clock::now_ms, intake::normalize::Source, keys::Sku, orders};
 
-/// The states an order can be in, as the filter offers them.
-const STATES: [&str; 4] = ["fulfilled", "awaiting_stock", "needs_attention", "refunded"];
-
 pub(super) fn routes() -> OpenApiRouter<Dashboard> {
     OpenApiRouter::new()
         .routes(routes!(list))
@@ -50,14 +47,15 @@ async fn list(
     filter: Result<Query<Filter>, QueryRejection>,
 ) -> Result<Html<String>, Problem> {
     let filter = query(filter)?;
-    if !filter.state.is_empty() && !STATES.contains(&filter.state.as_str()) {
+    let states: Vec<&str> = orders::OrderState::ALL.iter().map(|s| s.as_str()).collect();
+    if !filter.state.is_empty() && filter.state.parse::<orders::OrderState>().is_err() {
         return Err(Problem::new(
             StatusCode::BAD_REQUEST,
             "Unknown order state",
             format!(
                 "{:?} is not an order state: {}.",
                 filter.state,
-                STATES.join(", ")
+                states.join(", ")
             ),
         ));
     }
@@ -83,7 +81,7 @@ async fn list(
             "orders": shown,
             "state": filter.state,
             "q": q,
-            "states": STATES,
+            "states": states,
             "older": older,
             "first_page": filter.before.is_none(),
         }),
@@ -136,16 +134,20 @@ struct Shown {
 /// What the order page says after the order was taken in again (the code
 /// is the order's new status; anything else says nothing).
 fn notice(code: Option<&str>) -> Option<&'static str> {
-    Some(match code? {
-        "fulfilled" => "Taken in again: fulfilled, and the key email is queued.",
-        "awaiting_stock" => "Taken in again: it waits for keys of its SKU.",
-        "needs_attention" => "Taken in again, and it still needs attention: see the problem below.",
-        "ignored" => {
+    use orders::Status;
+    let code = code?;
+    let status = Status::ALL.into_iter().find(|s| s.as_str() == code)?;
+    Some(match status {
+        Status::Fulfilled => "Taken in again: fulfilled, and the key email is queued.",
+        Status::AwaitingStock => "Taken in again: it waits for keys of its SKU.",
+        Status::NeedsAttention => {
+            "Taken in again, and it still needs attention: see the problem below."
+        }
+        Status::Ignored => {
             "Taken in again: the shop says it is not paid or was cancelled, so nothing was sold."
         }
-        "refunded" => "Taken in again: it was refunded meanwhile.",
-        "duplicate" => "A delivery of the shop took it in meanwhile; nothing more was done.",
-        _ => return None,
+        Status::Refunded => "Taken in again: it was refunded meanwhile.",
+        Status::Duplicate => "A delivery of the shop took it in meanwhile; nothing more was done.",
     })
 }
 

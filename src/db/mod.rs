@@ -10,6 +10,7 @@ mod notify;
 mod settings;
 mod sql;
 mod sqlite;
+mod state;
 
 use std::{str::FromStr, time::Duration};
 
@@ -29,6 +30,7 @@ pub use sql::{
     sql_for_postgres,
 };
 pub use sqlite::checkpoint;
+pub use state::{UnknownState, read_state};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

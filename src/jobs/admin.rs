@@ -3,7 +3,11 @@
 //! placeholders through `on_db!`.
 
 use super::{Attempt, Job, JobState};
-use crate::{clock::now_ms, db::Db, on_db};
+use crate::{
+    clock::now_ms,
+    db::{Db, read_state},
+    on_db,
+};
 
 /// `select` of the columns of [`Job`] `from jobs`, followed by `$rest`.
 macro_rules! select_jobs {
@@ -182,7 +186,7 @@ pub async fn discard(db: &Db, id: i64) -> Result<Discarded, sqlx::Error> {
     let Some(job) = find(db, id).await? else {
         return Ok(Discarded::NotFound);
     };
-    if job.state == JobState::Running.as_str() {
+    if job.state == JobState::Running {
         return Ok(Discarded::Running);
     }
     let deleted = on_db!(db, write, |pool, sql| {
@@ -222,13 +226,16 @@ pub(super) async fn stats(
 
 /// Jobs waiting, running or dead, by state and kind (`/v1/stats`; done
 /// jobs are counted by `rollup`, which never scans the outbox).
-pub async fn unfinished_by_kind(db: &Db) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
-    on_db!(db, read, |pool, sql| {
+pub async fn unfinished_by_kind(db: &Db) -> Result<Vec<(JobState, String, i64)>, sqlx::Error> {
+    let rows: Vec<(String, String, i64)> = on_db!(db, read, |pool, sql| {
         sqlx::query_as(sql("select state, kind, count(*) from jobs
               where state in ('queued', 'running', 'dead') group by state, kind"))
         .fetch_all(pool)
         .await
-    })
+    })?;
+    rows.into_iter()
+        .map(|(state, kind, n)| Ok((read_state(state)?, kind, n)))
+        .collect()
 }
 
 /// Sets the queue gauges of `/metrics` (jobs per state, age of the oldest
@@ -257,19 +264,22 @@ pub(super) async fn publish_gauges(db: &Db) {
 /// `allot_jobs_by_kind{kind,state}` for the queued, running and dead jobs
 /// (index-backed counts; done jobs are the roll-up's). A kind and state
 /// seen before and absent now is set to 0, not left at its last value.
-fn publish_by_kind(counts: &[(String, String, i64)]) {
+fn publish_by_kind(counts: &[(JobState, String, i64)]) {
     use std::{collections::BTreeSet, sync::Mutex};
-    static SEEN: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
+    static SEEN: Mutex<BTreeSet<(String, &'static str)>> = Mutex::new(BTreeSet::new());
     let mut seen = SEEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    for (kind, state) in seen.iter() {
-        if !counts.iter().any(|(s, k, _)| s == state && k == kind) {
-            metrics::gauge!("allot_jobs_by_kind", "kind" => kind.clone(), "state" => state.clone())
+    for &(ref kind, state) in seen.iter() {
+        if !counts
+            .iter()
+            .any(|(s, k, _)| s.as_str() == state && k == kind)
+        {
+            metrics::gauge!("allot_jobs_by_kind", "kind" => kind.clone(), "state" => state)
                 .set(0.0);
         }
     }
     for (state, kind, n) in counts {
-        metrics::gauge!("allot_jobs_by_kind", "kind" => kind.clone(), "state" => state.clone())
+        metrics::gauge!("allot_jobs_by_kind", "kind" => kind.clone(), "state" => state.as_str())
             .set(*n as f64);
-        seen.insert((kind.clone(), state.clone()));
+        seen.insert((kind.clone(), state.as_str()));
     }
 }

@@ -13,6 +13,17 @@ use crate::{
     on_tx,
 };
 
+crate::stored_state! {
+    /// How an attempt ended (`job_attempts.outcome`).
+    pub enum AttemptOutcome: "attempt outcome" {
+        Done = "done",
+        Retry = "retry",
+        Dead = "dead",
+        /// Its worker stopped before reporting (killed or crashed).
+        LeaseExpired = "lease_expired",
+    }
+}
+
 /// A finished attempt to record as done (in batches, `completer`; on
 /// PostgreSQL in one statement, `postgres`).
 pub(super) struct Done {
@@ -29,7 +40,7 @@ pub(super) struct Ended<'a> {
     pub worker: &'a str,
     pub started_at: i64,
     pub finished_at: i64,
-    pub outcome: &'a str,
+    pub outcome: AttemptOutcome,
     pub error: Option<&'a str>,
     pub duration_ms: Option<i64>,
 }
@@ -61,7 +72,7 @@ pub(super) async fn log(tx: &mut Tx, ended: &[Ended<'_>]) -> Result<(), sqlx::Er
                     e.worker,
                     e.started_at,
                     e.finished_at,
-                    e.outcome,
+                    e.outcome.as_str(),
                     e.error,
                     e.duration_ms,
                 )
@@ -89,7 +100,7 @@ pub(super) async fn log(tx: &mut Tx, ended: &[Ended<'_>]) -> Result<(), sqlx::Er
                 .push_bind(e.worker)
                 .push_bind(e.started_at)
                 .push_bind(e.finished_at)
-                .push_bind(e.outcome)
+                .push_bind(e.outcome.as_str())
                 .push_bind(e.error)
                 .push_bind(e.duration_ms);
         });

@@ -17,7 +17,10 @@ use std::collections::HashSet;
 use sqlx::QueryBuilder;
 use tokio_util::task::TaskTracker;
 
-use super::attempts::{self, Done};
+use super::{
+    JobState,
+    attempts::{self, AttemptOutcome, Done},
+};
 use crate::{
     batch::{Batcher, Decide},
     db::{Db, Tx, json_rows, push_case, push_list},
@@ -137,7 +140,7 @@ async fn record_done(db: &Db, worker: &str, batch: &[Done]) -> Result<HashSet<i6
             worker,
             started_at: d.finished_at - d.duration_ms,
             finished_at: d.finished_at,
-            outcome: "done",
+            outcome: AttemptOutcome::Done,
             error: None,
             duration_ms: Some(d.duration_ms),
         })
@@ -207,7 +210,7 @@ async fn still_held(
     let held: HashSet<(i64, i32)> = rows
         .into_iter()
         .filter(|(_, state, locked_by, _)| {
-            state == "running" && locked_by.as_deref() == Some(worker)
+            matches!(state.parse(), Ok(JobState::Running)) && locked_by.as_deref() == Some(worker)
         })
         .map(|(id, _, _, attempts)| (id, attempts))
         .collect();

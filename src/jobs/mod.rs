@@ -48,6 +48,7 @@ pub use admin::{
     Browse, Discarded, attempts, browse, dead_between, discard, find, list, retry_dead,
     retry_dead_with_prefix, unfinished_by_kind,
 };
+pub use attempts::AttemptOutcome;
 pub use handler::{BoxFuture, Handler, Handlers, JobError, Leased, NOOP_KIND, decode};
 pub use handoff::{Handoff, Reservation};
 pub use retention::{oldest_unfinished, prune_done};
@@ -55,29 +56,13 @@ pub use retry::{MAX_RETRY_AFTER, RetryPolicy};
 pub use steering::Steering;
 pub use worker::{Worker, WorkerEvent};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobState {
-    Queued,
-    Running,
-    Done,
-    Dead,
-}
-
-impl JobState {
-    pub const ALL: [JobState; 4] = [Self::Queued, Self::Running, Self::Done, Self::Dead];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Running => "running",
-            Self::Done => "done",
-            Self::Dead => "dead",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == value)
+crate::stored_state! {
+    /// Where a job of the outbox stands (`jobs.state`).
+    pub enum JobState: "job state" {
+        Queued = "queued",
+        Running = "running",
+        Done = "done",
+        Dead = "dead",
     }
 }
 
@@ -272,7 +257,8 @@ pub async fn enqueue_now(db: &Db, job: &NewJob) -> Result<Option<i64>, sqlx::Err
 pub struct Job {
     pub id: i64,
     pub kind: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: JobState,
     pub attempts: i32,
     pub max_attempts: i32,
     pub last_error: Option<String>,

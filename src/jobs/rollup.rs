@@ -8,8 +8,9 @@
 //! rows). Everything is computed from the database: several processes see
 //! the same numbers, and a restart loses nothing.
 
+use super::attempts::AttemptOutcome;
 use crate::{
-    db::{Backend, Db},
+    db::{Backend, Db, read_state},
     on_db, on_tx,
 };
 
@@ -40,7 +41,8 @@ fn bucket_sql() -> String {
 pub struct Finished {
     pub kind: String,
     /// `done`, `retry` or `dead`.
-    pub outcome: String,
+    #[sqlx(try_from = "String")]
+    pub outcome: AttemptOutcome,
     pub bucket: i32,
     pub count: i64,
 }
@@ -273,7 +275,7 @@ pub async fn per_minute(db: &Db, now: i64, count: i64) -> Result<Vec<Minute>, sq
         else {
             continue; // finished after `now` (another process's clock)
         };
-        if outcome == "done" {
+        if read_state::<AttemptOutcome>(outcome)? == AttemptOutcome::Done {
             counted.done += n;
             buckets.push((bucket, n));
         } else {

@@ -2,7 +2,12 @@
 //! back expired leases. One text with `?` placeholders through
 //! `on_tx!`/`on_db!`; row locks from `Backend`.
 
-use super::{NewJob, Priority, attempts, handler::Leased, handoff::Reservation};
+use super::{
+    JobState, NewJob, Priority,
+    attempts::{self, AttemptOutcome},
+    handler::Leased,
+    handoff::Reservation,
+};
 use sqlx::QueryBuilder;
 
 use crate::{
@@ -112,18 +117,25 @@ pub(super) async fn insert_many(
         insert.push_values(rows, |mut row, (i, (job, payload))| {
             let run_at = if job.run_at > 0 { job.run_at } else { now };
             let leased = i < granted;
-            row.push_bind(if leased { "running" } else { "queued" })
-                .push_bind(i32::from(leased))
-                .push_bind(locked_until.filter(|_| leased))
-                .push_bind(worker.filter(|_| leased))
-                .push_bind(job.kind.as_str())
-                .push_bind(payload.as_str())
-                .push_bind(job.dedupe_key.as_deref())
-                .push_bind(job.max_attempts)
-                .push_bind(job.priority as i16)
-                .push_bind(run_at)
-                .push_bind(now)
-                .push_bind(now);
+            row.push_bind(
+                if leased {
+                    JobState::Running
+                } else {
+                    JobState::Queued
+                }
+                .as_str(),
+            )
+            .push_bind(i32::from(leased))
+            .push_bind(locked_until.filter(|_| leased))
+            .push_bind(worker.filter(|_| leased))
+            .push_bind(job.kind.as_str())
+            .push_bind(payload.as_str())
+            .push_bind(job.dedupe_key.as_deref())
+            .push_bind(job.max_attempts)
+            .push_bind(job.priority as i16)
+            .push_bind(run_at)
+            .push_bind(now)
+            .push_bind(now);
         });
         if mysql {
             insert.build().persistent(false).execute(&mut *conn).await?;
@@ -267,13 +279,19 @@ pub(super) enum Outcome {
 }
 
 impl Outcome {
-    pub(super) fn name(&self) -> &'static str {
+    /// As the attempt log records it; a released attempt leaves no row.
+    pub(super) fn logged(&self) -> Option<AttemptOutcome> {
         match self {
-            Outcome::Done => "done",
-            Outcome::Retry { .. } => "retry",
-            Outcome::Dead { .. } => "dead",
-            Outcome::Released => "released",
+            Outcome::Done => Some(AttemptOutcome::Done),
+            Outcome::Retry { .. } => Some(AttemptOutcome::Retry),
+            Outcome::Dead { .. } => Some(AttemptOutcome::Dead),
+            Outcome::Released => None,
         }
+    }
+
+    /// As metrics name it.
+    pub(super) fn name(&self) -> &'static str {
+        self.logged().map_or("released", AttemptOutcome::as_str)
     }
 }
 
@@ -345,7 +363,7 @@ pub(super) async fn finish(
         return Ok(false);
     }
     // A released attempt does not count: it leaves no row.
-    if !matches!(outcome, Outcome::Released) {
+    if let Some(logged) = outcome.logged() {
         let error = match outcome {
             Outcome::Retry { error, .. } | Outcome::Dead { error } => Some(error.as_str()),
             _ => None,
@@ -356,7 +374,7 @@ pub(super) async fn finish(
             worker,
             started_at: now - duration_ms,
             finished_at: now,
-            outcome: outcome.name(),
+            outcome: logged,
             error,
             duration_ms: Some(duration_ms),
         };
@@ -414,7 +432,14 @@ pub(super) async fn expire_leases(
                         locked_until = null, locked_by = null, updated_at = ?
                   where id = ?",
             ))
-            .bind(if last { "dead" } else { "queued" })
+            .bind(
+                if last {
+                    JobState::Dead
+                } else {
+                    JobState::Queued
+                }
+                .as_str(),
+            )
             .bind(error)
             .bind(now)
             .bind(last.then_some(now))
@@ -430,7 +455,7 @@ pub(super) async fn expire_leases(
             worker: job.locked_by.as_deref().unwrap_or_default(),
             started_at: job.updated_at,
             finished_at: now,
-            outcome: "lease_expired",
+            outcome: AttemptOutcome::LeaseExpired,
             error: Some(error),
             duration_ms: None,
         };

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use sqlx::QueryBuilder;
 use tokio_util::task::TaskTracker;
 
-use super::{LicenseKey, store::stored_key};
+use super::{KeyStatus, LicenseKey, store::stored_key};
 use crate::{
     batch::{Batcher, Decide},
     db::{Db, json_rows, push_list},
@@ -26,7 +26,7 @@ const MAX_BATCH: usize = 64;
 #[derive(Debug, Clone)]
 pub struct Issued {
     pub key: LicenseKey,
-    pub status: String,
+    pub status: KeyStatus,
     pub product_sku: String,
     pub assigned_to_email: Option<String>,
     pub assigned_order_id: Option<String>,
@@ -104,7 +104,8 @@ async fn read(db: &Db, ids: &[i64]) -> Result<HashMap<i64, Issued>, sqlx::Error>
     struct Row {
         id: i64,
         license_key: String,
-        status: String,
+        #[sqlx(try_from = "String")]
+        status: KeyStatus,
         product_sku: String,
         assigned_to_email: Option<String>,
         assigned_order_id: Option<String>,

@@ -161,11 +161,20 @@ pub async fn newest_key(tx: &mut Tx, sku: &Sku) -> Result<i64, sqlx::Error> {
     store::newest_key(tx, sku).await
 }
 
+crate::stored_state! {
+    /// Where a key of the pool stands (`license_keys.status`).
+    pub enum KeyStatus: "key status" {
+        Available = "available",
+        Assigned = "assigned",
+        Revoked = "revoked",
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Revoked {
     /// Revoked key `id` of `sku`; it was in state `was` before.
     Yes {
-        was: String,
+        was: KeyStatus,
         id: i64,
         sku: String,
     },

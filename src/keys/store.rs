@@ -4,9 +4,9 @@
 
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
-use super::{Assignment, LicenseKey, Revoked, Sku, Stock, Vended};
+use super::{Assignment, KeyStatus, LicenseKey, Revoked, Sku, Stock, Vended};
 use crate::{
-    db::{Backend, Db, Tx, push_case, push_list},
+    db::{Backend, Db, Tx, push_case, push_list, read_state},
     on_db, on_tx,
     text::BoundedText,
 };
@@ -283,11 +283,13 @@ pub(super) async fn revoke(tx: &mut Tx, key: &LicenseKey) -> Result<Revoked, sql
             .fetch_optional(conn)
             .await
     })?;
-    let (id, was, sku) = match row {
-        None => return Ok(Revoked::NotFound),
-        Some((_, status, _)) if status == "revoked" => return Ok(Revoked::Already),
-        Some(row) => row,
+    let Some((id, was, sku)) = row else {
+        return Ok(Revoked::NotFound);
     };
+    let was: KeyStatus = read_state(was)?;
+    if was == KeyStatus::Revoked {
+        return Ok(Revoked::Already);
+    }
     revoke_id(tx, id).await?;
     Ok(Revoked::Yes { was, id, sku })
 }

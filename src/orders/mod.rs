@@ -37,6 +37,7 @@ mod place;
 mod refund;
 mod restock;
 pub mod routes;
+mod state;
 mod store;
 mod view;
 
@@ -61,6 +62,7 @@ use crate::{
 };
 
 pub use refund::{PaidOrder, Refund, revoke_key};
+pub use state::OrderState;
 pub use view::{Browse, Delivery, Event, Listed, OrderView, browse, count_by_state, find};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -79,6 +81,15 @@ pub enum Status {
 }
 
 impl Status {
+    pub const ALL: [Status; 6] = [
+        Self::Fulfilled,
+        Self::Duplicate,
+        Self::AwaitingStock,
+        Self::NeedsAttention,
+        Self::Ignored,
+        Self::Refunded,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Fulfilled => "fulfilled",

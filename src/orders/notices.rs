@@ -16,13 +16,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::history;
 use super::store;
+use super::{OrderState, history};
 use crate::{
     clock::{rfc3339, window},
     db::Tx,
     jobs::{self, JobError, NewJob, Payload, Priority},
-    keys::Sku,
+    keys::{KeyStatus, Sku},
     mail::{Compose, Letter},
     notices::{Context, admin_letter_to},
 };
@@ -214,11 +214,11 @@ async fn key_letter(
         .map_err(read)?
         .ok_or_else(missing)?;
     let order_id = issued.assigned_order_id.unwrap_or_default();
-    if issued.status == "revoked" {
+    if issued.status == KeyStatus::Revoked {
         let refunded = store::summary_of(&cx.db, order)
             .await
             .map_err(read)?
-            .is_some_and(|o| o.state == "refunded");
+            .is_some_and(|o| o.state == OrderState::Refunded);
         if refunded {
             return Ok(None);
         }

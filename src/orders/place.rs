@@ -3,7 +3,7 @@
 //! together or not at all. Orders that cannot be served yet wait for stock;
 //! payloads that cannot be used are set aside with their raw body.
 
-use super::{Fulfilment, Placed, Status, body_reference, history, notices, store};
+use super::{Fulfilment, OrderState, Placed, Status, body_reference, history, notices, store};
 use crate::{
     db::{Tx, retry_on_contention},
     intake::normalize::{Order, Source},
@@ -189,7 +189,7 @@ impl Fulfilment {
         targets: &[i64],
     ) -> Result<(), sqlx::Error> {
         store::wait(tx, id, now).await?;
-        store::event(tx, id, now, "awaiting_stock", detail).await?;
+        store::event(tx, id, now, OrderState::AwaitingStock, detail).await?;
         if alert {
             self.sold_out(tx, sku, id, now).await?;
         }
@@ -275,7 +275,7 @@ impl Fulfilment {
             tx,
             id,
             now,
-            "fulfilled",
+            OrderState::Fulfilled,
             &history::fulfilled(how, key, sku.as_str(), job_id),
         )
         .await?;
@@ -338,7 +338,7 @@ impl Fulfilment {
     ) -> Result<(), sqlx::Error> {
         store::describe(tx, id, details, now).await?;
         store::set_aside(tx, id, body, problem, now).await?;
-        store::event(tx, id, now, "needs_attention", problem).await?;
+        store::event(tx, id, now, OrderState::NeedsAttention, problem).await?;
         notices::needs_attention(tx, id, now, self.alert_interval, self.max_attempts).await?;
         self.announce(tx, id, "order.needs_attention", now).await?;
         metrics::counter!("allot_orders_needing_attention_total").increment(1);

@@ -9,9 +9,9 @@
 
 use serde_json::json;
 
-use super::{Fulfilment, Placed, Status, notices, store};
+use super::{Fulfilment, OrderState, Placed, Status, notices, store};
 use crate::{
-    db::{Db, Tx, retry_on_contention},
+    db::{Db, Tx, read_state, retry_on_contention},
     intake::normalize::{Order, Source},
     jobs,
     keys::{self, LicenseKey, Revoked, Sku},
@@ -62,7 +62,7 @@ impl Fulfilment {
                 return Ok(Refund::NoOrder);
             };
             let summary = store::summary(&mut tx, id).await?;
-            if state == "refunded" {
+            if state == OrderState::Refunded {
                 return Ok(Refund::Already {
                     order_id: summary.order_id,
                 });
@@ -77,7 +77,7 @@ impl Fulfilment {
                 Some(key) => format!("{why}; key #{key} was revoked already"),
                 None => format!("{why}; no key had been assigned"),
             };
-            store::event(&mut tx, id, now, "refunded", &detail).await?;
+            store::event(&mut tx, id, now, OrderState::Refunded, &detail).await?;
             for job in notices::refund(id, summary.email.is_some(), self.max_attempts) {
                 jobs::enqueue(&mut tx, &job, now).await?;
             }
@@ -134,7 +134,7 @@ impl Fulfilment {
                 "received from {}; its refund had arrived first: no key vended",
                 source.as_str()
             );
-            store::event(&mut tx, id, now, "refunded", &detail).await?;
+            store::event(&mut tx, id, now, OrderState::Refunded, &detail).await?;
             for job in notices::refund(id, true, self.max_attempts) {
                 jobs::enqueue(&mut tx, &job, now).await?;
             }
@@ -195,7 +195,7 @@ pub(super) async fn lock_paid(
     source: &str,
     order_id: Option<&str>,
     payment_ref: Option<&str>,
-) -> Result<Option<(i64, String)>, sqlx::Error> {
+) -> Result<Option<(i64, OrderState)>, sqlx::Error> {
     let by_id = match order_id {
         Some(order_id) => lock_one(tx, BY_ORDER_ID, source, order_id).await?,
         None => None,
@@ -222,15 +222,18 @@ async fn lock_one(
     select: &str,
     source: &str,
     value: &str,
-) -> Result<Option<(i64, String)>, sqlx::Error> {
+) -> Result<Option<(i64, OrderState)>, sqlx::Error> {
     let select = format!("{select}{}", tx.backend().for_update());
-    on_tx!(tx, |conn, sql| {
+    let found: Option<(i64, String)> = on_tx!(tx, |conn, sql| {
         sqlx::query_as(sql(select))
             .bind(source)
             .bind(value)
             .fetch_optional(conn)
             .await
-    })
+    })?;
+    found
+        .map(|(id, state)| Ok((id, read_state(state)?)))
+        .transpose()
 }
 
 pub(super) async fn refunded(tx: &mut Tx, id: i64, now: i64) -> Result<(), sqlx::Error> {

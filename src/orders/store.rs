@@ -6,8 +6,10 @@
 
 use serde::Serialize;
 
+use super::OrderState;
+
 use crate::{
-    db::{Db, Tx},
+    db::{Db, Tx, read_state},
     insert_unless_exists,
     intake::normalize::Source,
     keys::Sku,
@@ -16,13 +18,14 @@ use crate::{
 
 pub(super) enum Claimed {
     New(i64),
-    Existing { id: i64, state: String },
+    Existing { id: i64, state: OrderState },
 }
 
 #[derive(sqlx::FromRow)]
 struct Row {
     id: i64,
-    state: String,
+    #[sqlx(try_from = "String")]
+    state: OrderState,
 }
 
 /// Inserts the row for (source, order id), or finds the one that exists.
@@ -73,11 +76,14 @@ pub(super) async fn claim(
 ) -> Result<Option<i64>, sqlx::Error> {
     match insert(tx, source.as_str(), order_id, now).await? {
         Claimed::New(id) => Ok(Some(id)),
-        Claimed::Existing { id, state } if state == "needs_attention" => {
+        Claimed::Existing {
+            id,
+            state: OrderState::NeedsAttention,
+        } => {
             // Lock it and look again: a concurrent delivery may be taking it
             // up right now.
             let state = lock_state(tx, id).await?;
-            Ok((state == "needs_attention").then_some(id))
+            Ok((state == OrderState::NeedsAttention).then_some(id))
         }
         Claimed::Existing { .. } => Ok(None),
     }
@@ -102,17 +108,18 @@ pub(super) async fn set_payment_ref(
 
 /// The order's state, with its row locked until the transaction ends
 /// (SQLite's transaction holds the database's write lock already).
-pub(super) async fn lock_state(tx: &mut Tx, id: i64) -> Result<String, sqlx::Error> {
+pub(super) async fn lock_state(tx: &mut Tx, id: i64) -> Result<OrderState, sqlx::Error> {
     let select = format!(
         "select state from orders where id = ?{}",
         tx.backend().for_update()
     );
-    on_tx!(tx, |conn, sql| {
+    let state: String = on_tx!(tx, |conn, sql| {
         sqlx::query_scalar(sql(select))
             .bind(id)
             .fetch_one(conn)
             .await
-    })
+    })?;
+    read_state(state)
 }
 
 /// Who ordered what, as far as the payload told.
@@ -205,7 +212,7 @@ pub(super) async fn event(
     tx: &mut Tx,
     id: i64,
     now: i64,
-    state: &str,
+    state: OrderState,
     detail: &str,
 ) -> Result<(), sqlx::Error> {
     on_tx!(tx, |conn, sql| {
@@ -214,7 +221,7 @@ pub(super) async fn event(
         ))
         .bind(id)
         .bind(now)
-        .bind(state)
+        .bind(state.as_str())
         .bind(detail)
         .execute(conn)
         .await
@@ -365,7 +372,8 @@ pub(super) async fn key_of(db: &Db, id: i64) -> Result<Option<i64>, sqlx::Error>
 pub(super) struct Summary {
     pub source: String,
     pub order_id: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: OrderState,
     pub email: Option<String>,
     #[serde(rename = "sku")]
     pub product_sku: Option<String>,

@@ -97,7 +97,7 @@ pub async fn find(
     let email_delivery = match row.email_job_id {
         Some(job_id) => jobs::find(db, job_id).await?.map(|job| Delivery {
             job_id,
-            state: job.state,
+            state: job.state.to_string(),
             attempts: job.attempts,
             last_error: job.last_error,
         }),

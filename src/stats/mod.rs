@@ -20,8 +20,9 @@ use crate::{
     clock::{now_ms, rfc3339},
     db::Db,
     http::{AdminSecret, AdminToken, ApiError, ErrorBody},
-    jobs::{self, rollup},
-    keys, orders,
+    jobs::{self, AttemptOutcome, JobState, rollup},
+    keys,
+    orders::{self, OrderState},
 };
 
 /// The windows deliveries are reported over.
@@ -143,23 +144,22 @@ fn ratio(a: i64, b: i64) -> Value {
 /// Everything `/v1/stats` answers, as of `now`.
 pub async fn compute(db: &Db, now: i64) -> Result<Value, sqlx::Error> {
     let mut by_state: BTreeMap<String, i64> =
-        ["fulfilled", "awaiting_stock", "needs_attention", "refunded"]
-            .into_iter()
-            .map(|s| (s.to_string(), 0))
-            .collect();
+        OrderState::ALL.iter().map(|s| (s.to_string(), 0)).collect();
     for (state, n) in orders::count_by_state(db).await? {
         by_state.insert(state, n);
     }
     let total: i64 = by_state.values().sum();
-    let fulfilled = by_state["fulfilled"];
+    let fulfilled = by_state[OrderState::Fulfilled.as_str()];
     // Refunded orders were served or taken back: they are not pending.
-    let served_or_pending = total - by_state["refunded"];
+    let served_or_pending = total - by_state[OrderState::Refunded.as_str()];
 
     let stock = keys::stock(db).await?;
 
-    let mut jobs_by_state: BTreeMap<&str, i64> = [("queued", 0), ("running", 0), ("dead", 0)]
-        .into_iter()
-        .collect();
+    let mut jobs_by_state: BTreeMap<&str, i64> =
+        [JobState::Queued, JobState::Running, JobState::Dead]
+            .into_iter()
+            .map(|state| (state.as_str(), 0))
+            .collect();
     let mut jobs_by_kind: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
     for (state, kind, n) in jobs::unfinished_by_kind(db).await? {
         if let Some(count) = jobs_by_state.get_mut(state.as_str()) {
@@ -168,7 +168,7 @@ pub async fn compute(db: &Db, now: i64) -> Result<Value, sqlx::Error> {
         *jobs_by_kind
             .entry(kind)
             .or_default()
-            .entry(state)
+            .entry(state.to_string())
             .or_default() += n;
     }
 
@@ -205,7 +205,7 @@ async fn window(
     let mut by_kind: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     for row in &finished {
         let entry = by_kind.entry(row.kind.clone()).or_default();
-        if row.outcome == "done" {
+        if row.outcome == AttemptOutcome::Done {
             succeeded += row.count;
             entry.0 += row.count;
             latency.push((row.bucket, row.count));

@@ -494,3 +494,68 @@ fn expand_use(prefix: &str, tree: &str, out: &mut Vec<String>) {
         expand_use(prefix, after, out);
     }
 }
+
+/// States are enums (`stored_state!`: an order's, a key's, a job's, an
+/// attempt's, a command reply's, a process's), read from their text once at
+/// the row boundary. Outside those declarations no Rust compares a value
+/// against a state's text (`== "dead"`, `"fulfilled" =>`): such a
+/// comparison silently stays false when a state is renamed.
+#[test]
+fn states_are_compared_as_their_types() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let files = files_ending(&src, ".rs");
+    let mut declarations = Vec::new();
+    let mut states = BTreeSet::new();
+    let mut codes = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let code = without_comments(text.split("#[cfg(test)]").next().unwrap_or_default());
+        let mut outside = String::new();
+        let mut rest = code.as_str();
+        while let Some(at) = rest.find("stored_state! {") {
+            outside.push_str(&rest[..at]);
+            let block = &rest[at..];
+            let end = block.find("\n}").map_or(block.len(), |n| n + 2);
+            for (n, _) in block[..end].match_indices(" = \"") {
+                let value = &block[n + 4..];
+                states.insert(value[..value.find('"').unwrap()].to_string());
+            }
+            declarations.push(file.display().to_string());
+            rest = &block[end..];
+        }
+        outside.push_str(rest);
+        codes.push((file, outside));
+    }
+    for expected in [
+        "fulfilled",
+        "needs_attention",
+        "revoked",
+        "dead",
+        "lease_expired",
+    ] {
+        assert!(states.contains(expected), "{expected} in {states:?}");
+    }
+    assert!(declarations.len() >= 6, "{declarations:?}");
+    let mut offenders = Vec::new();
+    for (file, code) in codes {
+        for state in &states {
+            let literal = format!("\"{state}\"");
+            for needle in [
+                format!("== {literal}"),
+                format!("!= {literal}"),
+                format!("{literal} =="),
+                format!("{literal} !="),
+                format!("{literal} =>"),
+                format!("{literal} |"),
+            ] {
+                if code.contains(&needle) {
+                    offenders.push(format!("{}: {needle}", file.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "states compared as text: {offenders:#?}"
+    );
+}

@@ -141,7 +141,12 @@ async fn the_state_machine_of_the_brief(backend: Backend) {
     // A negative check needs some time: several worker polls (100 ms) pass.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        allot::jobs::find(&db, id).await.unwrap().unwrap().state,
+        allot::jobs::find(&db, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .as_str(),
         "queued"
     );
     assert_reply(
@@ -150,7 +155,13 @@ async fn the_state_machine_of_the_brief(backend: Backend) {
         "ready",
     );
     eventually("the email is sent once the worker is ready", async || {
-        allot::jobs::find(&db, id).await.unwrap().unwrap().state == "done"
+        allot::jobs::find(&db, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .as_str()
+            == "done"
     })
     .await;
 
@@ -158,7 +169,7 @@ async fn the_state_machine_of_the_brief(backend: Backend) {
     let bye = only_reply(&app, json!({"command": "terminate", "target": process})).await;
     assert_reply(&bye, "ok", "stopping");
     eventually("the process marks itself stopped", async || {
-        allot::control::list(&db).await.unwrap()[0].state == "stopped"
+        allot::control::list(&db).await.unwrap()[0].state.as_str() == "stopped"
     })
     .await;
     assert!(
@@ -180,7 +191,7 @@ async fn long_calculate_does_not_block_control(backend: Backend) {
     eventually("the calculation runs", async || {
         let db = app.connect().await;
         let replies = allot::control::replies(&db, calculate_id).await.unwrap();
-        replies[0].status == "running"
+        replies[0].status.as_str() == "running"
     })
     .await;
     for body in [json!({"command": "ping"}), json!({"command": "status"})] {
@@ -198,7 +209,10 @@ async fn long_calculate_does_not_block_control(backend: Backend) {
     let db = app.connect().await;
     only_reply(&app, json!({"command": "terminate"})).await;
     eventually("the calculation is cancelled", async || {
-        allot::control::replies(&db, calculate_id).await.unwrap()[0].status == "cancelled"
+        allot::control::replies(&db, calculate_id).await.unwrap()[0]
+            .status
+            .as_str()
+            == "cancelled"
     })
     .await;
 }
@@ -339,15 +353,18 @@ async fn a_malformed_message_in_the_database_gets_an_error_reply(backend: Backen
         let mut replies = Vec::new();
         eventually("the target answers", async || {
             replies = allot::control::replies(&db, id).await.unwrap();
-            replies[0].status != "pending"
+            replies[0].status.as_str() != "pending"
         })
         .await;
-        assert_eq!(replies[0].status, "error", "{message:.80}");
+        assert_eq!(replies[0].status.as_str(), "error", "{message:.80}");
     }
     // A command read after its deadline is not done.
     let late = insert_raw_command(&db, &process, r#"{"command":"stop"}"#, -1).await;
     eventually("the late command is answered", async || {
-        allot::control::replies(&db, late).await.unwrap()[0].status == "expired"
+        allot::control::replies(&db, late).await.unwrap()[0]
+            .status
+            .as_str()
+            == "expired"
     })
     .await;
     assert_reply(

@@ -134,7 +134,7 @@ async fn transient_failures_follow_the_retry_schedule_then_the_job_dies(backend:
         // Not due yet: nothing runs a millisecond early.
         assert!(worker.run_once(at - 1).await.unwrap().is_empty());
         let job = world.job(id).await;
-        assert_eq!(job.state, "queued");
+        assert_eq!(job.state.as_str(), "queued");
         assert!(
             job.last_error.as_deref().unwrap_or("").contains("SMTP"),
             "{job:?}"

@@ -157,9 +157,9 @@ async fn provider_answers_are_sorted_into_retry_and_dead(backend: Backend) {
             let job = world.job(id).await;
             let error = job.last_error.clone().unwrap_or_default();
             match (expected, &events[..]) {
-                ("dead", [WorkerEvent::Dead { .. }]) => assert_eq!(job.state, "dead"),
+                ("dead", [WorkerEvent::Dead { .. }]) => assert_eq!(job.state.as_str(), "dead"),
                 ("retry", [WorkerEvent::Retry { at, .. }]) => {
-                    assert_eq!(job.state, "queued");
+                    assert_eq!(job.state.as_str(), "queued");
                     if let Some(min) = min_delay {
                         assert!(
                             at - now >= min.as_millis() as i64,

@@ -74,7 +74,7 @@ async fn mail_waits_while_the_smtp_server_is_down_and_arrives_once_when_it_is_up
             1,
             "job {id}"
         );
-        assert_eq!(world.job(id).await.state, "done");
+        assert_eq!(world.job(id).await.state.as_str(), "done");
     }
 }
 
@@ -117,7 +117,7 @@ async fn dead_mail_is_redriven_and_delivered(backend: Backend) {
             ref other => panic!("{other:?}"),
         }
     }
-    assert_eq!(world.job(id).await.state, "dead");
+    assert_eq!(world.job(id).await.state.as_str(), "dead");
 
     let Some(server) = SmtpServer::start(port) else {
         return;

@@ -233,7 +233,14 @@ async fn queue_test_mail(app: &TestApp) -> (allot::db::Db, i64) {
 /// Waits for the server's own worker to reach a state (it polls every 100 ms).
 async fn until_job_state(db: &allot::db::Db, id: i64, state: &str) {
     for _ in 0..300 {
-        if allot::jobs::find(db, id).await.unwrap().unwrap().state == state {
+        if allot::jobs::find(db, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .as_str()
+            == state
+        {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -306,7 +313,7 @@ async fn readiness_stays_up_while_mail_is_down(backend: Backend) {
     let (db, id) = queue_test_mail(&app).await;
     for _ in 0..300 {
         let job = allot::jobs::find(&db, id).await.unwrap().unwrap();
-        if job.attempts >= 1 && job.state == "queued" {
+        if job.attempts >= 1 && job.state.as_str() == "queued" {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

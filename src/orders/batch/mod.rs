@@ -26,7 +26,7 @@ mod store;
 
 use std::collections::{HashMap, HashSet};
 
-use super::{Fulfilment, Placed, Status, store::claim};
+use super::{Fulfilment, OrderState, Placed, Status, store::claim};
 use crate::{
     batch::Decide,
     db::{Backend, Db, Tx, is_unavailable, retry_on_contention},
@@ -334,7 +334,7 @@ impl Fulfilment {
             // Set aside before: taken up again, as `claim` does.
             if stored
                 .get(order_id(i))
-                .is_some_and(|row| row.state == "needs_attention")
+                .is_some_and(|row| row.state == OrderState::NeedsAttention)
             {
                 let order = &batch[i].order;
                 if let Some(id) = claim(tx, source, &order.order_id, now).await? {

@@ -12,7 +12,7 @@ use crate::{
     db::Tx,
     jobs,
     keys::{self, Assignment, Sku},
-    orders::{history, notices},
+    orders::{OrderState, history, notices},
 };
 
 /// A new order of the batch: its place in the batch and its row id.
@@ -93,7 +93,11 @@ pub(super) async fn settle(
             .collect();
         store::fulfilled(tx, &fulfilled, now).await?;
         for (&(i, _), &(id, key, job)) in served.iter().zip(&fulfilled) {
-            events.push((id, "fulfilled", fulfilled_detail(batch, i, key, sku, job)));
+            events.push((
+                id,
+                OrderState::Fulfilled,
+                fulfilled_detail(batch, i, key, sku, job),
+            ));
             settled.push((key, job));
         }
     }
@@ -102,7 +106,11 @@ pub(super) async fn settle(
         store::waiting(tx, &ids, now).await?;
         for (n, &(i, id)) in waiting.iter().enumerate() {
             let first = n == 0 && !queued_behind;
-            events.push((id, "awaiting_stock", waiting_detail(batch, i, sku, first)));
+            events.push((
+                id,
+                OrderState::AwaitingStock,
+                waiting_detail(batch, i, sku, first),
+            ));
         }
     }
     store::events(tx, &events, now).await?;
@@ -140,7 +148,8 @@ struct PlacedRow {
     /// The order's row id.
     out_ref: i64,
     /// Its state: for a new order what it got, for a stored one what it is.
-    out_state: String,
+    #[sqlx(try_from = "String")]
+    out_state: OrderState,
     /// Stored by this call.
     out_new: bool,
     /// The key it got, if new and served.
@@ -261,7 +270,7 @@ pub(super) async fn in_one_call(
                     leased.push(notices::key_email(id, key, max_attempts).born_leased(job, now));
                 }
             }
-        } else if state == "needs_attention" {
+        } else if state == OrderState::NeedsAttention {
             placed.set_aside.push(i);
         }
     }

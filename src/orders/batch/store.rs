@@ -5,6 +5,7 @@
 //! follows the size of the batch, so none is kept among the connection's
 //! prepared statements, where it would push out those that are used again.
 
+use crate::orders::OrderState;
 use std::collections::HashMap;
 
 use sqlx::QueryBuilder;
@@ -18,7 +19,8 @@ use crate::{
 #[derive(sqlx::FromRow)]
 pub(super) struct Stored {
     pub order_id: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: OrderState,
 }
 
 /// The orders of `source` stored under any of `order_ids`.
@@ -97,7 +99,7 @@ pub(super) async fn insert(
         insert.push_values(orders, |mut row, order| {
             row.push_bind(source)
                 .push_bind(order.order_id)
-                .push_bind("needs_attention")
+                .push_bind(OrderState::NeedsAttention.as_str())
                 .push_bind(order.email)
                 .push_bind(sku)
                 .push_bind(order.coupon_code)
@@ -212,7 +214,7 @@ pub(super) async fn waiting(tx: &mut Tx, ids: &[i64], now: i64) -> Result<(), sq
 /// Adds one history entry (order, state, detail) per order.
 pub(super) async fn events(
     tx: &mut Tx,
-    events: &[(i64, &str, String)],
+    events: &[(i64, OrderState, String)],
     now: i64,
 ) -> Result<(), sqlx::Error> {
     if events.is_empty() {
@@ -236,7 +238,7 @@ pub(super) async fn events(
         insert.push_values(events, |mut row, (id, state, detail)| {
             row.push_bind(*id)
                 .push_bind(now)
-                .push_bind(*state)
+                .push_bind(state.as_str())
                 .push_bind(detail.as_str());
         });
         insert

@@ -12,7 +12,8 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use axum::{Json, extract::State};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -59,15 +60,14 @@ pub fn router(db: Db, admin: AdminSecret) -> OpenApiRouter {
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 503, description = "`admin_disabled` (no `ALLOT_ADMIN_TOKEN`), `database_unavailable`", body = ErrorBody),
     ))]
-async fn show(_: AdminToken, State(state): State<StatsState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(compute(&state.db, now_ms()).await?))
+async fn show(_: AdminToken, State(state): State<StatsState>) -> Result<Json<Stats>, ApiError> {
+    Ok(Json(figures(&state.db, now_ms()).await?))
 }
 
-/// What `/v1/stats` answers (built as JSON by [`compute`]; the API tests
-/// check real answers against this schema).
-#[allow(dead_code)]
-#[derive(ToSchema)]
-struct Stats {
+/// What `/v1/stats` answers (the API tests check real answers against
+/// its schema).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Stats {
     /// RFC 3339.
     generated_at: String,
     orders: OrderStats,
@@ -78,8 +78,7 @@ struct Stats {
     windows: BTreeMap<String, Window>,
 }
 
-#[allow(dead_code)]
-#[derive(ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 struct OrderStats {
     /// Every state (`fulfilled`, `awaiting_stock`, `needs_attention`,
     /// `refunded`, …) with its count, zeros included.
@@ -89,8 +88,7 @@ struct OrderStats {
     fulfilment_rate: Option<f64>,
 }
 
-#[allow(dead_code)]
-#[derive(ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 struct JobStats {
     /// `queued`, `running` and `dead`.
     by_state: BTreeMap<String, i64>,
@@ -98,8 +96,7 @@ struct JobStats {
     by_kind: BTreeMap<String, BTreeMap<String, i64>>,
 }
 
-#[allow(dead_code)]
-#[derive(ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Window {
     deliveries: Deliveries,
     /// `null` with no deliveries.
@@ -109,23 +106,20 @@ struct Window {
     throughput_per_s: f64,
 }
 
-#[allow(dead_code)]
-#[derive(ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Deliveries {
     succeeded: i64,
     failed: i64,
     by_kind: BTreeMap<String, KindDeliveries>,
 }
 
-#[allow(dead_code)]
-#[derive(ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 struct KindDeliveries {
     succeeded: i64,
     failed: i64,
 }
 
-#[allow(dead_code)]
-#[derive(ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Percentiles {
     p50: Option<f64>,
     p95: Option<f64>,
@@ -133,16 +127,21 @@ struct Percentiles {
 }
 
 /// `a / b`, or `null` when `b` is zero.
-fn ratio(a: i64, b: i64) -> Value {
-    if b == 0 {
-        Value::Null
-    } else {
-        json!(a as f64 / b as f64)
-    }
+fn ratio(a: i64, b: i64) -> Option<f64> {
+    (b != 0).then(|| a as f64 / b as f64)
+}
+
+/// Everything `/v1/stats` answers, as of `now`, as JSON (the dashboard's
+/// overview reads it so).
+pub async fn compute(db: &Db, now: i64) -> Result<Value, sqlx::Error> {
+    let stats = figures(db, now).await?;
+    // Cannot fail: every map is keyed by text, and a float that is not
+    // finite becomes null.
+    Ok(serde_json::to_value(stats).unwrap_or_default())
 }
 
 /// Everything `/v1/stats` answers, as of `now`.
-pub async fn compute(db: &Db, now: i64) -> Result<Value, sqlx::Error> {
+pub async fn figures(db: &Db, now: i64) -> Result<Stats, sqlx::Error> {
     let mut by_state: BTreeMap<String, i64> =
         OrderState::ALL.iter().map(|s| (s.to_string(), 0)).collect();
     for (state, n) in orders::count_by_state(db).await? {
@@ -173,21 +172,27 @@ pub async fn compute(db: &Db, now: i64) -> Result<Value, sqlx::Error> {
     }
 
     let progress = rollup::progress(db).await?;
-    let mut windows = serde_json::Map::new();
+    let mut windows = BTreeMap::new();
     for (name, width) in WINDOWS {
         windows.insert(name.to_string(), window(db, now, width, progress).await?);
     }
-    Ok(json!({
-        "generated_at": rfc3339(now),
-        "orders": {
-            "by_state": by_state,
-            "total": total,
-            "fulfilment_rate": ratio(fulfilled, served_or_pending),
+    Ok(Stats {
+        generated_at: rfc3339(now),
+        orders: OrderStats {
+            by_state,
+            total,
+            fulfilment_rate: ratio(fulfilled, served_or_pending),
         },
-        "keys": stock,
-        "jobs": {"by_state": jobs_by_state, "by_kind": jobs_by_kind},
-        "windows": windows,
-    }))
+        keys: stock,
+        jobs: JobStats {
+            by_state: jobs_by_state
+                .into_iter()
+                .map(|(state, n)| (state.to_string(), n))
+                .collect(),
+            by_kind: jobs_by_kind,
+        },
+        windows,
+    })
 }
 
 /// Deliveries that finished in the last `width`: how many succeeded and
@@ -198,7 +203,7 @@ async fn window(
     now: i64,
     width: Duration,
     progress: rollup::Progress,
-) -> Result<Value, sqlx::Error> {
+) -> Result<Window, sqlx::Error> {
     let finished = rollup::finished_since(db, now - width.as_millis() as i64, progress).await?;
     let (mut succeeded, mut failed) = (0i64, 0i64);
     let mut latency: Vec<(i32, i64)> = Vec::new();
@@ -214,15 +219,23 @@ async fn window(
             entry.1 += row.count;
         }
     }
-    let by_kind: BTreeMap<String, Value> = by_kind
+    let by_kind = by_kind
         .into_iter()
-        .map(|(kind, (ok, bad))| (kind, json!({"succeeded": ok, "failed": bad})))
+        .map(|(kind, (succeeded, failed))| (kind, KindDeliveries { succeeded, failed }))
         .collect();
     let percentile = |q| rollup::quantile(&latency, q).map(|ms| (ms * 10.0).round() / 10.0);
-    Ok(json!({
-        "deliveries": {"succeeded": succeeded, "failed": failed, "by_kind": by_kind},
-        "success_rate": ratio(succeeded, succeeded + failed),
-        "latency_ms": {"p50": percentile(0.50), "p95": percentile(0.95), "p99": percentile(0.99)},
-        "throughput_per_s": succeeded as f64 / width.as_secs_f64(),
-    }))
+    Ok(Window {
+        deliveries: Deliveries {
+            succeeded,
+            failed,
+            by_kind,
+        },
+        success_rate: ratio(succeeded, succeeded + failed),
+        latency_ms: Percentiles {
+            p50: percentile(0.50),
+            p95: percentile(0.95),
+            p99: percentile(0.99),
+        },
+        throughput_per_s: succeeded as f64 / width.as_secs_f64(),
+    })
 }

@@ -16,6 +16,7 @@ use axum::{
     extract::{FromRef, Path, RawQuery, State},
     http::StatusCode,
 };
+use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -86,25 +87,22 @@ struct CommandBody {
     msg: Option<String>,
 }
 
-#[allow(dead_code)]
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 struct Sent {
     command_id: i64,
-    command: String,
+    command: &'static str,
     target: String,
     replies: Vec<send::Answer>,
     /// Process ids that did not answer in time.
     unanswered: Vec<String>,
 }
 
-#[allow(dead_code)]
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 struct History {
     commands: Vec<channel::CommandRecord>,
 }
 
-#[allow(dead_code)]
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 struct OneCommand {
     command: channel::CommandRecord,
     replies: Vec<channel::ReplyRecord>,
@@ -146,7 +144,7 @@ async fn command(
     _: AdminToken,
     State(control): State<Control>,
     ApiJson(body): ApiJson<Value>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Sent>, ApiError> {
     let invalid =
         |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_command", message);
     let Value::Object(mut message) = body else {
@@ -193,18 +191,19 @@ async fn command(
         send::SendError::Database(error) => error.into(),
     })?;
     let answers = send::collect(&control.db, &sent, deadline.min(MAX_WAIT)).await?;
-    let unanswered: Vec<&str> = answers
+    let unanswered: Vec<String> = answers
         .iter()
         .filter(|a| !a.answered())
-        .map(|a| a.process.as_str())
+        .map(|a| a.process.clone())
         .collect();
-    Ok(Json(json!({
-        "command_id": sent.command_id,
-        "command": sent.command.name(),
-        "target": target,
-        "replies": answers,
-        "unanswered": unanswered,
-    })))
+    let answer = Sent {
+        command_id: sent.command_id,
+        command: sent.command.name(),
+        target,
+        replies: answers,
+        unanswered,
+    };
+    Ok(Json(answer))
 }
 
 /// The latest commands, newest first.
@@ -221,7 +220,7 @@ async fn history(
     _: AdminToken,
     State(control): State<Control>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<History>, ApiError> {
     let pairs: Vec<(String, String)> = query
         .and_then(|q| serde_urlencoded::from_str(&q).ok())
         .unwrap_or_default();
@@ -240,7 +239,7 @@ async fn history(
             })?,
     };
     let commands = channel::history(&control.db, limit).await?;
-    Ok(Json(json!({ "commands": commands })))
+    Ok(Json(History { commands }))
 }
 
 /// One command and every target's reply row.
@@ -257,7 +256,7 @@ async fn one_command(
     _: AdminToken,
     State(control): State<Control>,
     Path(id): Path<i64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OneCommand>, ApiError> {
     let Some(command) = channel::find(&control.db, id).await? else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -266,5 +265,5 @@ async fn one_command(
         ));
     };
     let replies = channel::replies(&control.db, id).await?;
-    Ok(Json(json!({ "command": command, "replies": replies })))
+    Ok(Json(OneCommand { command, replies }))
 }

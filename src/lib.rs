@@ -23,7 +23,7 @@
 //! Plumbing kept thin, importing no capability: [`batch`] (group commit),
 //! [`config`] (settings), [`db`]
 //! (pools, transactions, the SQL idiom), [`http`] (errors, JSON, layers),
-//! [`clock`] (time), [`memory`] (the allocator handing memory back), [`text`] (bounded text, email addresses), [`telemetry`] (logs).
+//! [`clock`] (time), [`memory`] (the allocator handing memory back), [`text`] (bounded text, email addresses), [`telemetry`] (logs, and the request a task serves).
 
 pub mod app;
 pub mod background;

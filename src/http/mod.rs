@@ -1,12 +1,14 @@
 //! HTTP plumbing every capability's routes share: the error body
 //! ([`ApiError`]), the JSON extractor ([`ApiJson`]), and the layers around
-//! the whole router (body limits, request metrics, panics, fallbacks).
+//! the whole router (request ids, body limits, request metrics, panics,
+//! fallbacks).
 //!
 //! Owns no route and imports no capability; `app` merges the capabilities'
 //! routers and hands the result to [`with_plumbing`].
 
 mod admin_token;
 mod error;
+mod request_id;
 mod serve;
 
 use std::time::{Duration, Instant};
@@ -26,10 +28,11 @@ pub use error::{ApiError, ApiJson, DatabaseUnavailable, ErrorBody, too_large};
 pub use serve::serve;
 
 /// Wraps the merged routes: JSON 404/405, the body read in full and in time
-/// before any handler runs (413, 408), request metrics, and a 500 in our
-/// format for a panic.
+/// before any handler runs (413, 408), request metrics, a 500 in our
+/// format for a panic, and around all of it the request's id and span
+/// (see `request_id`).
 pub fn with_plumbing(routes: Router, limits: BodyLimits) -> Router {
-    routes
+    let routes = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_bytes))
@@ -42,7 +45,8 @@ pub fn with_plumbing(routes: Router, limits: BodyLimits) -> Router {
                 "an internal error occurred",
             )
             .into_response()
-        }))
+        }));
+    request_id::follow_requests(routes)
 }
 
 async fn not_found() -> ApiError {

@@ -46,6 +46,8 @@ pub struct Leased {
     pub attempt: i32,
     pub max_attempts: i32,
     pub created_at: i64,
+    /// The request the job serves, if one enqueued it.
+    pub request_id: Option<String>,
 }
 
 /// Runs the jobs of some kinds. Called outside any transaction; whatever it

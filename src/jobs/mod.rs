@@ -36,6 +36,8 @@ mod store;
 mod wake;
 mod worker;
 
+use std::sync::Arc;
+
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
@@ -107,9 +109,15 @@ pub struct NewJob {
     pub run_at: i64,
     pub max_attempts: i32,
     pub priority: Priority,
+    /// The request this job serves (its `x-request-id`), stored with it so
+    /// that the worker running it, in any process, names the request on
+    /// the attempt's log lines.
+    pub request_id: Option<Arc<str>>,
 }
 
 impl NewJob {
+    /// A job built while a request is served names that request (see
+    /// [`crate::telemetry::request_id`]).
     pub fn new(kind: &str, payload: Value, max_attempts: i32) -> Self {
         Self {
             kind: kind.to_string(),
@@ -118,6 +126,7 @@ impl NewJob {
             run_at: 0,
             max_attempts,
             priority: Priority::Normal,
+            request_id: crate::telemetry::request_id(),
         }
     }
 
@@ -157,6 +166,7 @@ impl NewJob {
             attempt: 1,
             max_attempts: self.max_attempts,
             created_at: now,
+            request_id: self.request_id.as_deref().map(String::from),
         }
     }
 
@@ -167,6 +177,13 @@ impl NewJob {
 
     pub fn run_at(mut self, at: i64) -> Self {
         self.run_at = at;
+        self
+    }
+
+    /// Serves request `id`: for a job built away from the request's task
+    /// (an order batch's key emails).
+    pub fn request_id(mut self, id: Option<Arc<str>>) -> Self {
+        self.request_id = id;
         self
     }
 }

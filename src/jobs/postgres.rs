@@ -50,9 +50,10 @@ pub(super) async fn lease(
             update jobs set state = 'running', attempts = attempts + 1,
                    locked_until = $5, locked_by = $6, updated_at = $3
              where id = any(array(select id from urgent union all select id from normal))
-            returning id, kind, payload, attempts, max_attempts, created_at, priority, run_at
+            returning id, kind, payload, attempts, max_attempts, created_at, request_id, priority,
+                      run_at
         )
-        select id, kind, payload, attempts, max_attempts, created_at from leased
+        select id, kind, payload, attempts, max_attempts, created_at, request_id from leased
          order by priority desc, run_at, id";
     sqlx::query_as(LEASE)
         .persistent(false)

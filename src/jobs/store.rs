@@ -24,10 +24,10 @@ pub(super) async fn insert(
     let run_at = if job.run_at > 0 { job.run_at } else { now };
     let id = insert_unless_exists!(
         &mut *tx,
-        "insert into jobs (kind, payload, dedupe_key, max_attempts, priority, run_at, created_at, updated_at)
-         values (?, ?, ?, ?, ?, ?, ?, ?)",
+        "insert into jobs (kind, payload, dedupe_key, max_attempts, priority, run_at, created_at, updated_at, request_id)
+         values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         conflict "(dedupe_key)",
-        [&job.kind, &payload, &job.dedupe_key, job.max_attempts, job.priority as i16, run_at, now, now]
+        [&job.kind, &payload, &job.dedupe_key, job.max_attempts, job.priority as i16, run_at, now, now, job.request_id.as_deref()]
     )?;
     if id.is_some() {
         super::wake::notify_in(tx).await?;
@@ -67,7 +67,8 @@ pub(super) async fn insert_many(
     // SQLite: the rows as one JSON array, one prepared statement for every
     // batch (see `db::json_rows`).
     if let Tx::Sqlite(conn) = tx {
-        let rows: Vec<(&str, &str, &str, i32, i16, i64)> = jobs
+        type Row<'a> = (&'a str, &'a str, &'a str, i32, i16, i64, Option<&'a str>);
+        let rows: Vec<Row> = jobs
             .iter()
             .zip(&payloads)
             .map(|(job, payload)| {
@@ -79,18 +80,19 @@ pub(super) async fn insert_many(
                     job.max_attempts,
                     job.priority as i16,
                     run_at,
+                    job.request_id.as_deref(),
                 )
             })
             .collect();
         let json = json_rows(&rows)?;
         let inserted: Vec<(i64, String)> = sqlx::query_as(
             "insert into jobs (state, attempts, locked_until, locked_by, kind, payload, dedupe_key,
-                               max_attempts, priority, run_at, created_at, updated_at)
+                               max_attempts, priority, run_at, created_at, updated_at, request_id)
              select case when j.key < ?1 then 'running' else 'queued' end,
                     case when j.key < ?1 then 1 else 0 end,
                     case when j.key < ?1 then ?2 end, case when j.key < ?1 then ?3 end,
                     j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4,
-                    j.value ->> 5, ?4, ?4
+                    j.value ->> 5, ?4, ?4, j.value ->> 6
                from json_each(?5) j where true order by j.key
              on conflict (dedupe_key) do nothing returning id, dedupe_key",
         )
@@ -111,7 +113,7 @@ pub(super) async fn insert_many(
     // that are used again.
     let inserted: Vec<(i64, String)> = on_tx!(tx, |conn, _sql| {
         let mut insert = QueryBuilder::new(
-            "insert into jobs (state, attempts, locked_until, locked_by, kind, payload, dedupe_key, max_attempts, priority, run_at, created_at, updated_at) ",
+            "insert into jobs (state, attempts, locked_until, locked_by, kind, payload, dedupe_key, max_attempts, priority, run_at, created_at, updated_at, request_id) ",
         );
         let rows = jobs.iter().zip(&payloads).enumerate();
         insert.push_values(rows, |mut row, (i, (job, payload))| {
@@ -135,7 +137,8 @@ pub(super) async fn insert_many(
             .push_bind(job.priority as i16)
             .push_bind(run_at)
             .push_bind(now)
-            .push_bind(now);
+            .push_bind(now)
+            .push_bind(job.request_id.as_deref());
         });
         if mysql {
             insert.build().persistent(false).execute(&mut *conn).await?;
@@ -179,7 +182,7 @@ pub(super) async fn lease(
         return super::postgres::lease(pool, worker, limit, now, locked_until).await;
     }
     let select = format!(
-        "select id, kind, payload, attempts, max_attempts, created_at from jobs
+        "select id, kind, payload, attempts, max_attempts, created_at, request_id from jobs
           where state = 'queued' and priority = ? and run_at <= ? order by run_at, id limit ?{}",
         db.backend().for_update_skip_locked()
     );

@@ -58,6 +58,23 @@ pub enum Notice {
     RefundAlert { order: i64 },
 }
 
+impl Notice {
+    /// The one order this notice is about, if it is about one.
+    fn order(&self) -> Option<i64> {
+        match self {
+            Notice::KeyEmail { order, .. }
+            | Notice::RefundEmail { order }
+            | Notice::RefundAlert { order }
+            | Notice::OutOfStock {
+                scope: Scope::Order { order },
+                ..
+            }
+            | Notice::NeedsAttention(Scope::Order { order }) => Some(*order),
+            Notice::OutOfStock { .. } | Notice::NeedsAttention(_) => None,
+        }
+    }
+}
+
 /// What an alert covers: one order (urgent), or a window (digest).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -180,6 +197,11 @@ impl Compose for Notice {
     /// `None` when there is nothing to say any more (the orders were served
     /// meanwhile) or nobody to tell.
     async fn compose(self, cx: &Context) -> Result<Option<Letter>, JobError> {
+        // The worker's span for this attempt names the order it serves
+        // (the outbox never reads a payload).
+        if let Some(order) = self.order() {
+            tracing::Span::current().record("order", order);
+        }
         match self {
             Notice::KeyEmail { order, key } => key_letter(cx, order, key).await,
             Notice::OutOfStock { sku, scope } => out_of_stock_letter(cx, sku, scope).await,
@@ -371,6 +393,7 @@ mod tests {
             attempt: 1,
             max_attempts: 1,
             created_at: 0,
+            request_id: None,
         };
         let window = jobs::decode::<Notice>(&job(
             "out_of_stock_alert",

@@ -36,6 +36,7 @@ impl Fulfilment {
                 source,
                 order: order.clone(),
                 now,
+                request_id: crate::telemetry::request_id(),
             };
             // Only a panic while placing the batch leaves it unanswered:
             // the shop is told to deliver again.

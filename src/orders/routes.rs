@@ -164,6 +164,15 @@ async fn receive(
         .fulfilment
         .receive(source, &body, sku.as_ref(), now_ms())
         .await?;
+    // One line per delivery, in the request's span: its order ids lead to
+    // its request id, and that to the order's batch and key email.
+    let order_ids: Vec<&str> = receipt.orders.iter().map(|o| o.order_id.as_str()).collect();
+    tracing::info!(
+        source = source.as_str(),
+        status = receipt.status.as_str(),
+        order_ids = order_ids.join(","),
+        "webhook delivery received"
+    );
     Ok(Json(Answer::Receipt(receipt)))
 }
 

@@ -32,6 +32,7 @@ mod order_batches;
 mod payments;
 mod processes;
 mod properties;
+mod request_ids;
 mod slow_clients;
 mod stats;
 mod stock_and_alerts;

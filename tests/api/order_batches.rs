@@ -25,6 +25,7 @@ on_every_backend!(
     an_order_set_aside_before_is_taken_up_again_in_a_batch,
     a_batch_behind_waiting_orders_waits_behind_them,
     a_batch_announces_each_order_to_merchant_endpoints,
+    each_job_of_a_batch_names_the_request_of_its_order,
     orders_delivered_twice_race_through_two_lanes,
     the_key_emails_of_a_batch_go_straight_to_the_worker,
     a_paused_worker_is_handed_no_emails,
@@ -110,22 +111,38 @@ async fn held_up(backend: Backend, world: World, fulfilment: Fulfilment) -> Scen
 }
 
 fn place(fulfilment: &Fulfilment, order_id: &str) -> Pending {
+    place_as(fulfilment, order_id, None)
+}
+
+/// [`place`] as the work of request `request_id`, as the webhook route
+/// places its orders.
+fn place_as(fulfilment: &Fulfilment, order_id: &str, request_id: Option<&str>) -> Pending {
     let body = json!({ "order_id": order_id, "email": format!("{order_id}@buyer.test") });
     let fulfilment = fulfilment.clone();
-    tokio::spawn(async move {
+    let request_id = request_id.map(std::sync::Arc::from);
+    tokio::spawn(allot::telemetry::serving(request_id, async move {
         let body = body.to_string();
         let now = allot::clock::now_ms();
         fulfilment
             .receive(Source::Generic, body.as_bytes(), Some(&course()), now)
             .await
-    })
+    }))
 }
 
 /// Queues orders one after the other, so the batch keeps their order.
 async fn queue_in_order(fulfilment: &Fulfilment, order_ids: &[&str]) -> Vec<Pending> {
+    queue_as_requests(fulfilment, order_ids, |_| None).await
+}
+
+/// [`queue_in_order`], each order as the work of the request `request(order_id)`.
+async fn queue_as_requests(
+    fulfilment: &Fulfilment,
+    order_ids: &[&str],
+    request: impl Fn(&str) -> Option<String>,
+) -> Vec<Pending> {
     let mut pending = Vec::new();
     for (n, order_id) in order_ids.iter().enumerate() {
-        pending.push(place(fulfilment, order_id));
+        pending.push(place_as(fulfilment, order_id, request(order_id).as_deref()));
         eventually("the order to join the queue", async || {
             fulfilment.batching(&course()) == Some((Some(n + 1), 1))
         })
@@ -459,6 +476,58 @@ async fn a_batch_announces_each_order_to_merchant_endpoints(backend: Backend) {
     );
 }
 
+/// Each job of a batch names the request that delivered its order:
+/// placed by one statement that commits (PostgreSQL, no endpoint) or in a
+/// transaction (an endpoint to announce to, every backend). The first
+/// order, placed alone as the work of no request, names none.
+async fn each_job_of_a_batch_names_the_request_of_its_order(backend: Backend) {
+    let endpoint = "insert into endpoints (url, events, secret, created_at, updated_at)
+                    values ('http://127.0.0.1:9/hook', 'order.*', 'whsec_dGVzdA==', 0, 0)";
+    for setup in [&[][..], &[endpoint][..]] {
+        let scene = scene_with(backend, 10, None, setup).await;
+        let request = |order_id: &str| Some(format!("shop-delivery/{order_id}"));
+        let pending = queue_as_requests(&scene.fulfilment, &["a", "b", "c"], request).await;
+        let (first, outcomes) = release(scene.holder, scene.first, pending).await;
+        assert_eq!(first, Status::Fulfilled);
+        assert!(
+            outcomes.iter().all(|o| o == &Ok(Status::Fulfilled)),
+            "{outcomes:?}"
+        );
+        let at_once = backend == Backend::Postgres && setup.is_empty();
+        assert_eq!(
+            scene.fulfilment.batches_committed_at_once(),
+            u64::from(at_once)
+        );
+        let world = &scene.world;
+        let emails: Vec<(String, Option<String>)> = allot::on_db!(&world.db, read, |pool, sql| {
+            sqlx::query_as(sql("select o.order_id, j.request_id from orders o
+                   join jobs j on j.id = o.email_job_id order by o.order_id"))
+            .fetch_all(pool)
+            .await
+        })
+        .unwrap();
+        let expected: Vec<(String, Option<String>)> = ["a", "b", "c", "first"]
+            .iter()
+            .map(|&o| (o.to_string(), (o != "first").then(|| request(o)).flatten()))
+            .collect();
+        assert_eq!(emails, expected, "{setup:?}");
+        let mut announced: Vec<Option<String>> = allot::on_db!(&world.db, read, |pool, sql| {
+            sqlx::query_scalar(sql(
+                "select request_id from jobs where kind = 'merchant_webhook'",
+            ))
+            .fetch_all(pool)
+            .await
+        })
+        .unwrap();
+        announced.sort();
+        let expected: Vec<Option<String>> = match setup {
+            [] => Vec::new(),
+            _ => vec![None, request("a"), request("b"), request("c")],
+        };
+        assert_eq!(announced, expected);
+    }
+}
+
 /// On PostgreSQL a batch whose orders all get keys, on a store with no
 /// merchant endpoint, is placed and committed by one statement: the same
 /// orders, keys, emails and history as in a transaction.
@@ -525,7 +594,8 @@ async fn the_statement_that_commits_at_once_refuses_a_batch_that_needs_more() {
         sqlx::query_as::<_, (i64, String)>(
             "select out_ref, out_state from allot_place_orders_at_once(
                  'course', array_fill('generic'::text, array[cardinality($1::text[])]), $1,
-                 $2, array_fill(null::text, array[cardinality($1::text[])]), 0, 5,
+                 $2, array_fill(null::text, array[cardinality($1::text[])]),
+                 array_fill(null::text, array[cardinality($1::text[])]), 0, 5,
                  null, null, null, 0, $3::jsonb)",
         )
         .bind(order_ids)
@@ -594,7 +664,7 @@ async fn a_batch_short_of_keys_another_transaction_holds_is_run_again() {
     let call = "select out_state from allot_place_orders_at_once(
                     'course', array['generic', 'generic'], array['a', 'b'],
                     array['a@buyer.test', 'b@buyer.test'], array[null, null]::text[],
-                    0, 5, null, null, null, 0, $1::jsonb)";
+                    array[null, null]::text[], 0, 5, null, null, null, 0, $1::jsonb)";
     let stored = "select (select count(*) from orders),
                          (select count(*) from license_keys where status = 'available')";
     match sqlx::query_scalar::<_, String>(call)
@@ -762,10 +832,11 @@ async fn a_batch_starts_after_the_last_key_sold_and_still_sells_a_key_stepped_ov
         let coupons: Vec<Option<&str>> = vec![None; order_ids.len()];
         // One row per order, in the batch's order. The keys' rows are
         // read as they were before the call (one statement, one snapshot).
+        // `$4` twice: no coupon codes, no request ids.
         let placed: Vec<(Option<String>, String)> = sqlx::query_as(
             "select k.license_key, p.out_state
-               from allot_place_orders('course', $1, $2, $3, $4, 0, 5, $5, null, null, 0,
-                                       $6::jsonb) p
+               from allot_place_orders('course', $1, $2, $3, $4, $4, 0, 5, $5, null, null,
+                                       0, $6::jsonb) p
                left join license_keys k on k.id = p.out_key",
         )
         .bind(&sources)

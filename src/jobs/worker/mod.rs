@@ -163,8 +163,16 @@ impl Inner {
         leased_at: i64,
         attempted: impl FnOnce(),
     ) -> Option<WorkerEvent> {
-        let span =
-            tracing::info_span!("job", job_id = job.id, kind = %job.kind, attempt = job.attempt);
+        let span = tracing::info_span!(
+            "job",
+            job_id = job.id,
+            kind = %job.kind,
+            attempt = job.attempt,
+            request_id = job.request_id.as_deref(),
+            // The order the job serves: only its handler, which reads the
+            // payload, knows it, and records it here.
+            order = tracing::field::Empty,
+        );
         async {
             let started = Instant::now();
             let timeout = self.attempt_timeout;

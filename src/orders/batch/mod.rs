@@ -24,7 +24,12 @@ mod resume;
 mod settle;
 mod store;
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
+
+use tracing::Instrument;
 
 use super::{Fulfilment, OrderState, Placed, Status, store::claim};
 use crate::{
@@ -32,7 +37,7 @@ use crate::{
     db::{Backend, Db, Tx, is_unavailable, retry_on_contention},
     intake::normalize::{Order, Source},
     keys::{self, Sku},
-    merchant,
+    merchant, telemetry,
 };
 
 /// The most orders one transaction places: bounded so that its locks are
@@ -44,6 +49,9 @@ pub(super) struct Request {
     pub source: Source,
     pub order: Order,
     pub now: i64,
+    /// The request that delivered the order: the batch names it in its
+    /// span, and the order's jobs carry it.
+    pub request_id: Option<Arc<str>>,
 }
 
 /// The decider: a [`Fulfilment`] that places alone (it holds no batcher),
@@ -77,7 +85,48 @@ impl Decide for Orders {
     type Request = Request;
     type Answer = Result<Placed, sqlx::Error>;
 
+    /// Inside an `order_batch` span naming the requests whose orders it
+    /// places, with one line when it is done: a search for one request's id
+    /// finds the batch that placed its order.
     async fn decide(&self, lane: &Lane, batch: Vec<Request>) -> Vec<Self::Answer> {
+        let span = tracing::info_span!(
+            "order_batch",
+            sku = lane.sku.as_str(),
+            orders = batch.len(),
+            request_ids = request_ids(&batch),
+        );
+        async {
+            let answers = self.place(lane, batch).await;
+            let count = |status| {
+                answers
+                    .iter()
+                    .filter(|a| a.as_ref().is_ok_and(|p| p.status == status))
+                    .count()
+            };
+            tracing::info!(
+                fulfilled = count(Status::Fulfilled),
+                awaiting_stock = count(Status::AwaitingStock),
+                failed = answers.iter().filter(|a| a.is_err()).count(),
+                "order batch placed"
+            );
+            answers
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// The ids of the requests of `batch`, comma-separated.
+fn request_ids(batch: &[Request]) -> String {
+    let ids: Vec<&str> = batch
+        .iter()
+        .filter_map(|r| r.request_id.as_deref())
+        .collect();
+    ids.join(",")
+}
+
+impl Orders {
+    async fn place(&self, lane: &Lane, batch: Vec<Request>) -> Vec<Result<Placed, sqlx::Error>> {
         let sku = &lane.sku;
         let orders = &self.alone;
         if batch.len() == 1 {
@@ -95,7 +144,7 @@ impl Decide for Orders {
                 if let Some(key) = together.last_key {
                     self.resume.stopped_at(sku, key);
                 }
-                let mut answers: Vec<Self::Answer> = together.placed.into_iter().map(Ok).collect();
+                let mut answers: Vec<_> = together.placed.into_iter().map(Ok).collect();
                 for i in together.set_aside {
                     answers[i] = orders.place_alone(sku, &batch[i]).await;
                 }
@@ -133,7 +182,10 @@ impl Orders {
 impl Fulfilment {
     async fn place_alone(&self, sku: &Sku, r: &Request) -> Result<Placed, sqlx::Error> {
         let sku = Ok(sku.clone());
-        retry_on_contention(|| self.place_once(r.source, &r.order, &sku, None, &[], r.now)).await
+        let place =
+            retry_on_contention(|| self.place_once(r.source, &r.order, &sku, None, &[], r.now));
+        // As its own request: what it enqueues names that request.
+        telemetry::serving(r.request_id.clone(), place).await
     }
 
     /// Places `batch`, all for `sku`, in one transaction whose statements
@@ -209,13 +261,13 @@ impl Fulfilment {
                 statuses[i] = Status::Fulfilled;
             }
             let targets = merchant::subscribers(&mut tx, "order.fulfilled").await?;
-            for &(_, id) in served {
-                self.announce_to(&mut tx, &targets, id, "order.fulfilled", now)
-                    .await?;
+            for &(i, id) in served {
+                let announce = self.announce_to(&mut tx, &targets, id, "order.fulfilled", now);
+                telemetry::serving(batch[i].request_id.clone(), announce).await?;
             }
             metrics::counter!("allot_keys_vended_total").increment(served.len() as u64);
         }
-        if let Some(&(_, first)) = waiting.first() {
+        if let Some(&(at, first)) = waiting.first() {
             for &(i, _) in waiting {
                 statuses[i] = Status::AwaitingStock;
             }
@@ -223,12 +275,13 @@ impl Fulfilment {
             // a sell-out; those after it queue behind it.
             let alert = !settled.queued_behind || !keys::in_stock(&mut tx, sku).await?;
             if alert {
-                self.sold_out(&mut tx, sku, first, now).await?;
+                let sold_out = self.sold_out(&mut tx, sku, first, now);
+                telemetry::serving(batch[at].request_id.clone(), sold_out).await?;
             }
             let targets = merchant::subscribers(&mut tx, "order.awaiting_stock").await?;
-            for &(_, id) in waiting {
-                self.announce_to(&mut tx, &targets, id, "order.awaiting_stock", now)
-                    .await?;
+            for &(i, id) in waiting {
+                let announce = self.announce_to(&mut tx, &targets, id, "order.awaiting_stock", now);
+                telemetry::serving(batch[i].request_id.clone(), announce).await?;
             }
             metrics::counter!("allot_orders_awaiting_stock_total").increment(waiting.len() as u64);
         }

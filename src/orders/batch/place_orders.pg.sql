@@ -1,7 +1,9 @@
 -- A batch of orders for one SKU in one call: the orders stored once each in
 -- their final state, the oldest keys assigned while they last, the buyers'
--- key emails queued (the first `lease_count` born leased to `lease_to`),
--- the history written; one row per order of the batch answers what it got.
+-- key emails queued (the first `lease_count` born leased to `lease_to`,
+-- each naming the request that delivered its order, `request_ids` beside
+-- `order_ids`), the history written; one row per order of the batch
+-- answers what it got.
 -- `orders::batch::settle` calls it; what follows in the transaction
 -- (alerts, merchant announcements) stays in Rust. The SQLite and MySQL
 -- twin of it is `settle::settle` with `batch::store`.
@@ -16,6 +18,7 @@ create or replace function allot_place_orders(
     order_ids    text[],
     emails       text[],
     coupon_codes text[],
+    request_ids  text[],
     at_ms        bigint,
     attempts     integer,
     after_key    bigint,
@@ -115,14 +118,14 @@ begin
             with queued as (
                 insert into jobs (state, attempts, locked_until, locked_by, kind, payload,
                                   dedupe_key, max_attempts, priority, run_at, created_at,
-                                  updated_at)
+                                  updated_at, request_id)
                 select case when s.k <= lease_count then 'running' else 'queued' end,
                        case when s.k <= lease_count then 1 else 0 end,
                        case when s.k <= lease_count then lease_until end,
                        case when s.k <= lease_count then lease_to end,
                        email_kind, format(email_payload, s.key, s.ref),
                        format(email_dedupe, s.ref, s.key), attempts, email_urgency,
-                       at_ms, at_ms, at_ms
+                       at_ms, at_ms, at_ms, request_ids[fresh[s.k]]
                   from unnest(refs[1:served], picked) with ordinality as s (ref, key, k)
                  order by s.k
                 returning id, dedupe_key

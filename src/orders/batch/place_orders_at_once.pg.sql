@@ -15,6 +15,7 @@ create or replace function allot_place_orders_at_once(
     order_ids    text[],
     emails       text[],
     coupon_codes text[],
+    request_ids  text[],
     at_ms        bigint,
     attempts     integer,
     after_key    bigint,
@@ -41,8 +42,8 @@ begin
     end if;
     for out_ref, out_state, out_new, out_key, out_job, out_behind in
         select * from allot_place_orders(for_sku, sources, order_ids, emails, coupon_codes,
-                                         at_ms, attempts, after_key, lease_to, lease_until,
-                                         lease_count, words)
+                                         request_ids, at_ms, attempts, after_key, lease_to,
+                                         lease_until, lease_count, words)
     loop
         short := short or (out_new and out_state = 'awaiting_stock');
         return next;

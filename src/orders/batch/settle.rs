@@ -81,7 +81,9 @@ pub(super) async fn settle(
         let emails: Vec<_> = served
             .iter()
             .zip(&reserved)
-            .map(|(&(_, id), &key)| notices::key_email(id, key, max_attempts))
+            .map(|(&(i, id), &key)| {
+                notices::key_email(id, key, max_attempts).request_id(batch[i].request_id.clone())
+            })
             .collect();
         let (jobs, born_leased) = jobs::enqueue_many_handed(tx, &emails, now, handoff).await?;
         handed = born_leased;
@@ -204,6 +206,10 @@ pub(super) async fn in_one_call(
         .iter()
         .map(|&i| order(i).coupon_code.as_deref())
         .collect();
+    let request_ids: Vec<Option<&str>> = firsts
+        .iter()
+        .map(|&i| batch[i].request_id.as_deref())
+        .collect();
     // As many key emails as the batch could need are promised to this
     // process's worker; the function leases it the first of them.
     let reservation = handoff
@@ -213,12 +219,13 @@ pub(super) async fn in_one_call(
     let call = match commit {
         Commit::WithCaller => {
             "select out_ref, out_state, out_new, out_key, out_job, out_behind
-               from allot_place_orders($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb)"
+               from allot_place_orders($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                                       $13::jsonb)"
         }
         Commit::AtOnce => {
             "select out_ref, out_state, out_new, out_key, out_job, out_behind
                from allot_place_orders_at_once($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                                               $12::jsonb)"
+                                               $12, $13::jsonb)"
         }
     };
     let rows: Vec<PlacedRow> = sqlx::query_as(call)
@@ -227,6 +234,7 @@ pub(super) async fn in_one_call(
         .bind(&order_ids)
         .bind(&emails)
         .bind(&coupons)
+        .bind(&request_ids)
         .bind(now)
         .bind(max_attempts)
         .bind(after)
@@ -267,7 +275,9 @@ pub(super) async fn in_one_call(
             if let Some(key) = key {
                 placed.settled.served.push((key, job));
                 if let Some(job) = job.filter(|_| leased.len() < lease_count as usize) {
-                    leased.push(notices::key_email(id, key, max_attempts).born_leased(job, now));
+                    let email = notices::key_email(id, key, max_attempts)
+                        .request_id(batch[i].request_id.clone());
+                    leased.push(email.born_leased(job, now));
                 }
             }
         } else if state == OrderState::NeedsAttention {

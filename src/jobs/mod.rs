@@ -211,7 +211,8 @@ pub async fn enqueue(tx: &mut Tx, job: &NewJob, now: i64) -> Result<Option<i64>,
 /// duplicate in a multi-row insert without hiding other errors, an existing
 /// key is an error instead (the caller's transaction must not commit).
 /// `handoff`'s worker, in this process, may take them without leasing them
-/// (see `handoff`): as many as it has room for are inserted leased to it. Call [`Handed::deliver`] once
+/// (see `handoff`): as many as it has room for are inserted leased to it.
+/// Call [`Handed::deliver`] once
 /// the transaction has committed.
 pub async fn enqueue_many_handed(
     tx: &mut Tx,

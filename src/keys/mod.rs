@@ -137,17 +137,6 @@ pub async fn in_stock(tx: &mut Tx, sku: &Sku) -> Result<bool, sqlx::Error> {
     store::in_stock(tx, sku).await
 }
 
-/// After a vend came short: on PostgreSQL, a serialization failure (the
-/// caller runs its transaction again, `db::retry_on_contention`) while
-/// another transaction holds keys of `sku`. `SKIP LOCKED` passed them
-/// over, but that transaction may yet roll back (a batch refused a commit
-/// at once does, after taking keys), and an order must not wait for stock
-/// that is there. On MySQL a transaction rolls back after taking keys
-/// only when it fails, and SQLite never skips a key.
-pub async fn none_held_elsewhere(tx: &mut Tx, sku: &Sku) -> Result<(), sqlx::Error> {
-    store::none_held_elsewhere(tx, sku).await
-}
-
 /// Whether `sku` has a key left: a cheap read before a write transaction.
 pub async fn has_available(db: &Db, sku: &Sku) -> Result<bool, sqlx::Error> {
     store::has_available(db, sku).await

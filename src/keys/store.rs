@@ -228,17 +228,6 @@ pub(super) async fn in_stock(tx: &mut Tx, sku: &Sku) -> Result<bool, sqlx::Error
     Ok(found.is_some())
 }
 
-/// `allot_no_keys_held_elsewhere` (migration 0021) on PostgreSQL.
-pub(super) async fn none_held_elsewhere(tx: &mut Tx, sku: &Sku) -> Result<(), sqlx::Error> {
-    if let Tx::Postgres(tx) = tx {
-        sqlx::query("select allot_no_keys_held_elsewhere($1)")
-            .bind(sku.as_str())
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(())
-}
-
 pub(super) async fn has_available(db: &Db, sku: &Sku) -> Result<bool, sqlx::Error> {
     let select = any_available(db.backend());
     let found: Option<i64> = on_db!(db, read, |pool, sql| {

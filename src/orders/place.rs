@@ -1,15 +1,15 @@
-//! Placing one order: one transaction holds the order row (which makes a
-//! repeat a duplicate), the key and the buyer's email job, so they commit
-//! together or not at all. Orders that cannot be served yet wait for stock;
-//! payloads that cannot be used are set aside with their raw body.
+//! Where an order goes: one not paid is ignored, one with a SKU is placed
+//! in its batch (`batch`, where its row, its key and the buyer's email job
+//! commit together), one without a usable SKU, or a payload that gives no
+//! order, is set aside with its raw body and the reason.
 
-use super::{Fulfilment, OrderState, Placed, Status, body_reference, history, notices, store};
+use super::{Fulfilment, OrderState, Placed, Status, batch, body_reference, notices, store};
 use crate::{
     db::{Tx, retry_on_contention},
     intake::normalize::{Order, Source},
-    jobs,
-    keys::{self, Assignment, Sku},
+    keys::{self, Sku},
     merchant::{self, Event},
+    telemetry,
 };
 use serde_json::json;
 
@@ -31,22 +31,7 @@ impl Fulfilment {
             });
         }
         let sku = self.sku_for(order, url_sku);
-        if let (Ok(sku), Some(batches)) = (&sku, &self.batches) {
-            let request = super::batch::Request {
-                source,
-                order: order.clone(),
-                now,
-                request_id: crate::telemetry::request_id(),
-            };
-            // Only a panic while placing the batch leaves it unanswered:
-            // the shop is told to deliver again.
-            let lane = self.lane_of(sku, source, &order.order_id);
-            return batches
-                .submit(&lane, request)
-                .await
-                .unwrap_or(Err(sqlx::Error::WorkerCrashed));
-        }
-        retry_on_contention(|| self.place_once(source, order, &sku, None, body, now)).await
+        self.place_for(source, order, sku, None, body, now).await
     }
 
     /// Places a paid order from a payment provider, whose SKU the provider's
@@ -61,7 +46,55 @@ impl Fulfilment {
         body: &[u8],
         now: i64,
     ) -> Result<Placed, sqlx::Error> {
-        retry_on_contention(|| self.place_once(source, order, &sku, payment_ref, body, now)).await
+        self.place_for(source, order, sku, payment_ref, body, now)
+            .await
+    }
+
+    /// An order with a SKU goes to its batch (see `batch`), one without is
+    /// set aside with the reason.
+    async fn place_for(
+        &self,
+        source: Source,
+        order: &Order,
+        sku: Result<Sku, String>,
+        payment_ref: Option<&str>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<Placed, sqlx::Error> {
+        let sku = match sku {
+            Ok(sku) => sku,
+            Err(problem) => {
+                let details = store::Details {
+                    email: Some(order.email.as_str()),
+                    product_sku: None,
+                    coupon_code: order.coupon_code.as_deref(),
+                };
+                let set_aside = SetAside {
+                    order_id: &order.order_id,
+                    details,
+                    payment_ref,
+                    problem: &problem,
+                };
+                return self.keep(source, set_aside, body, now).await;
+            }
+        };
+        let request = batch::Request {
+            source,
+            order: order.clone(),
+            payment_ref: payment_ref.map(str::to_owned),
+            now,
+            request_id: telemetry::request_id(),
+        };
+        let Some(batches) = &self.batches else {
+            return self.place_one(&sku, request).await;
+        };
+        // Only a panic while placing the batch leaves it unanswered: the
+        // shop is told to deliver again.
+        let lane = self.lane_of(&sku, source, &order.order_id);
+        batches
+            .submit(&lane, request)
+            .await
+            .unwrap_or(Err(sqlx::Error::WorkerCrashed))
     }
 
     /// The SKU from the URL, else the payload, else the service mapping.
@@ -81,123 +114,6 @@ impl Fulfilment {
             };
         }
         Err("no SKU: the payload names none; add &sku=… to the webhook URL".into())
-    }
-
-    /// One order, one transaction: the order row (which makes a repeat a
-    /// duplicate), the key and the buyer's email job commit together.
-    pub(super) async fn place_once(
-        &self,
-        source: Source,
-        order: &Order,
-        sku: &Result<Sku, String>,
-        payment_ref: Option<&str>,
-        body: &[u8],
-        now: i64,
-    ) -> Result<Placed, sqlx::Error> {
-        let placed = |status: Status, detail: Option<String>| Placed {
-            order_id: order.order_id.clone(),
-            status,
-            detail,
-        };
-        let mut tx = self.db.begin().await?;
-        let Some(id) = store::claim(&mut tx, source, &order.order_id, now).await? else {
-            metrics::counter!("allot_orders_total", "source" => source.as_str(), "status" => "duplicate").increment(1);
-            return Ok(placed(Status::Duplicate, None));
-        };
-        // With the order, so that a refund naming the payment finds it and
-        // merchants hear of it in `order.fulfilled`.
-        if payment_ref.is_some() {
-            store::set_payment_ref(&mut tx, id, payment_ref).await?;
-        }
-        let details = store::Details {
-            email: Some(order.email.as_str()),
-            product_sku: sku.as_ref().ok().map(Sku::as_str),
-            coupon_code: order.coupon_code.as_deref(),
-        };
-        let sku = match sku {
-            Ok(sku) => sku,
-            Err(problem) => {
-                self.attention(&mut tx, id, &details, body, problem, now)
-                    .await?;
-                tx.commit().await?;
-                return Ok(placed(Status::NeedsAttention, Some(problem.clone())));
-            }
-        };
-        store::describe(&mut tx, id, &details, now).await?;
-        let received = history::received(source);
-        let status = if store::waiting_ahead(&mut tx, sku).await? {
-            // Orders already wait for this SKU: queue behind them, so that
-            // a restock serves the oldest first. Alert only if the pool is
-            // really empty (keys may have just arrived).
-            let empty = !keys::in_stock(&mut tx, sku).await?;
-            let detail = history::waiting(&received, sku.as_str(), false);
-            self.wait_for_stock(&mut tx, id, sku, &detail, empty, now)
-                .await?;
-            Status::AwaitingStock
-        } else if self
-            .fulfil(
-                &mut tx,
-                id,
-                &order.order_id,
-                sku,
-                order.email.as_str(),
-                order.coupon_code.as_deref(),
-                &received,
-                now,
-            )
-            .await?
-        {
-            Status::Fulfilled
-        } else {
-            keys::none_held_elsewhere(&mut tx, sku).await?;
-            let detail = history::waiting(&received, sku.as_str(), true);
-            self.wait_for_stock(&mut tx, id, sku, &detail, true, now)
-                .await?;
-            Status::AwaitingStock
-        };
-        tx.commit().await?;
-        metrics::counter!("allot_orders_total", "source" => source.as_str(), "status" => status.as_str()).increment(1);
-        Ok(placed(status, None))
-    }
-
-    /// Keeps order `id` until keys arrive; `alert`: tell the admin (once per
-    /// sell-out, then in the window's digest).
-    async fn wait_for_stock(
-        &self,
-        tx: &mut Tx,
-        id: i64,
-        sku: &Sku,
-        detail: &str,
-        alert: bool,
-        now: i64,
-    ) -> Result<(), sqlx::Error> {
-        let targets = merchant::subscribers(tx, "order.awaiting_stock").await?;
-        self.record_wait(tx, id, sku, detail, alert, now, &targets)
-            .await
-    }
-
-    /// [`Self::wait_for_stock`], announced to `targets` (the subscribers of
-    /// `order.awaiting_stock`).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn record_wait(
-        &self,
-        tx: &mut Tx,
-        id: i64,
-        sku: &Sku,
-        detail: &str,
-        alert: bool,
-        now: i64,
-        targets: &[i64],
-    ) -> Result<(), sqlx::Error> {
-        store::wait(tx, id, now).await?;
-        store::event(tx, id, now, OrderState::AwaitingStock, detail).await?;
-        if alert {
-            self.sold_out(tx, sku, id, now).await?;
-        }
-        self.announce_to(tx, targets, id, "order.awaiting_stock", now)
-            .await?;
-        metrics::counter!("allot_orders_awaiting_stock_total").increment(1);
-        Ok(())
     }
 
     /// Tells the admin that order `id` waits because `sku` ran out: at once
@@ -228,64 +144,6 @@ impl Fulfilment {
         Ok(())
     }
 
-    /// Vends a key to order `id` and queues its email. `false`: no key left.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn fulfil(
-        &self,
-        tx: &mut Tx,
-        id: i64,
-        order_id: &str,
-        sku: &Sku,
-        email: &str,
-        coupon_code: Option<&str>,
-        how: &str,
-        now: i64,
-    ) -> Result<bool, sqlx::Error> {
-        let assignment = Assignment {
-            email,
-            order_id,
-            coupon_code,
-        };
-        let Some(vended) = keys::vend(tx, sku, &assignment, now).await? else {
-            return Ok(false);
-        };
-        let targets = merchant::subscribers(tx, "order.fulfilled").await?;
-        self.record_fulfilment(tx, id, vended.id, sku, how, now, &targets)
-            .await?;
-        Ok(true)
-    }
-
-    /// What follows a vend of key `key` to order `id`: the buyer's email
-    /// job, the order's new state and history, `order.fulfilled` to
-    /// `targets`.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn record_fulfilment(
-        &self,
-        tx: &mut Tx,
-        id: i64,
-        key: i64,
-        sku: &Sku,
-        how: &str,
-        now: i64,
-        targets: &[i64],
-    ) -> Result<(), sqlx::Error> {
-        let job = notices::key_email(id, key, self.max_attempts);
-        let job_id = jobs::enqueue(tx, &job, now).await?;
-        store::fulfilled(tx, id, key, job_id, now).await?;
-        store::event(
-            tx,
-            id,
-            now,
-            OrderState::Fulfilled,
-            &history::fulfilled(how, key, sku.as_str(), job_id),
-        )
-        .await?;
-        self.announce_to(tx, targets, id, "order.fulfilled", now)
-            .await?;
-        metrics::counter!("allot_keys_vended_total").increment(1);
-        Ok(())
-    }
-
     /// Keeps a body that gave no usable order, with the reason, under a
     /// reference derived from the body, and alerts the admin.
     pub async fn set_aside(
@@ -296,36 +154,56 @@ impl Fulfilment {
         now: i64,
     ) -> Result<Placed, sqlx::Error> {
         let order_id = body_reference(body);
-        retry_on_contention(|| async {
-            let mut tx = self.db.begin().await?;
-            // A repeat of a body already set aside is recorded again (the
-            // admin may be waiting for it) under the same reference.
-            let id = match store::claim(&mut tx, source, &order_id, now).await? {
-                Some(id) => id,
-                None => {
-                    tx.commit().await?;
-                    return Ok(Placed {
-                        order_id: order_id.clone(),
-                        status: Status::Duplicate,
-                        detail: None,
-                    });
-                }
-            };
-            let details = store::Details {
+        let set_aside = SetAside {
+            order_id: &order_id,
+            details: store::Details {
                 email: None,
                 product_sku: None,
                 coupon_code: None,
+            },
+            payment_ref: None,
+            problem,
+        };
+        self.keep(source, set_aside, body, now).await
+    }
+
+    /// Keeps an order that cannot be placed as it came, with its body and
+    /// the reason, and alerts the admin. A repeat of an order already set
+    /// aside is recorded again (the admin may be waiting for it); a repeat
+    /// of one placed is a duplicate.
+    async fn keep(
+        &self,
+        source: Source,
+        order: SetAside<'_>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<Placed, sqlx::Error> {
+        let placed = |status, detail| Placed {
+            order_id: order.order_id.to_owned(),
+            status,
+            detail,
+        };
+        let status = retry_on_contention(|| async {
+            let mut tx = self.db.begin().await?;
+            let Some(id) = store::claim(&mut tx, source, order.order_id, now).await? else {
+                tx.commit().await?;
+                return Ok(Status::Duplicate);
             };
-            self.attention(&mut tx, id, &details, body, problem, now)
+            // With the order, so that a refund naming the payment finds it.
+            if order.payment_ref.is_some() {
+                store::set_payment_ref(&mut tx, id, order.payment_ref).await?;
+            }
+            self.attention(&mut tx, id, &order.details, body, order.problem, now)
                 .await?;
             tx.commit().await?;
-            Ok(Placed {
-                order_id: order_id.clone(),
-                status: Status::NeedsAttention,
-                detail: Some(problem.to_string()),
-            })
+            Ok(Status::NeedsAttention)
         })
-        .await
+        .await?;
+        metrics::counter!("allot_orders_total", "source" => source.as_str(), "status" => status.as_str()).increment(1);
+        Ok(match status {
+            Status::NeedsAttention => placed(status, Some(order.problem.to_owned())),
+            _ => placed(status, None),
+        })
     }
 
     async fn attention(
@@ -346,4 +224,12 @@ impl Fulfilment {
         tracing::warn!(order = id, %problem, "an order needs attention; its body is kept");
         Ok(())
     }
+}
+
+/// An order kept as it came, and why.
+struct SetAside<'a> {
+    order_id: &'a str,
+    details: store::Details<'a>,
+    payment_ref: Option<&'a str>,
+    problem: &'a str,
 }

@@ -7,10 +7,12 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use super::{Fulfilment, store};
+use super::{Fulfilment, OrderState, history, notices, store};
 use crate::{
-    db::retry_on_contention,
-    keys::{self, Sku},
+    db::{Tx, retry_on_contention},
+    jobs,
+    keys::{self, Assignment, Sku},
+    merchant,
 };
 
 impl Fulfilment {
@@ -82,6 +84,66 @@ impl Fulfilment {
         }
         self.published_waiting.publish(still_waiting);
         Ok(fulfilled)
+    }
+}
+
+impl Fulfilment {
+    /// Vends a key to order `id` and queues its email. `false`: no key left.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn fulfil(
+        &self,
+        tx: &mut Tx,
+        id: i64,
+        order_id: &str,
+        sku: &Sku,
+        email: &str,
+        coupon_code: Option<&str>,
+        how: &str,
+        now: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let assignment = Assignment {
+            email,
+            order_id,
+            coupon_code,
+        };
+        let Some(vended) = keys::vend(tx, sku, &assignment, now).await? else {
+            return Ok(false);
+        };
+        let targets = merchant::subscribers(tx, "order.fulfilled").await?;
+        self.record_fulfilment(tx, id, vended.id, sku, how, now, &targets)
+            .await?;
+        Ok(true)
+    }
+
+    /// What follows a vend of key `key` to order `id`: the buyer's email
+    /// job, the order's new state and history, `order.fulfilled` to
+    /// `targets`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn record_fulfilment(
+        &self,
+        tx: &mut Tx,
+        id: i64,
+        key: i64,
+        sku: &Sku,
+        how: &str,
+        now: i64,
+        targets: &[i64],
+    ) -> Result<(), sqlx::Error> {
+        let job = notices::key_email(id, key, self.max_attempts);
+        let job_id = jobs::enqueue(tx, &job, now).await?;
+        store::fulfilled(tx, id, key, job_id, now).await?;
+        store::event(
+            tx,
+            id,
+            now,
+            OrderState::Fulfilled,
+            &history::fulfilled(how, key, sku.as_str(), job_id),
+        )
+        .await?;
+        self.announce_to(tx, targets, id, "order.fulfilled", now)
+            .await?;
+        metrics::counter!("allot_keys_vended_total").increment(1);
+        Ok(())
     }
 }
 

@@ -172,19 +172,6 @@ pub(super) async fn set_aside(
     })
 }
 
-pub(super) async fn wait(tx: &mut Tx, id: i64, now: i64) -> Result<(), sqlx::Error> {
-    on_tx!(tx, |conn, sql| {
-        sqlx::query(sql(
-            "update orders set state = 'awaiting_stock', problem = null, raw_body = null, updated_at = ? where id = ?",
-        ))
-        .bind(now)
-        .bind(id)
-        .execute(conn)
-        .await
-        .map(drop)
-    })
-}
-
 pub(super) async fn fulfilled(
     tx: &mut Tx,
     id: i64,

@@ -232,8 +232,9 @@ async fn orders_held_up_together_are_placed_as_one_batch(backend: Backend) {
     );
     assert_eq!(
         scene.fulfilment.batches_committed_at_once(),
-        0,
-        "a batch in which orders wait is placed in a transaction, which alerts"
+        u64::from(backend == Backend::Postgres),
+        "the first order alone is committed at once on PostgreSQL; a batch in which \
+         orders wait is placed in a transaction, which alerts"
     );
     let world = &scene.world;
     assert_eq!(count(world, "select count(*) from orders").await, 7);
@@ -308,9 +309,9 @@ async fn orders_held_up_together_are_placed_as_one_batch(backend: Backend) {
         d.email_delivery.is_some(),
         "a fulfilled order names its email"
     );
-    // Whichever path wrote them, the email jobs and the history say the
-    // same: the first order was placed alone (in Rust on every backend),
-    // the others in a batch (on PostgreSQL by `allot_place_orders`).
+    // Whichever backend wrote them, the email jobs and the history say the
+    // same words: in Rust (`settle::settle`) on SQLite and MySQL, by
+    // `allot_place_orders` on PostgreSQL.
     type Written = (String, i64, i64, i64, String, String, String);
     let written: Vec<Written> = allot::on_db!(&world.db, read, |pool, sql| {
         sqlx::query_as(sql(
@@ -479,7 +480,7 @@ async fn a_batch_announces_each_order_to_merchant_endpoints(backend: Backend) {
 /// Each job of a batch names the request that delivered its order:
 /// placed by one statement that commits (PostgreSQL, no endpoint) or in a
 /// transaction (an endpoint to announce to, every backend). The first
-/// order, placed alone as the work of no request, names none.
+/// order, placed as the work of no request, names none.
 async fn each_job_of_a_batch_names_the_request_of_its_order(backend: Backend) {
     let endpoint = "insert into endpoints (url, events, secret, created_at, updated_at)
                     values ('http://127.0.0.1:9/hook', 'order.*', 'whsec_dGVzdA==', 0, 0)";
@@ -493,10 +494,11 @@ async fn each_job_of_a_batch_names_the_request_of_its_order(backend: Backend) {
             outcomes.iter().all(|o| o == &Ok(Status::Fulfilled)),
             "{outcomes:?}"
         );
+        // The first order's batch of one, then the batch.
         let at_once = backend == Backend::Postgres && setup.is_empty();
         assert_eq!(
             scene.fulfilment.batches_committed_at_once(),
-            u64::from(at_once)
+            2 * u64::from(at_once)
         );
         let world = &scene.world;
         let emails: Vec<(String, Option<String>)> = allot::on_db!(&world.db, read, |pool, sql| {
@@ -545,7 +547,11 @@ async fn a_batch_that_needs_nothing_more_is_committed_by_one_statement() {
         outcomes,
         [Ok(Fulfilled), Ok(Fulfilled), Ok(Duplicate), Ok(Fulfilled)]
     );
-    assert_eq!(scene.fulfilment.batches_committed_at_once(), 1);
+    assert_eq!(
+        scene.fulfilment.batches_committed_at_once(),
+        2,
+        "the first order's batch of one, then the batch"
+    );
     let world = &scene.world;
     let expected: Vec<(String, String)> = ["first", "a", "b", "c"]
         .iter()
@@ -592,11 +598,14 @@ async fn the_statement_that_commits_at_once_refuses_a_batch_that_needs_more() {
             .map(|o| format!("{o}@buyer.test"))
             .collect();
         sqlx::query_as::<_, (i64, String)>(
-            "select out_ref, out_state from allot_place_orders_at_once(
+            "select out_ref,
+                    case when out_key is null then 'awaiting_stock' else 'fulfilled' end
+               from allot_place_orders(
                  'course', array_fill('generic'::text, array[cardinality($1::text[])]), $1,
                  $2, array_fill(null::text, array[cardinality($1::text[])]),
+                 array_fill(null::text, array[cardinality($1::text[])]),
                  array_fill(null::text, array[cardinality($1::text[])]), 0, 5,
-                 null, null, null, 0, $3::jsonb)",
+                 null, null, null, 0, $3::jsonb, true)",
         )
         .bind(order_ids)
         .bind(emails)
@@ -661,10 +670,12 @@ async fn a_batch_short_of_keys_another_transaction_holds_is_run_again() {
     )
     .await;
     let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-    let call = "select out_state from allot_place_orders_at_once(
+    let call = "select case when out_key is null then 'awaiting_stock' else 'fulfilled' end
+                  from allot_place_orders(
                     'course', array['generic', 'generic'], array['a', 'b'],
                     array['a@buyer.test', 'b@buyer.test'], array[null, null]::text[],
-                    array[null, null]::text[], 0, 5, null, null, null, 0, $1::jsonb)";
+                    array[null, null]::text[], array[null, null]::text[], 0, 5, null, null,
+                    null, 0, $1::jsonb, true)";
     let stored = "select (select count(*) from orders),
                          (select count(*) from license_keys where status = 'available')";
     match sqlx::query_scalar::<_, String>(call)
@@ -722,8 +733,8 @@ async fn an_order_waits_for_stock_only_once_the_last_key_held_elsewhere_is_sold(
 /// On PostgreSQL, where the batch is one function call: another process
 /// stores one of the batch's orders (set aside, as an unparseable delivery
 /// would be) while the batch's insert waits for that row. The batch is run
-/// again, finds the order stored and takes it up alone: every order is
-/// placed once, each with its own key and email.
+/// again, finds the order stored and set aside, and takes it up again in
+/// its place: every order is placed once, each with its own key and email.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_order_another_process_stores_meanwhile_is_placed_once() {
     if !Backend::Postgres.available() {
@@ -772,10 +783,10 @@ async fn an_order_another_process_stores_meanwhile_is_placed_once() {
         [
             ("first", "KEY-001"),
             ("a", "KEY-002"),
-            ("c", "KEY-003"),
-            ("b", "KEY-004")
+            ("b", "KEY-003"),
+            ("c", "KEY-004")
         ],
-        "the batch again without b, then b alone"
+        "the batch again, b taken up in its place"
     );
     assert_eq!(count(world, "select count(*) from orders").await, 4);
     assert_eq!(
@@ -832,11 +843,12 @@ async fn a_batch_starts_after_the_last_key_sold_and_still_sells_a_key_stepped_ov
         let coupons: Vec<Option<&str>> = vec![None; order_ids.len()];
         // One row per order, in the batch's order. The keys' rows are
         // read as they were before the call (one statement, one snapshot).
-        // `$4` twice: no coupon codes, no request ids.
+        // `$4` three times: no coupon codes, payments or request ids.
         let placed: Vec<(Option<String>, String)> = sqlx::query_as(
-            "select k.license_key, p.out_state
-               from allot_place_orders('course', $1, $2, $3, $4, $4, 0, 5, $5, null, null,
-                                       0, $6::jsonb) p
+            "select k.license_key,
+                    case when p.out_key is null then 'awaiting_stock' else 'fulfilled' end
+               from allot_place_orders('course', $1, $2, $3, $4, $4, $4, 0, 5, $5, null, null,
+                                       0, $6::jsonb, false) p
                left join license_keys k on k.id = p.out_key",
         )
         .bind(&sources)
@@ -1023,7 +1035,7 @@ async fn held_up_handing_to(
 
 /// A batch's key emails are inserted leased to this process's worker and
 /// handed to it at commit: each is sent in one attempt by that worker. The
-/// first order, placed alone, queues its email as any job.
+/// first order, a batch of one, hands its email over too.
 async fn the_key_emails_of_a_batch_go_straight_to_the_worker(backend: Backend) {
     let world = world_with(backend, 5, None, &[]).await;
     let running = running_worker(&world).await;
@@ -1047,7 +1059,11 @@ async fn the_key_emails_of_a_batch_go_straight_to_the_worker(backend: Backend) {
             == 4
     })
     .await;
-    assert_eq!(handoff.handed_over(), 3, "the batch's three emails");
+    assert_eq!(
+        handoff.handed_over(),
+        4,
+        "the first order's email and the batch's three"
+    );
     assert_eq!(
         count(
             world,
@@ -1134,15 +1150,15 @@ async fn emails_handed_to_a_worker_that_died_are_sent_after_its_lease(backend: B
             .all(|s| *s == Ok(Status::Fulfilled))
     );
     let world = &scene.world;
-    assert_eq!(handoff.handed_over(), 2);
+    assert_eq!(handoff.handed_over(), 3);
     assert_eq!(
         count(
             world,
             "select count(*) from jobs where kind = 'key_email' and state = 'running'"
         )
         .await,
-        2,
-        "the batch's emails, leased to the dead worker"
+        3,
+        "the batches' emails, leased to the dead worker"
     );
 
     let other = allot::app::worker(world.db.clone(), &world.settings).unwrap();
@@ -1161,7 +1177,7 @@ async fn emails_handed_to_a_worker_that_died_are_sent_after_its_lease(backend: B
                        where j.kind = 'key_email' and a.outcome = 'lease_expired'"
         )
         .await,
-        2
+        3
     );
     let mails = crate::helpers::read_eml_files(world.mail_dir.path());
     assert_eq!(mails.iter().filter(|m| m.contains("KEY-00")).count(), 3);

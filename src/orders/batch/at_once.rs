@@ -1,6 +1,6 @@
 //! Whether the next batch of a SKU should first try to commit in the one
-//! statement that places it (PostgreSQL, `allot_place_orders_at_once`,
-//! migration 0019), or go straight to a transaction of its own.
+//! statement that places it (PostgreSQL, `allot_place_orders` on its own,
+//! `place_orders.pg.sql`), or go straight to a transaction of its own.
 //!
 //! The statement refuses a batch that needs more than it does (an enabled
 //! merchant endpoint, an order waiting for stock), and the batch is placed

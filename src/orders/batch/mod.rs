@@ -1,14 +1,15 @@
-//! Group commit for webhook orders: concurrent orders for one SKU are
-//! placed in one transaction ([`crate::batch`]): their rows, one locking
+//! The one way an order is placed: in a batch, alone as a batch of one.
+//! Concurrent webhook orders for one SKU are placed in one transaction
+//! ([`crate::batch`]): their rows, one locking
 //! read of as many keys as they need (oldest first, `SKIP LOCKED` on the
 //! servers), their email jobs and history, one commit.
 //!
 //! Each order gets the outcome it would get alone, in arrival order: a
 //! repeat of an order earlier in the batch (or already stored) is a
 //! duplicate; once the keys run out, the rest of the batch waits for stock,
-//! behind any order already waiting. A batch whose transaction fails for a
-//! reason of its own is placed again one order at a time, so that one bad
-//! order fails alone.
+//! behind any order already waiting. An order set aside before is taken up
+//! again. A batch whose transaction fails for a reason of its own is placed
+//! again one order at a time, so that one bad order fails alone.
 //!
 //! A batch runs per SKU and lane ([`Lane`]): on PostgreSQL two batches of a
 //! SKU are in flight at once (`orders::lanes_for`), each taking the keys the
@@ -16,8 +17,9 @@
 //! repeats queue in one lane and never race their first arrival here.
 //!
 //! On PostgreSQL a batch whose orders all get keys, on a store with no
-//! merchant endpoint, is committed by the one statement that places it
-//! ([`at_once`]): one round trip instead of four.
+//! merchant endpoint, is committed by the one statement that places it,
+//! outside a transaction block ([`at_once`]): one round trip instead of
+//! four.
 
 mod at_once;
 mod resume;
@@ -48,13 +50,15 @@ pub(super) const MAX_BATCH: usize = 128;
 pub(super) struct Request {
     pub source: Source,
     pub order: Order,
+    /// The payment it was paid with, from a payment provider.
+    pub payment_ref: Option<String>,
     pub now: i64,
     /// The request that delivered the order: the batch names it in its
     /// span, and the order's jobs carry it.
     pub request_id: Option<Arc<str>>,
 }
 
-/// The decider: a [`Fulfilment`] that places alone (it holds no batcher),
+/// The decider: a [`Fulfilment`] without a batcher that places batches,
 /// where its last batch of each SKU stopped in the key pool, and which
 /// SKUs' batches were lately refused a commit at once.
 pub(super) struct Orders {
@@ -128,28 +132,8 @@ fn request_ids(batch: &[Request]) -> String {
 impl Orders {
     async fn place(&self, lane: &Lane, batch: Vec<Request>) -> Vec<Result<Placed, sqlx::Error>> {
         let sku = &lane.sku;
-        let orders = &self.alone;
-        if batch.len() == 1 {
-            return vec![orders.place_alone(sku, &batch[0]).await];
-        }
-        let after = self.resume.after(sku);
-        let at_once = self.at_once.may_try(sku);
-        match retry_on_contention(|| orders.place_together(sku, &batch, after, at_once)).await {
-            Ok(together) => {
-                match together.at_once {
-                    Some(true) => self.at_once.commits(),
-                    Some(false) => self.at_once.refused(sku),
-                    None => {}
-                }
-                if let Some(key) = together.last_key {
-                    self.resume.stopped_at(sku, key);
-                }
-                let mut answers: Vec<_> = together.placed.into_iter().map(Ok).collect();
-                for i in together.set_aside {
-                    answers[i] = orders.place_alone(sku, &batch[i]).await;
-                }
-                answers
-            }
+        match self.place_together(sku, &batch).await {
+            Ok(placed) => placed.into_iter().map(Ok).collect(),
             Err(error) if is_unavailable(&error) => {
                 // One outage, told to each order in words that still read
                 // as an outage (503, try again).
@@ -159,19 +143,45 @@ impl Orders {
                     .map(|_| Err(sqlx::Error::Io(std::io::Error::other(said.clone()))))
                     .collect()
             }
+            Err(error) if batch.len() == 1 => vec![Err(error)],
             Err(error) => {
                 tracing::warn!(%error, orders = batch.len(), "a batch of orders failed; placing each alone");
                 let mut answers = Vec::with_capacity(batch.len());
                 for request in &batch {
-                    answers.push(orders.place_alone(sku, request).await);
+                    // As its own request: what it enqueues names that
+                    // request.
+                    let alone = self.place_together(sku, std::slice::from_ref(request));
+                    let placed = telemetry::serving(request.request_id.clone(), alone).await;
+                    answers.push(placed.map(|mut placed| placed.remove(0)));
                 }
                 answers
             }
         }
     }
-}
 
-impl Orders {
+    /// Places `batch`, all for `sku`, running it again on contention; the
+    /// walk for keys starts where the SKU's last batch stopped, and the
+    /// batch tries a commit at once unless the SKU's were refused lately.
+    async fn place_together(
+        &self,
+        sku: &Sku,
+        batch: &[Request],
+    ) -> Result<Vec<Placed>, sqlx::Error> {
+        let after = self.resume.after(sku);
+        let at_once = self.at_once.may_try(sku);
+        let together =
+            retry_on_contention(|| self.alone.place_batch(sku, batch, after, at_once)).await?;
+        match together.at_once {
+            Some(true) => self.at_once.commits(),
+            Some(false) => self.at_once.refused(sku),
+            None => {}
+        }
+        if let Some(key) = together.last_key {
+            self.resume.stopped_at(sku, key);
+        }
+        Ok(together.placed)
+    }
+
     /// How many batches were committed by the one statement that placed
     /// them (PostgreSQL).
     pub fn committed_at_once(&self) -> u64 {
@@ -180,21 +190,26 @@ impl Orders {
 }
 
 impl Fulfilment {
-    async fn place_alone(&self, sku: &Sku, r: &Request) -> Result<Placed, sqlx::Error> {
-        let sku = Ok(sku.clone());
-        let place =
-            retry_on_contention(|| self.place_once(r.source, &r.order, &sku, None, &[], r.now));
-        // As its own request: what it enqueues names that request.
-        telemetry::serving(r.request_id.clone(), place).await
+    /// Places one order as a batch of one, without a batcher (a payment's
+    /// order, or a [`Fulfilment`] not [`grouped`](Fulfilment::grouped)).
+    pub(super) async fn place_one(
+        &self,
+        sku: &Sku,
+        request: Request,
+    ) -> Result<Placed, sqlx::Error> {
+        let batch = std::slice::from_ref(&request);
+        let mut together = retry_on_contention(|| self.place_batch(sku, batch, None, true)).await?;
+        Ok(together.placed.remove(0))
     }
 
     /// Places `batch`, all for `sku`, in one transaction whose statements
     /// do not grow with the batch (an order that needed attention before,
     /// taken up again, and merchant announcements are the exceptions).
+    /// Every order is placed here.
     /// On PostgreSQL the walk for keys starts after key `after` (see
     /// `resume`), and with `at_once` the batch is first offered to the
     /// statement that commits it on its own.
-    async fn place_together(
+    async fn place_batch(
         &self,
         sku: &Sku,
         batch: &[Request],
@@ -218,9 +233,7 @@ impl Fulfilment {
         let mut tried_at_once = None;
         if let (true, Db::Postgres(pool)) = (at_once, &self.db) {
             let mut conn = pool.acquire().await?;
-            let call =
-                settle::in_one_call(&mut conn, placing, &firsts, after, settle::Commit::AtOnce);
-            match call.await {
+            match settle::in_one_call(&mut conn, placing, &firsts, after, true).await {
                 Ok(placed) => {
                     drop(conn);
                     return Ok(committed_at_once(batch, statuses, placed));
@@ -230,32 +243,24 @@ impl Fulfilment {
             }
         }
         let mut tx = self.db.begin().await?;
-        let (new, settled, set_aside) = if let Tx::Postgres(pg) = &mut tx {
-            let commit = settle::Commit::WithCaller;
-            let placed = settle::in_one_call(pg, placing, &firsts, after, commit).await?;
-            (placed.new, placed.settled, placed.set_aside)
+        let (new, settled) = if let Tx::Postgres(pg) = &mut tx {
+            let placed = settle::in_one_call(pg, placing, &firsts, after, false).await?;
+            (placed.new, placed.settled)
         } else {
             let new = self.store_new(&mut tx, sku, batch, &firsts, now).await?;
             if new.is_empty() {
                 tx.commit().await?;
                 return Ok(Together {
                     placed: answers(batch, statuses),
-                    set_aside: Vec::new(),
                     last_key: None,
                     at_once: tried_at_once,
                 });
             }
             let settled = settle::settle(&mut tx, placing, &new).await?;
-            (new, settled, Vec::new())
+            (new, settled)
         };
         let last_key = settled.served.last().map(|&(key, _)| key);
         let (served, waiting) = new.split_at(settled.served.len());
-        if !waiting.is_empty() && !settled.queued_behind {
-            // Short of keys: not while another transaction may yet free
-            // some. Checked first, so that a batch run again has announced
-            // and counted nothing.
-            keys::none_held_elsewhere(&mut tx, sku).await?;
-        }
         if !served.is_empty() {
             for &(i, _) in served {
                 statuses[i] = Status::Fulfilled;
@@ -289,7 +294,6 @@ impl Fulfilment {
         settled.handed.deliver();
         Ok(Together {
             placed: answers(batch, statuses),
-            set_aside,
             last_key,
             at_once: tried_at_once,
         })
@@ -365,6 +369,7 @@ impl Fulfilment {
                     order_id: order_id(i),
                     email: batch[i].order.email.as_str(),
                     coupon_code: batch[i].order.coupon_code.as_deref(),
+                    payment_ref: batch[i].payment_ref.as_deref(),
                 })
                 .collect();
             inserted = store::insert(tx, source.as_str(), sku.as_str(), &rows, now).await?;
@@ -397,6 +402,9 @@ impl Fulfilment {
                         coupon_code: order.coupon_code.as_deref(),
                     };
                     super::store::describe(tx, id, &details, now).await?;
+                    if let Some(payment_ref) = batch[i].payment_ref.as_deref() {
+                        super::store::set_payment_ref(tx, id, Some(payment_ref)).await?;
+                    }
                     new.push((i, id));
                 }
             }
@@ -409,9 +417,6 @@ impl Fulfilment {
 struct Together {
     /// Each order's answer, in the order of the batch.
     placed: Vec<Placed>,
-    /// On PostgreSQL, the places of orders set aside before, which the
-    /// caller takes up one by one.
-    set_aside: Vec<usize>,
     /// The last key assigned, in the order keys are taken.
     last_key: Option<i64>,
     /// Whether the statement that commits a batch at once did
@@ -440,7 +445,6 @@ fn committed_at_once(
     settled.handed.deliver();
     Together {
         placed: answers(batch, statuses),
-        set_aside: placed.set_aside,
         last_key: settled.served.last().map(|&(key, _)| key),
         at_once: Some(true),
     }

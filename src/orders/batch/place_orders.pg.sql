@@ -1,12 +1,24 @@
--- A batch of orders for one SKU in one call: the orders stored once each in
--- their final state, the oldest keys assigned while they last, the buyers'
--- key emails queued (the first `lease_count` born leased to `lease_to`,
--- each naming the request that delivered its order, `request_ids` beside
--- `order_ids`), the history written; one row per order of the batch
--- answers what it got.
--- `orders::batch::settle` calls it; what follows in the transaction
--- (alerts, merchant announcements) stays in Rust. The SQLite and MySQL
--- twin of it is `settle::settle` with `batch::store`.
+-- A batch of orders for one SKU in one call, the one way PostgreSQL places
+-- an order (a lone order is a batch of one): the orders stored once each
+-- in their final state, the oldest keys assigned while they last, the
+-- buyers' key emails queued (the first `lease_count` born leased to
+-- `lease_to`, each naming the request that delivered its order,
+-- `request_ids` beside `order_ids`), the history written. An order set
+-- aside before (`needs_attention`) is taken up again, as
+-- `orders::store::claim` does; any other order stored before is left. One
+-- row per order placed, in arrival order, names its place in the batch
+-- and what it got. `orders::batch::settle` calls it; what follows in the
+-- transaction (alerts, merchant announcements) stays in Rust. The SQLite
+-- and MySQL twin of it is `settle::settle` with `batch::store`.
+--
+-- `on_its_own`: called outside a transaction block, the statement is the
+-- transaction, and a batch is placed in one round trip instead of four
+-- (BEGIN, the call, the read of the merchants' endpoints, COMMIT). A batch
+-- that needs more than this call is refused with `AL001`: one with a
+-- merchant endpoint to tell or behind orders of the SKU already waiting
+-- before it writes or locks anything, one that runs short of keys (a
+-- sell-out to alert) before it stores an order. The caller then places it
+-- again in a transaction, and does the rest in Rust.
 --
 -- `words` holds what the history and the key email jobs say, as Rust
 -- words them (`orders::history`, `orders::notices::key_email`): templates
@@ -18,6 +30,7 @@ create or replace function allot_place_orders(
     order_ids    text[],
     emails       text[],
     coupon_codes text[],
+    payment_refs text[],
     request_ids  text[],
     at_ms        bigint,
     attempts     integer,
@@ -25,10 +38,11 @@ create or replace function allot_place_orders(
     lease_to     text,
     lease_until  bigint,
     lease_count  integer,
-    words        jsonb
+    words        jsonb,
+    on_its_own   boolean
 )
-returns table (out_ref bigint, out_state text, out_new boolean, out_key bigint,
-               out_job bigint, out_behind boolean)
+returns table (out_place integer, out_ref bigint, out_key bigint, out_job bigint,
+               out_behind boolean)
 language plpgsql volatile
 -- Every row this function reads or writes is found by a key. A sale fills
 -- `orders` faster than autovacuum analyses it, and on the statistics of a
@@ -49,12 +63,13 @@ set jit = off
 set plan_cache_mode = force_generic_plan
 as $$
 declare
-    fresh    integer[];   -- places in the batch of the orders not stored
-    refs     bigint[];    -- their row ids, taken before they are written
+    fresh    integer[];   -- places in the batch of the orders to place
+    retaken  bigint[];    -- for each, its row id if it was set aside before
+    refs     bigint[];    -- their row ids, new ones taken before they are written
     picked   bigint[] := '{}';
     jobs_of  bigint[] := '{}';
-    behind   boolean;
-    served   integer;
+    behind   boolean := false;
+    served   integer := 0;
     written  integer;
     after_at bigint;
     order_seq regclass := pg_get_serial_sequence('orders', 'id')::regclass;
@@ -67,11 +82,30 @@ declare
     email_dedupe  text := words ->> 'email_dedupe_key';
     email_urgency integer := (words ->> 'email_priority')::integer;
 begin
-    fresh := array(select i.n
-                     from unnest(sources, order_ids) with ordinality as i (source, order_id, n)
-                    where not exists (select 1 from orders o
-                                       where o.source = i.source and o.order_id = i.order_id)
-                    order by i.n);
+    if on_its_own and (exists (select 1 from endpoints where enabled = 1)
+                       or exists (select 1 from orders o
+                                   where o.state = 'awaiting_stock' and o.product_sku = for_sku)) then
+        raise exception 'this batch of orders needs a transaction of its own'
+              using errcode = 'AL001';
+    end if;
+    -- The orders not stored, and those set aside before, with their rows.
+    select coalesce(array_agg(i.n order by i.n), '{}'), coalesce(array_agg(o.id order by i.n), '{}')
+      into fresh, retaken
+      from unnest(sources, order_ids) with ordinality as i (source, order_id, n)
+      left join orders o on o.source = i.source and o.order_id = i.order_id
+     where o.id is null or o.state = 'needs_attention';
+    if exists (select 1 from unnest(retaken) r where r is not null) then
+        -- Locked and looked at again: a concurrent delivery may be taking
+        -- one up right now; then the batch runs again and finds it placed.
+        if cardinality(array(select s.id from orders s
+                              where s.id = any(retaken) and s.state = 'needs_attention'
+                              order by s.id
+                              for update))
+           <> (select count(*) from unnest(retaken) r where r is not null) then
+            raise exception 'an order of this batch was taken up meanwhile by another transaction'
+                  using errcode = 'serialization_failure';
+        end if;
+    end if;
     if cardinality(fresh) > 0 then
         behind := exists (select 1 from orders o
                            where o.state = 'awaiting_stock' and o.product_sku = for_sku);
@@ -97,8 +131,9 @@ begin
                              for update skip locked);
         end if;
         served := cardinality(picked);
-        refs := array(select nextval(order_seq)
-                        from generate_series(1, cardinality(fresh)));
+        refs := array(select case when r.id is null then nextval(order_seq) else r.id end
+                        from unnest(retaken) with ordinality as r (id, k)
+                       order by r.k);
 
         if served > 0 then
             update license_keys l
@@ -142,15 +177,34 @@ begin
             end if;
         end if;
 
+        if served < cardinality(fresh) and not behind then
+            -- Short of keys: not while another transaction may yet free
+            -- some (`keys_held_elsewhere.pg.sql`).
+            perform allot_no_keys_held_elsewhere(for_sku);
+            if on_its_own then
+                raise exception 'this batch of orders needs a transaction of its own'
+                      using errcode = 'AL001';
+            end if;
+        end if;
+
+        -- A row taken up again is its own conflict (its ref is its id); any
+        -- other conflict is an order stored meanwhile.
         insert into orders (id, source, order_id, state, email, product_sku, coupon_code,
-                            license_key_id, email_job_id, created_at, updated_at)
+                            payment_ref, license_key_id, email_job_id, created_at, updated_at)
         overriding system value
         select refs[k], sources[f.n], order_ids[f.n],
                case when k <= served then 'fulfilled' else 'awaiting_stock' end,
-               emails[f.n], for_sku, coupon_codes[f.n], picked[k], jobs_of[k], at_ms, at_ms
+               emails[f.n], for_sku, coupon_codes[f.n], payment_refs[f.n], picked[k], jobs_of[k],
+               at_ms, at_ms
           from unnest(fresh) with ordinality as f (n, k)
          order by k
-        on conflict (source, order_id) do nothing;
+        on conflict (source, order_id) do update
+           set state = excluded.state, email = excluded.email,
+               product_sku = excluded.product_sku, coupon_code = excluded.coupon_code,
+               payment_ref = coalesce(excluded.payment_ref, orders.payment_ref),
+               license_key_id = excluded.license_key_id, email_job_id = excluded.email_job_id,
+               updated_at = excluded.updated_at
+         where orders.id = excluded.id;
         get diagnostics written = row_count;
         if written <> cardinality(fresh) then
             raise exception 'an order of this batch was stored meanwhile by another transaction'
@@ -174,19 +228,17 @@ begin
          order by k;
     end if;
 
-    -- Only the orders stored before are looked up again. As a plain join
-    -- condition, `f.k is null` was checked after the lookup, which ran for
-    -- every order of the batch; in a lateral subquery kept whole
-    -- (`offset 0`) it gates the lookup, a one-time filter per order.
+    -- The orders placed, in arrival order; the others were placed before.
     return query
-        select coalesce(refs[f.k], o.id),
-               coalesce(o.state, case when f.k <= served then 'fulfilled' else 'awaiting_stock' end),
-               f.k is not null, picked[f.k], jobs_of[f.k], coalesce(behind, false)
-          from unnest(sources, order_ids) with ordinality as i (source, order_id, n)
-          left join unnest(fresh) with ordinality as f (n, k) on f.n = i.n
-          left join lateral (select s.id, s.state from orders s
-                              where f.k is null and s.source = i.source and s.order_id = i.order_id
-                             offset 0) o on true
-         order by i.n;
+        select f.n, refs[f.k], picked[f.k], jobs_of[f.k], behind
+          from unnest(fresh) with ordinality as f (n, k)
+         order by f.k;
+    -- Orders of the SKU that began to wait while this batch was placed:
+    -- the caller alerts, in a transaction.
+    if on_its_own and exists (select 1 from orders o
+                               where o.state = 'awaiting_stock' and o.product_sku = for_sku) then
+        raise exception 'this batch of orders needs a transaction of its own'
+              using errcode = 'AL001';
+    end if;
 end
 $$;

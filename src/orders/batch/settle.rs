@@ -1,11 +1,11 @@
 //! The middle of a batch of orders: the new orders, in arrival order, get
 //! the oldest keys while they last and their email jobs; the rest wait for
 //! stock; each gets its history entry. On PostgreSQL this, and storing the
-//! orders, is one call of `allot_place_orders` (`place_orders.pg.sql`) instead of
-//! nine round trips, and a batch that needs nothing more is committed by
-//! that call alone (`place_orders_at_once.pg.sql`); the other backends run the same steps
-//! statement by statement, on orders stored first. What follows
-//! (alerts, merchant announcements) is the caller's, on every backend.
+//! orders, is one call of `allot_place_orders` (`place_orders.pg.sql`)
+//! instead of nine round trips, and a batch that needs nothing more is
+//! committed by that call alone; the other backends run the same steps
+//! statement by statement, on orders stored first. What follows (alerts,
+//! merchant announcements) is the caller's, on every backend.
 
 use super::{Request, store};
 use crate::{
@@ -134,27 +134,22 @@ fn waiting_detail(batch: &[Request], i: usize, sku: &Sku, first: bool) -> String
 }
 
 /// What one call of `allot_place_orders` did with the first arrivals of a
-/// batch: the new orders and what they got, and the stored ones it left.
+/// batch: the orders it placed (new ones, and ones set aside before taken
+/// up again) and what they got.
 pub(super) struct InOneCall {
     pub new: Vec<New>,
     pub settled: Settled,
-    /// Places in the batch of orders set aside before (`needs_attention`):
-    /// the caller takes each up alone, as `claim` does.
-    pub set_aside: Vec<usize>,
 }
 
-/// One row of `allot_place_orders`' answer: an order of the batch, in
-/// batch order.
+/// One row of `allot_place_orders`' answer: an order it placed (stored,
+/// or taken up again), in arrival order.
 #[derive(sqlx::FromRow)]
 struct PlacedRow {
+    /// Its place among the orders of the call, from 1.
+    out_place: i32,
     /// The order's row id.
     out_ref: i64,
-    /// Its state: for a new order what it got, for a stored one what it is.
-    #[sqlx(try_from = "String")]
-    out_state: OrderState,
-    /// Stored by this call.
-    out_new: bool,
-    /// The key it got, if new and served.
+    /// The key it got, if served.
     out_key: Option<i64>,
     /// Its key email job (none when one was queued before).
     out_job: Option<i64>,
@@ -162,18 +157,8 @@ struct PlacedRow {
     out_behind: bool,
 }
 
-/// How a call of [`in_one_call`] commits.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Commit {
-    /// Inside the caller's transaction, which goes on after the call.
-    WithCaller,
-    /// On its own: the call is the transaction (`allot_place_orders_at_once`,
-    /// `place_orders_at_once.pg.sql`), refused with [`needs_transaction`] when the batch
-    /// needs more than the call.
-    AtOnce,
-}
-
-/// The call refused to commit the batch on its own; nothing was written.
+/// The call, [`in_one_call`] `on_its_own`, refused to commit the batch;
+/// nothing was written.
 pub(super) fn needs_transaction(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("AL001"))
 }
@@ -182,14 +167,14 @@ pub(super) fn needs_transaction(error: &sqlx::Error) -> bool {
 /// repeats) on PostgreSQL: stored, keyed, queued and described in one call
 /// of `allot_place_orders` (`place_orders.pg.sql`), each new row written once;
 /// its walk for keys starts after key `after`, if given (see `resume`).
-/// `conn` is in the caller's transaction, or, with [`Commit::AtOnce`],
-/// in none.
+/// `conn` is in the caller's transaction, or, `on_its_own`, in none: then
+/// the call commits the batch, or refuses it ([`needs_transaction`]).
 pub(super) async fn in_one_call(
     conn: &mut sqlx::PgConnection,
     placing: Placing<'_>,
     firsts: &[usize],
     after: Option<i64>,
-    commit: Commit,
+    on_its_own: bool,
 ) -> Result<InOneCall, sqlx::Error> {
     let Placing {
         sku,
@@ -206,6 +191,10 @@ pub(super) async fn in_one_call(
         .iter()
         .map(|&i| order(i).coupon_code.as_deref())
         .collect();
+    let payment_refs: Vec<Option<&str>> = firsts
+        .iter()
+        .map(|&i| batch[i].payment_ref.as_deref())
+        .collect();
     let request_ids: Vec<Option<&str>> = firsts
         .iter()
         .map(|&i| batch[i].request_id.as_deref())
@@ -216,24 +205,16 @@ pub(super) async fn in_one_call(
         .map(|handoff| handoff.reserve(notices::KEY_EMAIL, firsts.len()))
         .filter(|r| r.granted() > 0);
     let lease_count = reservation.as_ref().map_or(0, |r| r.granted() as i32);
-    let call = match commit {
-        Commit::WithCaller => {
-            "select out_ref, out_state, out_new, out_key, out_job, out_behind
-               from allot_place_orders($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                                       $13::jsonb)"
-        }
-        Commit::AtOnce => {
-            "select out_ref, out_state, out_new, out_key, out_job, out_behind
-               from allot_place_orders_at_once($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                                               $12, $13::jsonb)"
-        }
-    };
+    let call = "select out_place, out_ref, out_key, out_job, out_behind
+                  from allot_place_orders($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                                          $13, $14::jsonb, $15)";
     let rows: Vec<PlacedRow> = sqlx::query_as(call)
         .bind(sku.as_str())
         .bind(&sources)
         .bind(&order_ids)
         .bind(&emails)
         .bind(&coupons)
+        .bind(&payment_refs)
         .bind(&request_ids)
         .bind(now)
         .bind(max_attempts)
@@ -242,15 +223,9 @@ pub(super) async fn in_one_call(
         .bind(reservation.as_ref().map(|r| r.locked_until(now)))
         .bind(lease_count)
         .bind(history::words_for_postgres())
+        .bind(on_its_own)
         .fetch_all(&mut *conn)
         .await?;
-    if rows.len() != firsts.len() {
-        return Err(sqlx::Error::Protocol(format!(
-            "allot_place_orders answered for {} of {} orders",
-            rows.len(),
-            firsts.len()
-        )));
-    }
     let mut placed = InOneCall {
         new: Vec::with_capacity(rows.len()),
         settled: Settled {
@@ -258,30 +233,30 @@ pub(super) async fn in_one_call(
             queued_behind: rows.first().is_some_and(|row| row.out_behind),
             handed: jobs::Handed::default(),
         },
-        set_aside: Vec::new(),
     };
     let mut leased = Vec::new();
-    for (&i, row) in firsts.iter().zip(rows) {
+    for row in rows {
         let PlacedRow {
+            out_place: place,
             out_ref: id,
-            out_state: state,
-            out_new: new,
             out_key: key,
             out_job: job,
             ..
         } = row;
-        if new {
-            placed.new.push((i, id));
-            if let Some(key) = key {
-                placed.settled.served.push((key, job));
-                if let Some(job) = job.filter(|_| leased.len() < lease_count as usize) {
-                    let email = notices::key_email(id, key, max_attempts)
-                        .request_id(batch[i].request_id.clone());
-                    leased.push(email.born_leased(job, now));
-                }
+        let Some(&i) = usize::try_from(place - 1).ok().and_then(|n| firsts.get(n)) else {
+            return Err(sqlx::Error::Protocol(format!(
+                "allot_place_orders answered for order {place} of {}",
+                firsts.len()
+            )));
+        };
+        placed.new.push((i, id));
+        if let Some(key) = key {
+            placed.settled.served.push((key, job));
+            if let Some(job) = job.filter(|_| leased.len() < lease_count as usize) {
+                let email = notices::key_email(id, key, max_attempts)
+                    .request_id(batch[i].request_id.clone());
+                leased.push(email.born_leased(job, now));
             }
-        } else if state == OrderState::NeedsAttention {
-            placed.set_aside.push(i);
         }
     }
     if let Some(reservation) = reservation {

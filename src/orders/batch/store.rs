@@ -56,6 +56,8 @@ pub(super) struct NewOrder<'a> {
     pub order_id: &'a str,
     pub email: &'a str,
     pub coupon_code: Option<&'a str>,
+    /// The payment it was paid with, from a payment provider.
+    pub payment_ref: Option<&'a str>,
 }
 
 /// Inserts `orders` of `source` for `sku` as placeholders (settled before
@@ -72,14 +74,16 @@ pub(super) async fn insert(
     now: i64,
 ) -> Result<HashMap<String, i64>, sqlx::Error> {
     if let Tx::Sqlite(conn) = tx {
-        let rows: Vec<(&str, &str, Option<&str>)> = orders
+        let rows: Vec<(&str, &str, Option<&str>, Option<&str>)> = orders
             .iter()
-            .map(|o| (o.order_id, o.email, o.coupon_code))
+            .map(|o| (o.order_id, o.email, o.coupon_code, o.payment_ref))
             .collect();
         let json = json_rows(&rows)?;
         let rows: Vec<(i64, String)> = sqlx::query_as(
-            "insert into orders (source, order_id, state, email, product_sku, coupon_code, created_at, updated_at)
-             select ?1, o.value ->> 0, 'needs_attention', o.value ->> 1, ?2, o.value ->> 2, ?3, ?3
+            "insert into orders (source, order_id, state, email, product_sku, coupon_code, payment_ref,
+                                 created_at, updated_at)
+             select ?1, o.value ->> 0, 'needs_attention', o.value ->> 1, ?2, o.value ->> 2,
+                    o.value ->> 3, ?3, ?3
                from json_each(?4) o where true order by o.key
              on conflict (source, order_id) do nothing returning id, order_id",
         )
@@ -94,7 +98,7 @@ pub(super) async fn insert(
     let mysql = tx.backend() == Backend::MySql;
     let rows: Vec<(i64, String)> = on_tx!(tx, |conn, _sql| {
         let mut insert = QueryBuilder::new(
-            "insert into orders (source, order_id, state, email, product_sku, coupon_code, created_at, updated_at) ",
+            "insert into orders (source, order_id, state, email, product_sku, coupon_code, payment_ref, created_at, updated_at) ",
         );
         insert.push_values(orders, |mut row, order| {
             row.push_bind(source)
@@ -103,6 +107,7 @@ pub(super) async fn insert(
                 .push_bind(order.email)
                 .push_bind(sku)
                 .push_bind(order.coupon_code)
+                .push_bind(order.payment_ref)
                 .push_bind(now)
                 .push_bind(now);
         });

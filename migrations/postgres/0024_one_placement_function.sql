@@ -229,8 +229,9 @@ begin
             end if;
         end if;
 
-        -- A row taken up again is its own conflict (its ref is its id); any
-        -- other conflict is an order stored meanwhile.
+        -- A row taken up again is its own conflict (its ref is its id), and
+        -- keeps its body and problem no longer; any other conflict is an
+        -- order stored meanwhile.
         insert into orders (id, source, order_id, state, email, product_sku, coupon_code,
                             payment_ref, license_key_id, email_job_id, created_at, updated_at)
         overriding system value
@@ -245,7 +246,7 @@ begin
                product_sku = excluded.product_sku, coupon_code = excluded.coupon_code,
                payment_ref = coalesce(excluded.payment_ref, orders.payment_ref),
                license_key_id = excluded.license_key_id, email_job_id = excluded.email_job_id,
-               updated_at = excluded.updated_at
+               problem = null, raw_body = null, updated_at = excluded.updated_at
          where orders.id = excluded.id;
         get diagnostics written = row_count;
         if written <> cardinality(fresh) then

@@ -358,8 +358,9 @@ async fn an_order_set_aside_before_is_taken_up_again_in_a_batch(backend: Backend
         5,
         None,
         &[
-            "insert into orders (source, order_id, state, created_at, updated_at)
-           values ('generic', 'b', 'needs_attention', 0, 0)",
+            "insert into orders (source, order_id, state, problem, raw_body, created_at,
+                                 updated_at)
+           values ('generic', 'b', 'needs_attention', 'no SKU', 'the first body', 0, 0)",
         ],
     )
     .await;
@@ -381,6 +382,11 @@ async fn an_order_set_aside_before_is_taken_up_again_in_a_batch(backend: Backend
     assert_eq!(b.email.as_deref(), Some("b@buyer.test"));
     assert_eq!(b.product_sku.as_deref(), Some("course"));
     assert!(b.email_delivery.is_some(), "b names its email");
+    assert_eq!(
+        (b.problem.as_deref(), b.raw_body.as_deref()),
+        (None, None),
+        "kept only while it needed attention"
+    );
     assert_eq!(count(world, "select count(*) from orders").await, 4);
     assert_eq!(
         count(world, "select count(*) from jobs where kind = 'key_email'").await,

@@ -5,11 +5,14 @@
 //! order view. Calls `keys` for the pool and enqueues its emails through the
 //! outbox; nothing below it imports it.
 //!
-//! - this file: what a delivery is answered with, and receiving one;
-//! - `place`: one order, one transaction (idempotency by source and order
-//!   id, the vend, the buyer's email job), waiting for stock, setting aside;
-//! - `batch`: group commit, concurrent orders for one SKU placed in one
-//!   transaction;
+//! - this file: what a delivery is answered with, and the [`Fulfilment`]
+//!   that receives them;
+//! - `place`: receiving a delivery, and where each order goes (ignored,
+//!   set aside with its body, or into its batch);
+//! - `batch`: the one way an order is placed (idempotency by source and
+//!   order id, the keys, the buyers' email jobs, waiting for stock):
+//!   concurrent orders for one SKU in one transaction, a lone one as a
+//!   batch of one;
 //! - `restock`: fulfilling waiting orders oldest first when keys arrive;
 //! - `refund`: a paid order taken back, its key revoked; revoking by hand;
 //! - `announce`: merchant endpoints told of an order's change, in its
@@ -48,7 +51,6 @@ use std::{
 };
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use tokio_util::task::TaskTracker;
 
@@ -56,7 +58,7 @@ use crate::{
     batch::Batcher,
     config::Settings,
     db::{Backend, Db},
-    intake::normalize::{self, Source},
+    intake::normalize::Source,
     jobs,
     keys::Sku,
 };
@@ -256,63 +258,6 @@ impl Fulfilment {
             lane: self.lane(source, order_id),
         }
     }
-
-    /// Normalises a webhook body from `source` and places each order in it.
-    /// `url_sku` (from the webhook URL) wins over any SKU in the payload.
-    /// Errors are the database's; a bad payload is a `needs_attention`.
-    pub async fn receive(
-        &self,
-        source: Source,
-        body: &[u8],
-        url_sku: Option<&Sku>,
-        now: i64,
-    ) -> Result<Receipt, sqlx::Error> {
-        let normalized = match normalize::normalize(source, body) {
-            Ok(normalized) => normalized,
-            Err(unparseable) => {
-                let placed = self
-                    .set_aside(source, body, &unparseable.to_string(), now)
-                    .await?;
-                return Ok(Receipt::new(vec![placed]));
-            }
-        };
-        let mut placed = Vec::new();
-        for order in &normalized.orders {
-            placed.push(self.place(source, order, url_sku, body, now).await?);
-        }
-        if !normalized.problems.is_empty() {
-            let problem = normalized.problems.join("; ");
-            placed.push(self.set_aside(source, body, &problem, now).await?);
-        }
-        Ok(Receipt::new(placed))
-    }
-
-    /// Takes an order that needed attention in again, from the body it was
-    /// received with, as if the shop had delivered it once more (`url_sku`
-    /// standing for the webhook URL's `?sku=`): for when its cause is
-    /// fixed, a SKU mapped or keys added. The other orders of that body are
-    /// duplicates by then, and answered so. `None`: no order `order_id`
-    /// from `source` needs attention.
-    pub async fn retry_intake(
-        &self,
-        source: Source,
-        order_id: &str,
-        url_sku: Option<&Sku>,
-        now: i64,
-    ) -> Result<Option<Receipt>, sqlx::Error> {
-        let Some(body) = store::set_aside_body(&self.db, source.as_str(), order_id).await? else {
-            return Ok(None);
-        };
-        self.receive(source, &body, url_sku, now).await.map(Some)
-    }
-}
-
-/// A stable reference for a body that names no usable order id: the same
-/// body delivered twice is one record.
-fn body_reference(body: &[u8]) -> String {
-    let digest = Sha256::digest(body);
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("unparsed-{hex}")
 }
 
 /// How many batches of one SKU's orders a process runs at once. On

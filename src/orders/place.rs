@@ -1,12 +1,15 @@
-//! Where an order goes: one not paid is ignored, one with a SKU is placed
+//! Receiving a delivery, and where each of its orders goes: one not paid is
+//! ignored, one with a SKU is placed
 //! in its batch (`batch`, where its row, its key and the buyer's email job
 //! commit together), one without a usable SKU, or a payload that gives no
 //! order, is set aside with its raw body and the reason.
 
-use super::{Fulfilment, OrderState, Placed, Status, batch, body_reference, notices, store};
+use sha2::{Digest, Sha256};
+
+use super::{Fulfilment, OrderState, Placed, Receipt, Status, batch, notices, store};
 use crate::{
     db::{Tx, retry_on_contention},
-    intake::normalize::{Order, Source},
+    intake::normalize::{self, Order, Source},
     keys::{self, Sku},
     merchant::{self, Event},
     telemetry,
@@ -14,6 +17,55 @@ use crate::{
 use serde_json::json;
 
 impl Fulfilment {
+    /// Normalises a webhook body from `source` and places each order in it.
+    /// `url_sku` (from the webhook URL) wins over any SKU in the payload.
+    /// Errors are the database's; a bad payload is a `needs_attention`.
+    pub async fn receive(
+        &self,
+        source: Source,
+        body: &[u8],
+        url_sku: Option<&Sku>,
+        now: i64,
+    ) -> Result<Receipt, sqlx::Error> {
+        let normalized = match normalize::normalize(source, body) {
+            Ok(normalized) => normalized,
+            Err(unparseable) => {
+                let placed = self
+                    .set_aside(source, body, &unparseable.to_string(), now)
+                    .await?;
+                return Ok(Receipt::new(vec![placed]));
+            }
+        };
+        let mut placed = Vec::new();
+        for order in &normalized.orders {
+            placed.push(self.place(source, order, url_sku, body, now).await?);
+        }
+        if !normalized.problems.is_empty() {
+            let problem = normalized.problems.join("; ");
+            placed.push(self.set_aside(source, body, &problem, now).await?);
+        }
+        Ok(Receipt::new(placed))
+    }
+
+    /// Takes an order that needed attention in again, from the body it was
+    /// received with, as if the shop had delivered it once more (`url_sku`
+    /// standing for the webhook URL's `?sku=`): for when its cause is
+    /// fixed, a SKU mapped or keys added. The other orders of that body are
+    /// duplicates by then, and answered so. `None`: no order `order_id`
+    /// from `source` needs attention.
+    pub async fn retry_intake(
+        &self,
+        source: Source,
+        order_id: &str,
+        url_sku: Option<&Sku>,
+        now: i64,
+    ) -> Result<Option<Receipt>, sqlx::Error> {
+        let Some(body) = store::set_aside_body(&self.db, source.as_str(), order_id).await? else {
+            return Ok(None);
+        };
+        self.receive(source, &body, url_sku, now).await.map(Some)
+    }
+
     pub(super) async fn place(
         &self,
         source: Source,
@@ -224,6 +276,14 @@ impl Fulfilment {
         tracing::warn!(order = id, %problem, "an order needs attention; its body is kept");
         Ok(())
     }
+}
+
+/// A stable reference for a body that names no usable order id: the same
+/// body delivered twice is one record.
+fn body_reference(body: &[u8]) -> String {
+    let digest = Sha256::digest(body);
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("unparsed-{hex}")
 }
 
 /// An order kept as it came, and why.

@@ -4,7 +4,7 @@
 //! capability: readiness asks `db` and the process's background loops
 //! only, so mail being down never makes the service "not ready".
 
-use std::{sync::OnceLock, time::Duration};
+use std::{collections::BTreeMap, sync::OnceLock, time::Duration};
 
 use axum::{
     Json,
@@ -13,13 +13,14 @@ use axum::{
     response::IntoResponse,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use serde_json::json;
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    background::Loops,
+    background::{Health, Loops},
     db::Db,
     http::{ApiError, ErrorBody},
 };
@@ -32,19 +33,36 @@ pub fn router(db: Db, loops: Loops) -> OpenApiRouter {
         .with_state((db, loops))
 }
 
+/// The answer of `/healthz`.
+#[derive(Serialize, ToSchema)]
+struct Alive {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+/// The answer of `/readyz` when ready.
+#[derive(Serialize, ToSchema)]
+struct Ready {
+    /// Always `ready`.
+    #[schema(example = "ready")]
+    status: &'static str,
+    /// How each background loop of the process is doing, by name.
+    loops: BTreeMap<&'static str, Health>,
+}
+
 /// The process answers (it does not ask the database).
 #[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations",
-    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = serde_json::Value,
-        example = json!({"status": "ok"}))))]
-async fn healthz() -> impl IntoResponse {
-    Json(json!({ "status": "ok" }))
+    responses((status = 200, description = "The process answers", body = Alive)))]
+async fn healthz() -> Json<Alive> {
+    Json(Alive { status: "ok" })
 }
 
 /// Ready when the database answers and no background loop is down; the
 /// answer shows how each loop is doing.
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
     responses(
-        (status = 200, description = "Ready: `{\"status\": \"ready\", \"loops\": {name: health}}`", body = serde_json::Value),
+        (status = 200, description = "Ready, with how each background loop is doing", body = Ready),
         (status = 503, description = "`database_unavailable` or `background_loop_down` (`Retry-After`)", body = ErrorBody),
     ))]
 async fn readyz(State((db, loops)): State<(Db, Loops)>) -> Result<impl IntoResponse, ApiError> {
@@ -61,9 +79,10 @@ async fn readyz(State((db, loops)): State<(Db, Loops)>) -> Result<impl IntoRespo
         .retry_after(5));
     }
     match db.ping().await {
-        Ok(()) => Ok(Json(
-            json!({ "status": "ready", "loops": loops.snapshot() }),
-        )),
+        Ok(()) => Ok(Json(Ready {
+            status: "ready",
+            loops: loops.snapshot(),
+        })),
         Err(error) => {
             tracing::warn!(%error, "readiness check: database not reachable");
             Err(ApiError::new(

@@ -197,7 +197,7 @@ fn router(
         ))
         .merge(ops::router(db, loops))
         .split_for_parts();
-    let routes = routes.merge(openapi::router(document));
+    let routes = routes.merge(openapi::router(openapi::with_request_ids(document)));
     // Key files uploaded on the dashboard are larger than any request body.
     const UPLOADS: &[(&str, usize)] = &[(dashboard::KEY_IMPORT_PATH, dashboard::KEY_FILE_LIMIT)];
     let limits = http::BodyLimits {

@@ -16,7 +16,9 @@ use axum::Router;
 use utoipa::{
     Modify, OpenApi,
     openapi::{
-        self,
+        self, Object, RefOr, Required, Type,
+        header::HeaderBuilder,
+        path::{ParameterBuilder, ParameterIn},
         security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
     },
 };
@@ -54,6 +56,51 @@ struct Contract;
 /// paths and schemas into it.
 pub fn contract() -> openapi::OpenApi {
     Contract::openapi()
+}
+
+/// `document` with the request id on every operation: each may send
+/// `X-Request-Id` and each answer carries one (`http::request_id` does it
+/// for every route, so it is said here once rather than by each route).
+pub fn with_request_ids(mut document: openapi::OpenApi) -> openapi::OpenApi {
+    const NAME: &str = "X-Request-Id";
+    let sent = ParameterBuilder::new()
+        .name(NAME)
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(
+            "The request's id for the logs and the jobs it enqueues; kept if it is 1 to 128 visible ASCII characters (`!` to `~`), else a new UUID replaces it",
+        ))
+        .schema(Some(Object::with_type(Type::String)))
+        .build();
+    let echoed = HeaderBuilder::new()
+        .schema(Some(Object::with_type(Type::String)))
+        .description(Some(
+            "The request's id: the one sent, or the UUID made for it",
+        ))
+        .build();
+    for item in document.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().filter_map(Option::as_mut) {
+            let parameters = operation.parameters.get_or_insert_with(Vec::new);
+            parameters.push(RefOr::T(sent.clone()));
+            for response in operation.responses.responses.values_mut() {
+                if let RefOr::T(response) = response {
+                    let header = RefOr::T(echoed.clone());
+                    response.headers.insert(NAME.to_string(), header);
+                }
+            }
+        }
+    }
+    document
 }
 
 /// The security schemes the routes name.

@@ -162,7 +162,8 @@ fn concrete(path: &str) -> String {
 }
 
 /// Whatever the document names is served: no operation meets the router's
-/// own 404 (`no such route`) or 405.
+/// own 404 (`no such route`) or 405; each answer carries `X-Request-Id`,
+/// as the document says.
 #[tokio::test]
 async fn every_documented_operation_is_served() {
     let app = TestApp::admin_shop(Backend::Sqlite).await;
@@ -179,6 +180,25 @@ async fn every_documented_operation_is_served() {
             .await
             .unwrap();
         let status = response.status().as_u16();
+        // Every answer carries its request's id, and the document says so
+        // for the operation and its answers.
+        assert!(
+            response.headers().contains_key("x-request-id"),
+            "{method} {path}"
+        );
+        let op = &doc["paths"][&path][method.to_lowercase()];
+        let sent = op["parameters"].as_array().is_some_and(|parameters| {
+            parameters
+                .iter()
+                .any(|p| p["name"] == "X-Request-Id" && p["in"] == "header")
+        });
+        assert!(sent, "{method} {path} does not document X-Request-Id");
+        for (code, answer) in op["responses"].as_object().unwrap() {
+            assert!(
+                answer["headers"]["X-Request-Id"].is_object(),
+                "{method} {path} {code} does not document its X-Request-Id"
+            );
+        }
         let body = response.text().await.unwrap();
         assert_ne!(status, 405, "{method} {path}: {body}");
         assert!(

@@ -137,7 +137,19 @@ impl Problem {
 
 impl From<sqlx::Error> for Problem {
     fn from(error: sqlx::Error) -> Self {
-        let api = ApiError::from(error);
+        Self::database(ApiError::from(error))
+    }
+}
+
+impl From<crate::db::Error> for Problem {
+    fn from(error: crate::db::Error) -> Self {
+        Self::database(ApiError::from(error))
+    }
+}
+
+impl Problem {
+    /// The page for the API's answer `api` to a failure of the database.
+    fn database(api: ApiError) -> Self {
         Self {
             status: api.status,
             title: "The database did not answer",

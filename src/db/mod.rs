@@ -4,7 +4,12 @@
 //! writes its SQL in ([`sql`]). It owns no table: each capability keeps its
 //! queries next to its logic (`coupons::store`, `keys::store`, …). It must
 //! not import any capability.
+//!
+//! What a failure is beyond what sqlx can say (one shared by a batch, a
+//! request left unanswered, a rule the database broke) is [`Error`]
+//! (`error`).
 
+mod error;
 mod lists;
 mod notify;
 mod settings;
@@ -22,11 +27,12 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
+pub use error::Error;
 pub use lists::{json_rows, push_case, push_list};
 pub use notify::{listen, notify, notify_in};
 pub use settings::DatabaseSettings;
 pub use sql::{
-    is_contention, is_unavailable, is_unique_violation, retry_on_contention, sql_as_is,
+    Failure, is_contention, is_unavailable, is_unique_violation, retry_on_contention, sql_as_is,
     sql_for_postgres,
 };
 pub use sqlite::checkpoint;

@@ -231,6 +231,7 @@ pub fn is_contention(error: &sqlx::Error) -> bool {
 pub fn is_unavailable(error: &sqlx::Error) -> bool {
     use sqlx::Error::*;
     match error {
+        // WorkerCrashed: sqlx lost the thread that runs a SQLite connection.
         PoolTimedOut | PoolClosed | Io(_) | Tls(_) | WorkerCrashed => true,
         Database(db_error) => {
             if let Some(mysql) = db_error.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
@@ -262,18 +263,33 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
     }
 }
 
+/// An error a transaction fails with, as [`retry_on_contention`] reads it:
+/// `sqlx::Error` for one that only runs statements, `db::Error` (`error`)
+/// for one that also checks what they did.
+pub trait Failure: std::fmt::Display {
+    /// See [`is_contention`].
+    fn is_contention(&self) -> bool;
+}
+
+impl Failure for sqlx::Error {
+    fn is_contention(&self) -> bool {
+        is_contention(self)
+    }
+}
+
 /// Runs a transaction again when the database broke a lock conflict by
 /// rolling it back (deadlock, lock wait timeout, SQLite busy); up to four
 /// more times, with a short random pause so the rivals do not collide again.
-pub async fn retry_on_contention<T, F, Fut>(mut run: F) -> Result<T, sqlx::Error>
+pub async fn retry_on_contention<T, E, F, Fut>(mut run: F) -> Result<T, E>
 where
+    E: Failure,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, sqlx::Error>>,
+    Fut: Future<Output = Result<T, E>>,
 {
     let mut tries = 0;
     loop {
         match run().await {
-            Err(error) if is_contention(&error) && tries < 4 => {
+            Err(error) if error.is_contention() && tries < 4 => {
                 tries += 1;
                 tracing::debug!(%error, tries, "lock conflict; running the transaction again");
                 let pause = rand::random_range(5..=20u64 * tries);

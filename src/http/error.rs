@@ -58,7 +58,21 @@ impl From<sqlx::Error> for ApiError {
 /// The same, for an error that several requests share (a failed batch).
 impl From<&sqlx::Error> for ApiError {
     fn from(error: &sqlx::Error) -> Self {
-        if crate::db::is_contention(error) {
+        let contention = crate::db::is_contention(error);
+        Self::database(error, contention, crate::db::is_unavailable(error))
+    }
+}
+
+/// The same; a request left unanswered reads as unavailable.
+impl From<crate::db::Error> for ApiError {
+    fn from(error: crate::db::Error) -> Self {
+        Self::database(&error, error.is_contention(), error.is_unavailable())
+    }
+}
+
+impl ApiError {
+    fn database(error: &dyn std::fmt::Display, contention: bool, unavailable: bool) -> Self {
+        if contention {
             tracing::warn!(error = %error, "database lock contention");
             return Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -67,7 +81,7 @@ impl From<&sqlx::Error> for ApiError {
             )
             .retry_after(1);
         }
-        if crate::db::is_unavailable(error) {
+        if unavailable {
             tracing::error!(error = %error, "database unavailable");
             let mut unavailable = Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -213,4 +227,33 @@ fn inner_message(text: &str) -> String {
     text.split_once(": ")
         .map_or(text, |(_, rest)| rest)
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db;
+
+    #[test]
+    fn an_unanswered_request_is_unavailable_and_a_broken_rule_internal() {
+        let unanswered = ApiError::from(db::Error::Unanswered);
+        assert_eq!(
+            (unanswered.status, unanswered.code, unanswered.retry_after),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                Some(5)
+            )
+        );
+        assert!(unanswered.outage.is_some());
+
+        let shared = ApiError::from(db::Error::from(sqlx::Error::PoolTimedOut).clone());
+        assert_eq!(shared.code, "database_unavailable");
+
+        let broken = ApiError::from(db::Error::Broken("a rule".into()));
+        assert_eq!(
+            (broken.status, broken.code, broken.outage),
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", None)
+        );
+    }
 }

@@ -175,6 +175,11 @@ impl NewJob {
         self
     }
 
+    /// This job with dedupe key `key`, as [`enqueue_many_handed`] takes it.
+    pub fn keyed(self, key: impl Into<String>) -> KeyedJob {
+        KeyedJob(self.dedupe_key(key))
+    }
+
     pub fn run_at(mut self, at: i64) -> Self {
         self.run_at = at;
         self
@@ -185,6 +190,36 @@ impl NewJob {
     pub fn request_id(mut self, id: Option<Arc<str>>) -> Self {
         self.request_id = id;
         self
+    }
+}
+
+/// A job that has a dedupe key: [`enqueue_many_handed`] finds the id of
+/// each job it inserted by its key, so it takes only these. It reads as
+/// the [`NewJob`] it is, which cannot be changed to lose its key.
+#[derive(Debug, Clone)]
+pub struct KeyedJob(NewJob);
+
+impl KeyedJob {
+    pub fn key(&self) -> &str {
+        // Set by `NewJob::keyed`, the only way to make one.
+        self.0.dedupe_key.as_deref().unwrap_or_default()
+    }
+
+    /// See [`NewJob::request_id`].
+    pub fn request_id(self, id: Option<Arc<str>>) -> Self {
+        Self(self.0.request_id(id))
+    }
+
+    pub fn into_job(self) -> NewJob {
+        self.0
+    }
+}
+
+impl std::ops::Deref for KeyedJob {
+    type Target = NewJob;
+
+    fn deref(&self) -> &NewJob {
+        &self.0
     }
 }
 
@@ -206,17 +241,18 @@ pub async fn enqueue(tx: &mut Tx, job: &NewJob, now: i64) -> Result<Option<i64>,
 }
 
 /// Adds many jobs of one kind in one statement inside the caller's
-/// transaction, each with a dedupe key: ids in the order of `jobs`, `None`
-/// for a job whose key exists already. On MySQL, which cannot skip a
-/// duplicate in a multi-row insert without hiding other errors, an existing
-/// key is an error instead (the caller's transaction must not commit).
+/// transaction, each with a dedupe key ([`KeyedJob`]): ids in the order of
+/// `jobs`, `None` for a job whose key exists already. On MySQL, which
+/// cannot skip a duplicate in a multi-row insert without hiding other
+/// errors, an existing key is an error instead (the caller's transaction
+/// must not commit).
 /// `handoff`'s worker, in this process, may take them without leasing them
 /// (see `handoff`): as many as it has room for are inserted leased to it.
 /// Call [`Handed::deliver`] once
 /// the transaction has committed.
 pub async fn enqueue_many_handed(
     tx: &mut Tx,
-    jobs: &[NewJob],
+    jobs: &[KeyedJob],
     now: i64,
     handoff: Option<&Handoff>,
 ) -> Result<(Vec<Option<i64>>, Handed), sqlx::Error> {

@@ -3,7 +3,7 @@
 //! `on_tx!`/`on_db!`; row locks from `Backend`.
 
 use super::{
-    JobState, NewJob, Priority,
+    JobState, KeyedJob, NewJob, Priority,
     attempts::{self, AttemptOutcome},
     handler::Leased,
     handoff::Reservation,
@@ -38,25 +38,14 @@ pub(super) async fn insert(
 /// See [`super::enqueue_many_handed`].
 pub(super) async fn insert_many(
     tx: &mut Tx,
-    jobs: &[NewJob],
+    jobs: &[KeyedJob],
     now: i64,
     handed: Option<&Reservation>,
 ) -> Result<Vec<Option<i64>>, sqlx::Error> {
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
-    let mut keys = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        match &job.dedupe_key {
-            Some(key) => keys.push(key.as_str()),
-            None => {
-                return Err(sqlx::Error::Protocol(format!(
-                    "a {} job enqueued with others has no dedupe key",
-                    job.kind
-                )));
-            }
-        }
-    }
+    let keys: Vec<&str> = jobs.iter().map(KeyedJob::key).collect();
     let payloads: Vec<String> = jobs.iter().map(|job| job.payload.to_string()).collect();
     // The first `granted` jobs are born leased to the worker that reserved
     // them (see `handoff`): running, their first attempt started.
@@ -76,7 +65,7 @@ pub(super) async fn insert_many(
                 (
                     job.kind.as_str(),
                     payload.as_str(),
-                    job.dedupe_key.as_deref().unwrap_or_default(),
+                    job.key(),
                     job.max_attempts,
                     job.priority as i16,
                     run_at,
@@ -132,7 +121,7 @@ pub(super) async fn insert_many(
             .push_bind(worker.filter(|_| leased))
             .push_bind(job.kind.as_str())
             .push_bind(payload.as_str())
-            .push_bind(job.dedupe_key.as_deref())
+            .push_bind(job.key())
             .push_bind(job.max_attempts)
             .push_bind(job.priority as i16)
             .push_bind(run_at)

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use super::{KeyStatus, LicenseKey, store::stored_key};
 use crate::{
     batch::{Batcher, Decide},
-    db::{Db, json_rows, push_list},
+    db::{self, Db, json_rows, push_list},
     on_db,
 };
 
@@ -70,11 +70,12 @@ impl IssuedKeys {
     }
 
     /// Key `id`, read together with the other lookups in flight.
-    pub async fn get(&self, id: i64) -> Result<Option<Issued>, sqlx::Error> {
+    pub async fn get(&self, id: i64) -> Result<Option<Issued>, db::Error> {
+        // Only a panic while reading leaves a lookup unanswered.
         self.batches
             .submit(&(), id)
             .await
-            .unwrap_or(Err(sqlx::Error::WorkerCrashed))
+            .unwrap_or(Err(db::Error::Unanswered))
     }
 }
 
@@ -82,17 +83,15 @@ impl Decide for Reader {
     /// Every lookup shares one queue: they read, so nothing orders them.
     type Key = ();
     type Request = i64;
-    type Answer = Result<Option<Issued>, sqlx::Error>;
+    type Answer = Result<Option<Issued>, db::Error>;
 
     async fn decide(&self, _: &(), ids: Vec<i64>) -> Vec<Self::Answer> {
         match read(&self.db, &ids).await {
             Ok(found) => ids.iter().map(|id| Ok(found.get(id).cloned())).collect(),
             Err(error) => {
-                // One failure, told to each lookup in the same words.
-                let said = error.to_string();
-                ids.iter()
-                    .map(|_| Err(sqlx::Error::Io(std::io::Error::other(said.clone()))))
-                    .collect()
+                // One failure, told to each lookup as itself.
+                let error = db::Error::from(error);
+                ids.iter().map(|_| Err(error.clone())).collect()
             }
         }
     }

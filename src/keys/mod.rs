@@ -22,7 +22,7 @@ pub use store::oldest_available;
 use serde::Serialize;
 
 use crate::{
-    db::{Db, Tx},
+    db::{self, Db, Tx},
     text::{BoundedText, Invalid},
 };
 
@@ -101,7 +101,7 @@ pub async fn vend(
     sku: &Sku,
     to: &Assignment<'_>,
     now: i64,
-) -> Result<Option<Vended>, sqlx::Error> {
+) -> Result<Option<Vended>, db::Error> {
     store::vend(tx, sku, to, now).await
 }
 
@@ -120,12 +120,12 @@ pub async fn assign_reserved_many(
     tx: &mut Tx,
     assignments: &[(i64, Assignment<'_>)],
     now: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), db::Error> {
     let assigned = store::assign_many(tx, assignments, now).await?;
     if assigned == assignments.len() as u64 {
         Ok(())
     } else {
-        Err(sqlx::Error::Protocol(format!(
+        Err(db::Error::Broken(format!(
             "{} keys were reserved but {assigned} could be assigned",
             assignments.len()
         )))

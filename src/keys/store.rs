@@ -6,7 +6,7 @@ use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use super::{Assignment, KeyStatus, LicenseKey, Revoked, Sku, Stock, Vended};
 use crate::{
-    db::{Backend, Db, Tx, push_case, push_list, read_state},
+    db::{self, Backend, Db, Tx, push_case, push_list, read_state},
     on_db, on_tx,
     text::BoundedText,
 };
@@ -35,7 +35,7 @@ pub(super) async fn vend(
     sku: &Sku,
     to: &Assignment<'_>,
     now: i64,
-) -> Result<Option<Vended>, sqlx::Error> {
+) -> Result<Option<Vended>, db::Error> {
     // The row lock makes a lost race impossible; should the update still
     // find the key taken, pick again rather than hand it out twice.
     for _ in 0..3 {
@@ -53,7 +53,7 @@ pub(super) async fn vend(
             "a key picked for vending was taken meanwhile; picking again"
         );
     }
-    Err(sqlx::Error::Protocol(
+    Err(db::Error::Broken(
         "could not vend a key after three attempts".into(),
     ))
 }

@@ -106,7 +106,7 @@ fn key_email_from_templates(order: i64, key: i64) -> (String, String, String) {
 /// What Rust's `notices::key_email` makes of the same order and key.
 #[cfg(test)]
 fn key_email_from_rust(order: i64, key: i64) -> (String, String, String) {
-    let job: crate::jobs::NewJob = super::notices::key_email(order, key, 5);
+    let job: crate::jobs::NewJob = super::notices::key_email(order, key, 5).into_job();
     (
         job.kind,
         serde_json::to_string(&job.payload).unwrap(),

@@ -21,7 +21,7 @@ use super::{OrderState, history};
 use crate::{
     clock::{rfc3339, window},
     db::Tx,
-    jobs::{self, JobError, NewJob, Payload, Priority},
+    jobs::{self, JobError, KeyedJob, NewJob, Payload, Priority},
     keys::{KeyStatus, Sku},
     mail::{Compose, Letter},
     notices::{Context, admin_letter_to},
@@ -105,13 +105,13 @@ impl Payload for Notice {
 }
 
 /// The buyer's key email for order `order`, which got key `key_id`.
-pub(super) fn key_email(order: i64, key_id: i64, max_attempts: i32) -> NewJob {
+pub(super) fn key_email(order: i64, key_id: i64, max_attempts: i32) -> KeyedJob {
     let notice = Notice::KeyEmail {
         order,
         key: Some(key_id),
     };
     let dedupe = history::fill(history::KEY_EMAIL_JOB.dedupe_key, &[&order, &key_id]);
-    NewJob::of(&notice, max_attempts).dedupe_key(dedupe)
+    NewJob::of(&notice, max_attempts).keyed(dedupe)
 }
 
 /// The kind of [`key_email`]'s jobs.
@@ -187,7 +187,7 @@ pub(super) async fn needs_attention(
     jobs::enqueue(tx, &digest, now).await.map(drop)
 }
 
-fn read(error: sqlx::Error) -> JobError {
+fn read(error: impl std::fmt::Display) -> JobError {
     JobError::retry(format!("reading the database: {error}"))
 }
 

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Fulfilment, OrderState, Placed, Receipt, Status, batch, notices, store};
 use crate::{
-    db::{Tx, retry_on_contention},
+    db::{self, Tx, retry_on_contention},
     intake::normalize::{self, Order, Source},
     keys::{self, Sku},
     merchant::{self, Event},
@@ -26,7 +26,7 @@ impl Fulfilment {
         body: &[u8],
         url_sku: Option<&Sku>,
         now: i64,
-    ) -> Result<Receipt, sqlx::Error> {
+    ) -> Result<Receipt, db::Error> {
         let normalized = match normalize::normalize(source, body) {
             Ok(normalized) => normalized,
             Err(unparseable) => {
@@ -59,7 +59,7 @@ impl Fulfilment {
         order_id: &str,
         url_sku: Option<&Sku>,
         now: i64,
-    ) -> Result<Option<Receipt>, sqlx::Error> {
+    ) -> Result<Option<Receipt>, db::Error> {
         let Some(body) = store::set_aside_body(&self.db, source.as_str(), order_id).await? else {
             return Ok(None);
         };
@@ -73,7 +73,7 @@ impl Fulfilment {
         url_sku: Option<&Sku>,
         body: &[u8],
         now: i64,
-    ) -> Result<Placed, sqlx::Error> {
+    ) -> Result<Placed, db::Error> {
         if let Some(hold) = &order.hold {
             tracing::info!(source = source.as_str(), order_id = %order.order_id, %hold, "order not fulfilled: not paid");
             return Ok(Placed {
@@ -97,7 +97,7 @@ impl Fulfilment {
         payment_ref: Option<&str>,
         body: &[u8],
         now: i64,
-    ) -> Result<Placed, sqlx::Error> {
+    ) -> Result<Placed, db::Error> {
         self.place_for(source, order, sku, payment_ref, body, now)
             .await
     }
@@ -112,7 +112,7 @@ impl Fulfilment {
         payment_ref: Option<&str>,
         body: &[u8],
         now: i64,
-    ) -> Result<Placed, sqlx::Error> {
+    ) -> Result<Placed, db::Error> {
         let sku = match sku {
             Ok(sku) => sku,
             Err(problem) => {
@@ -127,7 +127,7 @@ impl Fulfilment {
                     payment_ref,
                     problem: &problem,
                 };
-                return self.keep(source, set_aside, body, now).await;
+                return Ok(self.keep(source, set_aside, body, now).await?);
             }
         };
         let request = batch::Request {
@@ -146,7 +146,7 @@ impl Fulfilment {
         batches
             .submit(&lane, request)
             .await
-            .unwrap_or(Err(sqlx::Error::WorkerCrashed))
+            .unwrap_or(Err(db::Error::Unanswered))
     }
 
     /// The SKU from the URL, else the payload, else the service mapping.
@@ -248,7 +248,7 @@ impl Fulfilment {
             self.attention(&mut tx, id, &order.details, body, order.problem, now)
                 .await?;
             tx.commit().await?;
-            Ok(Status::NeedsAttention)
+            Ok::<_, sqlx::Error>(Status::NeedsAttention)
         })
         .await?;
         metrics::counter!("allot_orders_total", "source" => source.as_str(), "status" => status.as_str()).increment(1);

@@ -9,7 +9,7 @@ use std::{
 
 use super::{Fulfilment, OrderState, history, notices, store};
 use crate::{
-    db::{Tx, retry_on_contention},
+    db::{self, Tx, retry_on_contention},
     jobs,
     keys::{self, Assignment, Sku},
     merchant,
@@ -18,7 +18,7 @@ use crate::{
 impl Fulfilment {
     /// Fulfils orders waiting for `sku`, oldest first, while keys last.
     /// Returns how many were fulfilled.
-    pub async fn fulfil_waiting(&self, sku: &Sku, now: i64) -> Result<u64, sqlx::Error> {
+    pub async fn fulfil_waiting(&self, sku: &Sku, now: i64) -> Result<u64, db::Error> {
         let mut fulfilled = 0;
         loop {
             let done = retry_on_contention(|| async {
@@ -43,7 +43,7 @@ impl Fulfilment {
                 if served {
                     tx.commit().await?;
                 }
-                Ok(served)
+                Ok::<_, db::Error>(served)
             })
             .await?;
             if !done {
@@ -64,7 +64,7 @@ impl Fulfilment {
     /// [`Self::fulfil_waiting`] for every SKU with waiting orders: the
     /// safety net that runs on a timer, whoever added the keys. Sets the
     /// gauge `allot_orders_awaiting_stock{sku}` to what still waits.
-    pub async fn fulfil_all_waiting(&self, now: i64) -> Result<u64, sqlx::Error> {
+    pub async fn fulfil_all_waiting(&self, now: i64) -> Result<u64, db::Error> {
         let mut fulfilled = 0;
         let mut still_waiting = Vec::new();
         for (sku, waiting) in store::skus_waiting(&self.db).await? {
@@ -100,7 +100,7 @@ impl Fulfilment {
         coupon_code: Option<&str>,
         how: &str,
         now: i64,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<bool, db::Error> {
         let assignment = Assignment {
             email,
             order_id,

@@ -28,7 +28,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::{
-    db::{Db, retry_on_contention},
+    db::{self, Db, retry_on_contention},
     intake::normalize::{Order, Source},
     keys::Sku,
     merchant::{self, Event},
@@ -122,10 +122,10 @@ impl Payments {
         event: PaymentEvent,
         body: &[u8],
         now: i64,
-    ) -> Result<Receipt, sqlx::Error> {
+    ) -> Result<Receipt, db::Error> {
         match &event.action {
             Action::Paid { order, sku } => self.paid(&event, order, sku, body, now).await,
-            Action::Refunded => self.refunded(&event, now).await,
+            Action::Refunded => Ok(self.refunded(&event, now).await?),
             Action::Failed => {
                 let detail = "payment failed; nothing to fulfil".to_string();
                 let new = self.log(&event, "failed", &detail, now).await?;
@@ -153,7 +153,7 @@ impl Payments {
         sku: &Result<Sku, String>,
         body: &[u8],
         now: i64,
-    ) -> Result<Receipt, sqlx::Error> {
+    ) -> Result<Receipt, db::Error> {
         let order = match order {
             Ok(order) => order,
             Err(problem) => {

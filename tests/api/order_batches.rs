@@ -32,7 +32,7 @@ on_every_backend!(
     emails_handed_to_a_worker_that_died_are_sent_after_its_lease,
 );
 
-type Pending = tokio::task::JoinHandle<Result<Receipt, sqlx::Error>>;
+type Pending = tokio::task::JoinHandle<Result<Receipt, allot::db::Error>>;
 
 struct Scene {
     world: World,
@@ -726,7 +726,7 @@ async fn an_order_waits_for_stock_only_once_the_last_key_held_elsewhere_is_sold(
     .await;
     let fulfilment = Fulfilment::new(world.db.clone(), &world.settings);
     match place(&fulfilment, "x").await.unwrap() {
-        Err(error) => assert!(allot::db::is_contention(&error), "{error}"),
+        Err(error) => assert!(error.is_contention(), "{error}"),
         Ok(receipt) => panic!("answered {:?} while the key was held", receipt.status),
     }
     assert_eq!(count(&world, "select count(*) from orders").await, 0);

@@ -36,7 +36,7 @@ use tracing::Instrument;
 use super::{Fulfilment, OrderState, Placed, Status, store::claim};
 use crate::{
     batch::Decide,
-    db::{Backend, Db, Tx, is_unavailable, retry_on_contention},
+    db::{self, Backend, Db, Tx, retry_on_contention},
     intake::normalize::{Order, Source},
     keys::{self, Sku},
     merchant, telemetry,
@@ -87,7 +87,7 @@ pub(super) struct Lane {
 impl Decide for Orders {
     type Key = Lane;
     type Request = Request;
-    type Answer = Result<Placed, sqlx::Error>;
+    type Answer = Result<Placed, db::Error>;
 
     /// Inside an `order_batch` span naming the requests whose orders it
     /// places, with one line when it is done: a search for one request's id
@@ -130,18 +130,13 @@ fn request_ids(batch: &[Request]) -> String {
 }
 
 impl Orders {
-    async fn place(&self, lane: &Lane, batch: Vec<Request>) -> Vec<Result<Placed, sqlx::Error>> {
+    async fn place(&self, lane: &Lane, batch: Vec<Request>) -> Vec<Result<Placed, db::Error>> {
         let sku = &lane.sku;
         match self.place_together(sku, &batch).await {
             Ok(placed) => placed.into_iter().map(Ok).collect(),
-            Err(error) if is_unavailable(&error) => {
-                // One outage, told to each order in words that still read
-                // as an outage (503, try again).
-                let said = error.to_string();
-                batch
-                    .iter()
-                    .map(|_| Err(sqlx::Error::Io(std::io::Error::other(said.clone()))))
-                    .collect()
+            Err(error) if error.is_unavailable() => {
+                // One outage, told to each order as itself (503, try again).
+                batch.iter().map(|_| Err(error.clone())).collect()
             }
             Err(error) if batch.len() == 1 => vec![Err(error)],
             Err(error) => {
@@ -162,11 +157,7 @@ impl Orders {
     /// Places `batch`, all for `sku`, running it again on contention; the
     /// walk for keys starts where the SKU's last batch stopped, and the
     /// batch tries a commit at once unless the SKU's were refused lately.
-    async fn place_together(
-        &self,
-        sku: &Sku,
-        batch: &[Request],
-    ) -> Result<Vec<Placed>, sqlx::Error> {
+    async fn place_together(&self, sku: &Sku, batch: &[Request]) -> Result<Vec<Placed>, db::Error> {
         let after = self.resume.after(sku);
         let at_once = self.at_once.may_try(sku);
         let together =
@@ -192,11 +183,7 @@ impl Orders {
 impl Fulfilment {
     /// Places one order as a batch of one, without a batcher (a payment's
     /// order, or a [`Fulfilment`] not [`grouped`](Fulfilment::grouped)).
-    pub(super) async fn place_one(
-        &self,
-        sku: &Sku,
-        request: Request,
-    ) -> Result<Placed, sqlx::Error> {
+    pub(super) async fn place_one(&self, sku: &Sku, request: Request) -> Result<Placed, db::Error> {
         let batch = std::slice::from_ref(&request);
         let mut together = retry_on_contention(|| self.place_batch(sku, batch, None, true)).await?;
         Ok(together.placed.remove(0))
@@ -215,7 +202,7 @@ impl Fulfilment {
         batch: &[Request],
         after: Option<i64>,
         at_once: bool,
-    ) -> Result<Together, sqlx::Error> {
+    ) -> Result<Together, db::Error> {
         let now = batch.iter().map(|r| r.now).max().unwrap_or_default();
         let mut statuses = vec![Status::Duplicate; batch.len()];
         // First arrivals; a repeat inside the batch is a duplicate.

@@ -9,7 +9,7 @@
 
 use super::{Request, store};
 use crate::{
-    db::Tx,
+    db::{self, Tx},
     jobs,
     keys::{self, Assignment, Sku},
     orders::{OrderState, history, notices},
@@ -45,7 +45,7 @@ pub(super) async fn settle(
     tx: &mut Tx,
     placing: Placing<'_>,
     new: &[New],
-) -> Result<Settled, sqlx::Error> {
+) -> Result<Settled, db::Error> {
     let Placing {
         sku,
         batch,
@@ -159,8 +159,13 @@ struct PlacedRow {
 
 /// The call, [`in_one_call`] `on_its_own`, refused to commit the batch;
 /// nothing was written.
-pub(super) fn needs_transaction(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("AL001"))
+pub(super) fn needs_transaction(error: &db::Error) -> bool {
+    let db::Error::Database(error) = error else {
+        return false;
+    };
+    error
+        .as_database_error()
+        .is_some_and(|e| e.code().as_deref() == Some("AL001"))
 }
 
 /// Places the orders at `firsts` (places in `batch`, in arrival order, no
@@ -175,7 +180,7 @@ pub(super) async fn in_one_call(
     firsts: &[usize],
     after: Option<i64>,
     on_its_own: bool,
-) -> Result<InOneCall, sqlx::Error> {
+) -> Result<InOneCall, db::Error> {
     let Placing {
         sku,
         batch,
@@ -244,7 +249,7 @@ pub(super) async fn in_one_call(
             ..
         } = row;
         let Some(&i) = usize::try_from(place - 1).ok().and_then(|n| firsts.get(n)) else {
-            return Err(sqlx::Error::Protocol(format!(
+            return Err(db::Error::Broken(format!(
                 "allot_place_orders answered for order {place} of {}",
                 firsts.len()
             )));

@@ -6,6 +6,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
+# jemalloc's build settings (see .cargo/config.toml).
+COPY .cargo .cargo
 COPY src src
 COPY migrations migrations
 # Cache mounts keep the registry and the build between image builds.

@@ -23,7 +23,9 @@
 //! Plumbing kept thin, importing no capability: [`batch`] (group commit),
 //! [`config`] (settings), [`db`]
 //! (pools, transactions, the SQL idiom), [`http`] (errors, JSON, layers),
-//! [`clock`] (time), [`memory`] (the allocator handing memory back), [`text`] (bounded text, email addresses), [`telemetry`] (logs, and the request a task serves).
+//! [`clock`] (time), [`text`] (bounded text, email addresses), [`telemetry`] (logs, and the request a task serves).
+
+#![forbid(unsafe_code)]
 
 pub mod app;
 pub mod background;
@@ -41,7 +43,6 @@ pub mod intake;
 pub mod jobs;
 pub mod keys;
 pub mod mail;
-pub mod memory;
 pub mod merchant;
 pub mod notices;
 pub mod openapi;

@@ -8,8 +8,7 @@
 //!   (`allot keys import` does it at once; this catches the rest).
 //!
 //! - housekeeping, every 30 s: finished minutes rolled up for `/v1/stats`,
-//!   done jobs and old attempt logs pruned after `ALLOT_JOB_RETENTION`,
-//!   free memory handed back to the system.
+//!   done jobs and old attempt logs pruned after `ALLOT_JOB_RETENTION`.
 //!
 //! Owns when things run, not what they do: the work itself belongs to
 //! `keys`, `notices` and `orders`. No table of its own.
@@ -159,11 +158,10 @@ const PRUNE_BATCH: i64 = 1000;
 const PRUNE_BATCHES_PER_TICK: usize = 20;
 
 /// Rolls the finished minutes up into `job_stats`, prunes done jobs,
-/// attempt logs and merchant events older than `retention`, on SQLite
-/// cuts the write-ahead log back, and hands the allocator's free pages back.
+/// attempt logs and merchant events older than `retention`, and on SQLite
+/// cuts the write-ahead log back.
 pub async fn keep_house(db: &Db, retention: Duration, now: i64) -> Result<u64, sqlx::Error> {
     jobs::rollup::roll_up(db, now).await?;
-    crate::memory::release_free_pages().await;
     if !crate::db::checkpoint(db).await? {
         tracing::debug!("readers held up the checkpoint of the write-ahead log; next time");
     }

@@ -162,7 +162,7 @@ fn plumbing_and_the_outbox_know_no_capability() {
         "dashboard",
     ];
     for plumbing in [
-        "http", "db", "config", "clock", "text", "jobs", "batch", "memory", "openapi",
+        "http", "db", "config", "clock", "text", "jobs", "batch", "openapi",
     ] {
         let knows: Vec<_> = graph[plumbing]
             .iter()

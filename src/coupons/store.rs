@@ -11,7 +11,7 @@ use sqlx::QueryBuilder;
 
 use super::{Amount, ClaimOutcome, Coupon, CouponName, UserId};
 use crate::{
-    db::{Backend, Db, Tx, push_list},
+    db::{Db, Tx, push_list},
     on_db, on_tx,
 };
 
@@ -133,15 +133,11 @@ fn decide(
 
 /// Locks the coupon against other claimers; its remaining stock, or `None`.
 async fn lock_coupon(tx: &mut Tx, coupon: &str) -> Result<Option<i64>, sqlx::Error> {
-    let lock = match tx.backend() {
-        // BEGIN IMMEDIATE already holds the database write lock.
-        Backend::Sqlite => "",
-        // Not reached: PostgreSQL locks inside `allot_claim_batch`, the same way.
-        Backend::Postgres => " for no key update",
-        // At READ COMMITTED (see `db`), so the claims check that follows sees
-        // what the previous lock holder committed.
-        Backend::MySql => " for update",
-    };
+    // SQLite's BEGIN IMMEDIATE already holds the database write lock; MySQL
+    // runs at READ COMMITTED (see `db`), so the claims check that follows
+    // sees what the previous lock holder committed. PostgreSQL never comes
+    // here: it locks inside `allot_claim_batch`.
+    let lock = tx.backend().for_update();
     let select = format!("select remaining_amount from coupons where name = ?{lock}");
     on_tx!(tx, |conn, sql| {
         sqlx::query_scalar(sql(select))

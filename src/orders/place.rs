@@ -83,28 +83,14 @@ impl Fulfilment {
             });
         }
         let sku = self.sku_for(order, url_sku);
-        self.place_for(source, order, sku, None, body, now).await
+        self.place_paid(source, order, sku, None, body, now).await
     }
 
-    /// Places a paid order from a payment provider, whose SKU the provider's
-    /// intake found (or the reason it could not), and notes the payment
-    /// `payment_ref` it was paid with. A repeat is a duplicate.
+    /// Places a paid order: one with a SKU goes to its batch (see `batch`),
+    /// one without is set aside with the reason. From a payment provider,
+    /// whose intake found the SKU (or the reason it could not), it notes the
+    /// payment `payment_ref` it was paid with. A repeat is a duplicate.
     pub async fn place_paid(
-        &self,
-        source: Source,
-        order: &Order,
-        sku: Result<Sku, String>,
-        payment_ref: Option<&str>,
-        body: &[u8],
-        now: i64,
-    ) -> Result<Placed, db::Error> {
-        self.place_for(source, order, sku, payment_ref, body, now)
-            .await
-    }
-
-    /// An order with a SKU goes to its batch (see `batch`), one without is
-    /// set aside with the reason.
-    async fn place_for(
         &self,
         source: Source,
         order: &Order,

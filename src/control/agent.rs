@@ -241,7 +241,7 @@ impl Inner {
         }
         match command {
             Command::Status => {
-                let row = serde_json::to_value(self.snapshot(None)).unwrap_or_default();
+                let row = self.snapshot(None).as_written();
                 let reply = self.reply("live registry row", json!({ "process": row }));
                 self.answer(id, name, ReplyStatus::Ok, reply).await
             }

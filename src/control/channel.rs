@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::{
     clock::{as_optional_rfc3339, as_rfc3339},
     db::{self, Db, Tx},
-    on_db, on_tx,
+    insert_returning_id, on_db, on_tx,
 };
 
 /// PostgreSQL: targets `LISTEN` here for new commands…
@@ -132,40 +132,19 @@ async fn insert_command(
     command: &NewCommand<'_>,
     error: Option<&str>,
 ) -> Result<i64, sqlx::Error> {
-    const INSERT: &str = "insert into control_commands
-        (message, target, sent_by, sent_at, expires_at, error) values (?, ?, ?, ?, ?, ?)";
-    macro_rules! bound {
-        ($query:expr) => {
-            $query
-                .bind(command.message)
-                .bind(command.target)
-                .bind(command.sent_by)
-                .bind(command.sent_at)
-                .bind(command.expires_at)
-                .bind(error)
-        };
-    }
-    // MySQL has no `RETURNING`; it says the new id itself.
-    match tx {
-        Tx::MySql(tx) => Ok(bound!(sqlx::query(INSERT))
-            .execute(&mut **tx)
-            .await?
-            .last_insert_id() as i64),
-        Tx::Sqlite(tx) => {
-            bound!(sqlx::query_scalar(db::sql_as_is(format!(
-                "{INSERT} returning id"
-            ))))
-            .fetch_one(&mut **tx)
-            .await
-        }
-        Tx::Postgres(tx) => {
-            bound!(sqlx::query_scalar(db::sql_for_postgres(format!(
-                "{INSERT} returning id"
-            ))))
-            .fetch_one(&mut **tx)
-            .await
-        }
-    }
+    insert_returning_id!(
+        tx,
+        "insert into control_commands (message, target, sent_by, sent_at, expires_at, error)
+         values (?, ?, ?, ?, ?, ?)",
+        [
+            command.message,
+            command.target,
+            command.sent_by,
+            command.sent_at,
+            command.expires_at,
+            error
+        ]
+    )
 }
 
 /// `process`'s pending commands, oldest first.

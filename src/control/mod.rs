@@ -20,5 +20,5 @@ mod send;
 pub use agent::Agent;
 pub use channel::{CommandRecord, ReplyRecord, ReplyStatus, find, history, replies};
 pub use message::{Command, MAX_MSG_CHARS, Role, State, Target, printable};
-pub use registry::{Process, list};
+pub use registry::{Process, Shown, list};
 pub use send::{Answer, SendError, Sent, collect, default_timeout, send};

@@ -22,9 +22,10 @@ pub struct Process {
     pub pid: i64,
     pub version: String,
     pub role: String,
-    /// As the process last wrote it; see [`Process::shown_state`].
+    /// As the process last wrote it; operators see [`Shown::state`].
     #[sqlx(try_from = "String")]
-    #[schema(value_type = String)]
+    #[serde(skip_serializing)]
+    #[schema(ignore)]
     pub state: State,
     #[serde(serialize_with = "as_rfc3339")]
     #[schema(value_type = String, format = DateTime)]
@@ -70,13 +71,33 @@ impl Process {
         }
     }
 
-    /// The row as operators see it (`allot ctl processes --json`,
-    /// `/v1/admin/processes`): `state` is [`Process::shown_state`].
-    pub fn shown(&self, now: i64) -> serde_json::Value {
-        let mut row = serde_json::to_value(self).unwrap_or_default();
-        row["state"] = serde_json::json!(self.shown_state(now));
-        row
+    /// The row as operators see it.
+    pub fn shown(&self, now: i64) -> Shown {
+        Shown {
+            process: self.clone(),
+            state: self.shown_state(now).to_string(),
+        }
     }
+
+    /// The row with its state as written: a process telling its own.
+    pub fn as_written(&self) -> Shown {
+        Shown {
+            process: self.clone(),
+            state: self.state.as_str().to_string(),
+        }
+    }
+}
+
+/// A registry row as operators see it (`allot ctl processes --json`,
+/// `/v1/admin/processes`, the dashboard, a `status` reply).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Shown {
+    #[serde(flatten)]
+    pub process: Process,
+    /// `ready`, `unready`, `stopping` or `stopped` as the process last
+    /// wrote it, or `gone`: silent for three heartbeats while claiming to
+    /// run.
+    pub state: String,
 }
 
 /// Writes a new process's row.

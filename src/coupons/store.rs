@@ -77,16 +77,27 @@ pub(super) async fn claim_batch(
     users: &[UserId],
 ) -> Result<Option<Vec<ClaimOutcome>>, sqlx::Error> {
     let coupon = coupon.as_str();
-    if let Db::Postgres(pool) = db {
-        let names: Vec<&str> = users.iter().map(UserId::as_str).collect();
-        let found: Option<(i64, Vec<String>)> =
-            sqlx::query_as("select remaining, held from allot_claim_batch($1, $2)")
-                .bind(coupon)
-                .bind(&names)
-                .fetch_optional(pool)
-                .await?;
-        return Ok(found.map(|(remaining, held)| decide(remaining, held, users).0));
+    match db {
+        Db::Postgres(pool) => {
+            let names: Vec<&str> = users.iter().map(UserId::as_str).collect();
+            let found: Option<(i64, Vec<String>)> =
+                sqlx::query_as("select remaining, held from allot_claim_batch($1, $2)")
+                    .bind(coupon)
+                    .bind(&names)
+                    .fetch_optional(pool)
+                    .await?;
+            Ok(found.map(|(remaining, held)| decide(remaining, held, users).0))
+        }
+        Db::Sqlite { .. } | Db::MySql(_) => claim_step_by_step(db, coupon, users).await,
     }
+}
+
+/// [`claim_batch`]'s four statements one by one.
+async fn claim_step_by_step(
+    db: &Db,
+    coupon: &str,
+    users: &[UserId],
+) -> Result<Option<Vec<ClaimOutcome>>, sqlx::Error> {
     // Dropping `tx` without commit rolls back, on every early return.
     let mut tx = db.begin().await?;
     let Some(remaining) = lock_coupon(&mut tx, coupon).await? else {

@@ -10,7 +10,7 @@ use axum::{
     http::StatusCode,
     response::Html,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -43,13 +43,19 @@ async fn processes_page(
     result: Value,
 ) -> Result<Html<String>, Problem> {
     let now = now_ms();
-    let processes: Vec<Value> = control::list(&state.db)
+    /// A row of the page: live ones get buttons.
+    #[derive(Serialize)]
+    struct Row {
+        #[serde(flatten)]
+        shown: control::Shown,
+        live: bool,
+    }
+    let processes: Vec<Row> = control::list(&state.db)
         .await?
         .iter()
-        .map(|process| {
-            let mut row = process.shown(now);
-            row["live"] = json!(process.is_live(now));
-            row
+        .map(|process| Row {
+            shown: process.shown(now),
+            live: process.is_live(now),
         })
         .collect();
     page::render(

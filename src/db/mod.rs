@@ -5,6 +5,9 @@
 //! queries next to its logic (`coupons::store`, `keys::store`, …). It must
 //! not import any capability.
 //!
+//! Statements only SQLite and MySQL run (PostgreSQL runs those steps in
+//! PL/pgSQL or in one statement) take a [`Step`] (`steps`).
+//!
 //! What a failure is beyond what sqlx can say (one shared by a batch, a
 //! request left unanswered, a rule the database broke) is [`Error`]
 //! (`error`).
@@ -16,6 +19,7 @@ mod settings;
 mod sql;
 mod sqlite;
 mod state;
+mod steps;
 
 use std::{str::FromStr, time::Duration};
 
@@ -37,6 +41,7 @@ pub use sql::{
 };
 pub use sqlite::checkpoint;
 pub use state::{UnknownState, read_state};
+pub use steps::Step;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -11,24 +11,26 @@ use super::{Db, Tx};
 
 /// Inside a transaction: delivered at commit, never for a rollback.
 pub async fn notify_in(tx: &mut Tx, channel: &str) -> Result<(), sqlx::Error> {
-    if let Tx::Postgres(tx) = tx {
-        sqlx::query("select pg_notify($1, '')")
+    match tx {
+        Tx::Postgres(tx) => sqlx::query("select pg_notify($1, '')")
             .bind(channel)
             .execute(&mut **tx)
-            .await?;
+            .await
+            .map(drop),
+        Tx::Sqlite(_) | Tx::MySql(_) => Ok(()),
     }
-    Ok(())
 }
 
 /// After a change made outside a transaction.
 pub async fn notify(db: &Db, channel: &str) -> Result<(), sqlx::Error> {
-    if let Db::Postgres(pool) = db {
-        sqlx::query("select pg_notify($1, '')")
+    match db {
+        Db::Postgres(pool) => sqlx::query("select pg_notify($1, '')")
             .bind(channel)
             .execute(pool)
-            .await?;
+            .await
+            .map(drop),
+        Db::Sqlite { .. } | Db::MySql(_) => Ok(()),
     }
-    Ok(())
 }
 
 /// Wakes `wake` on every notification on `channel` until `shutdown`.

@@ -1,4 +1,7 @@
-//! The one way allot writes SQL for three dialects.
+//! The first of allot's three idioms for SQL in three dialects: one text
+//! for every backend (the others: one `match` per statement that differs,
+//! with an arm for each backend that runs it, and the PL/pgSQL files;
+//! docs/architecture.md).
 //!
 //! - Statements that are the same everywhere but for placeholders are one
 //!   text with `?` placeholders, run through [`on_tx!`](crate::on_tx) or
@@ -10,14 +13,10 @@
 //!   [`insert_unless_exists!`](crate::insert_unless_exists) (MySQL has
 //!   neither `ON CONFLICT DO NOTHING` nor `RETURNING`); a plain insert that
 //!   tells the new id is [`insert_returning_id!`](crate::insert_returning_id).
-//! - Multi-row inserts use `sqlx::QueryBuilder`, which writes each
-//!   backend's placeholders itself. Their statements are built with
-//!   `persistent(false)`: the text differs with the number of rows, and
-//!   each distinct text would otherwise stay prepared in the statement
-//!   cache of every connection that ran it (on SQLite, memory of the
-//!   process that grows with every new batch size seen).
-//! - Where dialects really differ, a `match` on [`Tx`] or [`Db`] with one
-//!   arm per backend and a comment saying why.
+//! - Statements built with `sqlx::QueryBuilder`, whose text differs with
+//!   the number of rows, run with `persistent(false)`: each distinct text
+//!   would otherwise stay prepared in the statement cache of every
+//!   connection that ran it.
 
 use std::{borrow::Cow, time::Duration};
 

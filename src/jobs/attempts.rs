@@ -6,12 +6,9 @@
 //! the lease and closed at the outcome cost every job a second version of
 //! that row and of its three index entries (docs/benchmarks.md).
 
-use sqlx::QueryBuilder;
+use sqlx::{MySql, QueryBuilder};
 
-use crate::{
-    db::{Tx, json_rows},
-    on_tx,
-};
+use crate::db::{Tx, json_rows};
 
 crate::stored_state! {
     /// How an attempt ended (`job_attempts.outcome`).
@@ -50,68 +47,88 @@ pub(super) async fn log(tx: &mut Tx, ended: &[Ended<'_>]) -> Result<(), sqlx::Er
     if ended.is_empty() {
         return Ok(());
     }
-    // SQLite: the rows as one JSON array, one prepared statement for
-    // every batch (see `db::json_rows`).
-    if let Tx::Sqlite(conn) = tx {
-        type Row<'a> = (
-            i64,
-            i32,
-            &'a str,
-            i64,
-            i64,
-            &'a str,
-            Option<&'a str>,
-            Option<i64>,
-        );
-        let rows: Vec<Row> = ended
-            .iter()
-            .map(|e| {
-                (
-                    e.job_id,
-                    e.attempt,
-                    e.worker,
-                    e.started_at,
-                    e.finished_at,
-                    e.outcome.as_str(),
-                    e.error,
-                    e.duration_ms,
-                )
-            })
-            .collect();
-        return sqlx::query(
-            "insert into job_attempts (job_id, attempt, worker, started_at, finished_at, outcome,
-                                       error, duration_ms)
-             select a.value ->> 0, a.value ->> 1, a.value ->> 2, a.value ->> 3, a.value ->> 4,
-                    a.value ->> 5, a.value ->> 6, a.value ->> 7
-               from json_each(?1) a",
-        )
-        .bind(json_rows(&rows)?)
-        .execute(&mut **conn)
-        .await
-        .map(drop);
-    }
-    on_tx!(tx, |conn, _sql| {
-        let mut insert = QueryBuilder::new(
-            "insert into job_attempts (job_id, attempt, worker, started_at, finished_at, outcome, error, duration_ms) ",
-        );
-        insert.push_values(ended, |mut row, e| {
-            row.push_bind(e.job_id)
-                .push_bind(e.attempt)
-                .push_bind(e.worker)
-                .push_bind(e.started_at)
-                .push_bind(e.finished_at)
-                .push_bind(e.outcome.as_str())
-                .push_bind(e.error)
-                .push_bind(e.duration_ms);
-        });
+    match tx {
+        // The rows as one JSON array, one prepared statement for every
+        // batch (see `db::json_rows`).
+        Tx::Sqlite(conn) => {
+            type Row<'a> = (
+                i64,
+                i32,
+                &'a str,
+                i64,
+                i64,
+                &'a str,
+                Option<&'a str>,
+                Option<i64>,
+            );
+            let rows: Vec<Row> = ended
+                .iter()
+                .map(|e| {
+                    (
+                        e.job_id,
+                        e.attempt,
+                        e.worker,
+                        e.started_at,
+                        e.finished_at,
+                        e.outcome.as_str(),
+                        e.error,
+                        e.duration_ms,
+                    )
+                })
+                .collect();
+            sqlx::query(
+                "insert into job_attempts (job_id, attempt, worker, started_at, finished_at,
+                                           outcome, error, duration_ms)
+                 select a.value ->> 0, a.value ->> 1, a.value ->> 2, a.value ->> 3,
+                        a.value ->> 4, a.value ->> 5, a.value ->> 6, a.value ->> 7
+                   from json_each(?1) a",
+            )
+            .bind(json_rows(&rows)?)
+            .execute(&mut **conn)
+            .await?;
+        }
+        // One array per column: one prepared statement for every batch.
+        Tx::Postgres(conn) => {
+            sqlx::query(
+                "insert into job_attempts (job_id, attempt, worker, started_at, finished_at,
+                                           outcome, error, duration_ms)
+                 select * from unnest($1::bigint[], $2::integer[], $3::text[], $4::bigint[],
+                                      $5::bigint[], $6::text[], $7::text[], $8::bigint[])",
+            )
+            .bind(ended.iter().map(|e| e.job_id).collect::<Vec<_>>())
+            .bind(ended.iter().map(|e| e.attempt).collect::<Vec<_>>())
+            .bind(ended.iter().map(|e| e.worker).collect::<Vec<_>>())
+            .bind(ended.iter().map(|e| e.started_at).collect::<Vec<_>>())
+            .bind(ended.iter().map(|e| e.finished_at).collect::<Vec<_>>())
+            .bind(ended.iter().map(|e| e.outcome.as_str()).collect::<Vec<_>>())
+            .bind(ended.iter().map(|e| e.error).collect::<Vec<_>>())
+            .bind(ended.iter().map(|e| e.duration_ms).collect::<Vec<_>>())
+            .execute(&mut **conn)
+            .await?;
+        }
         // Its shape follows the batch size: only the one-row shape (every
         // retry, dead letter and expired lease) is kept among the prepared
         // statements; the others would push out those used again.
-        insert
-            .build()
-            .persistent(ended.len() == 1)
-            .execute(conn)
-            .await
-            .map(drop)
-    })
+        Tx::MySql(conn) => {
+            let mut insert = QueryBuilder::<MySql>::new(
+                "insert into job_attempts (job_id, attempt, worker, started_at, finished_at, outcome, error, duration_ms) ",
+            );
+            insert.push_values(ended, |mut row, e| {
+                row.push_bind(e.job_id)
+                    .push_bind(e.attempt)
+                    .push_bind(e.worker)
+                    .push_bind(e.started_at)
+                    .push_bind(e.finished_at)
+                    .push_bind(e.outcome.as_str())
+                    .push_bind(e.error)
+                    .push_bind(e.duration_ms);
+            });
+            insert
+                .build()
+                .persistent(ended.len() == 1)
+                .execute(&mut **conn)
+                .await?;
+        }
+    }
+    Ok(())
 }

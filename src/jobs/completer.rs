@@ -14,7 +14,7 @@
 
 use std::collections::HashSet;
 
-use sqlx::QueryBuilder;
+use sqlx::{MySql, QueryBuilder};
 use tokio_util::task::TaskTracker;
 
 use super::{
@@ -23,8 +23,7 @@ use super::{
 };
 use crate::{
     batch::{Batcher, Decide},
-    db::{Db, Tx, json_rows, push_case, push_list},
-    on_tx,
+    db::{Db, Step, json_rows, push_case, push_list},
 };
 
 /// The most outcomes one transaction records.
@@ -107,31 +106,26 @@ impl Decide for Recorder {
 /// logs their attempts; the ids it marked. On PostgreSQL one statement
 /// (see `postgres`).
 async fn record_done(db: &Db, worker: &str, batch: &[Done]) -> Result<HashSet<i64>, sqlx::Error> {
-    if let Db::Postgres(pool) = db {
-        return super::postgres::record_done(pool, worker, batch).await;
+    match db {
+        Db::Postgres(pool) => super::postgres::record_done(pool, worker, batch).await,
+        Db::Sqlite { .. } | Db::MySql(_) => record_done_step_by_step(db, worker, batch).await,
     }
+}
+
+/// [`record_done`] on SQLite and MySQL.
+async fn record_done_step_by_step(
+    db: &Db,
+    worker: &str,
+    batch: &[Done],
+) -> Result<HashSet<i64>, sqlx::Error> {
     let mut tx = db.begin().await?;
-    let held = still_held(&mut tx, worker, batch).await?;
+    let held = still_held(tx.steps(), worker, batch).await?;
     let mine: Vec<&Done> = batch.iter().filter(|d| held.contains(&d.job_id)).collect();
     if mine.is_empty() {
         tx.rollback().await?;
         return Ok(held);
     }
-    // SQLite: the rows as one JSON array, one prepared statement for
-    // every batch (see `db::json_rows`).
-    if let Tx::Sqlite(conn) = &mut tx {
-        let rows: Vec<(i64, i64)> = mine.iter().map(|d| (d.job_id, d.finished_at)).collect();
-        sqlx::query(
-            "update jobs set state = 'done', last_error = null, locked_until = null,
-                    locked_by = null, finished_at = d.value ->> 1, updated_at = d.value ->> 1
-               from json_each(?1) d where jobs.id = d.value ->> 0",
-        )
-        .bind(json_rows(&rows)?)
-        .execute(&mut **conn)
-        .await?;
-    } else {
-        mark_done(&mut tx, &mine).await?;
-    }
+    mark_done(tx.steps(), &mine).await?;
     let ended: Vec<attempts::Ended> = mine
         .iter()
         .map(|d| attempts::Ended {
@@ -150,62 +144,73 @@ async fn record_done(db: &Db, worker: &str, batch: &[Done]) -> Result<HashSet<i6
     Ok(held)
 }
 
-/// Marks `mine` done, each at its own time (MySQL: SQLite reads the rows
-/// from one JSON array, see `db::json_rows`).
-async fn mark_done(tx: &mut Tx, mine: &[&Done]) -> Result<(), sqlx::Error> {
-    on_tx!(tx, |conn, _sql| {
-        let mut update = QueryBuilder::new(
-            "update jobs set state = 'done', last_error = null, locked_until = null, locked_by = null",
-        );
-        let finished = || mine.iter().map(|d| (d.job_id, d.finished_at));
-        update.push(", finished_at = ");
-        push_case(&mut update, "id", finished());
-        update.push(", updated_at = ");
-        push_case(&mut update, "id", finished());
-        update.push(" where id in ");
-        push_list(&mut update, mine.iter().map(|d| d.job_id));
-        update
-            .build()
-            .persistent(false)
+/// Marks `mine` done, each at its own time.
+async fn mark_done(step: Step<'_>, mine: &[&Done]) -> Result<(), sqlx::Error> {
+    match step {
+        // The rows as one JSON array, one prepared statement for every
+        // batch (see `db::json_rows`).
+        Step::Sqlite(conn) => {
+            let rows: Vec<(i64, i64)> = mine.iter().map(|d| (d.job_id, d.finished_at)).collect();
+            sqlx::query(
+                "update jobs set state = 'done', last_error = null, locked_until = null,
+                        locked_by = null, finished_at = d.value ->> 1, updated_at = d.value ->> 1
+                   from json_each(?1) d where jobs.id = d.value ->> 0",
+            )
+            .bind(json_rows(&rows)?)
             .execute(conn)
-            .await
-            .map(drop)
-    })
+            .await?;
+        }
+        // Its shape follows the batch: not kept as a prepared statement.
+        Step::MySql(conn) => {
+            let mut update = QueryBuilder::<MySql>::new(
+                "update jobs set state = 'done', last_error = null, locked_until = null, locked_by = null",
+            );
+            let finished = || mine.iter().map(|d| (d.job_id, d.finished_at));
+            update.push(", finished_at = ");
+            push_case(&mut update, "id", finished());
+            update.push(", updated_at = ");
+            push_case(&mut update, "id", finished());
+            update.push(" where id in ");
+            push_list(&mut update, mine.iter().map(|d| d.job_id));
+            update.build().persistent(false).execute(conn).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Which jobs of `batch` are still running under `worker` at the attempt
-/// that finished, locked until the transaction ends. Looked up by id alone
-/// and checked here: a test of `state` in the query let PostgreSQL's
-/// planner scan every running job by the state index (7 ms a batch).
+/// that finished, locked until the transaction ends (SQLite: its write
+/// lock). Looked up by id alone and checked here.
 async fn still_held(
-    tx: &mut Tx,
+    step: Step<'_>,
     worker: &str,
     batch: &[Done],
 ) -> Result<HashSet<i64>, sqlx::Error> {
-    let lock = tx.backend().for_update();
-    // SQLite: the rows as one JSON array, one prepared statement for
-    // every batch (see `db::json_rows`).
-    let rows: Vec<(i64, String, Option<String>, i32)> = if let Tx::Sqlite(conn) = tx {
-        let ids: Vec<i64> = batch.iter().map(|d| d.job_id).collect();
-        sqlx::query_as(
-            "select id, state, locked_by, attempts from jobs
-              where id in (select value from json_each(?1))",
-        )
-        .bind(json_rows(&ids)?)
-        .fetch_all(&mut **conn)
-        .await?
-    } else {
-        on_tx!(tx, |conn, _sql| {
-            let mut select =
-                QueryBuilder::new("select id, state, locked_by, attempts from jobs where id in ");
+    let rows: Vec<(i64, String, Option<String>, i32)> = match step {
+        // The ids as one JSON array, one prepared statement for every
+        // batch (see `db::json_rows`).
+        Step::Sqlite(conn) => {
+            let ids: Vec<i64> = batch.iter().map(|d| d.job_id).collect();
+            sqlx::query_as(
+                "select id, state, locked_by, attempts from jobs
+                  where id in (select value from json_each(?1))",
+            )
+            .bind(json_rows(&ids)?)
+            .fetch_all(conn)
+            .await?
+        }
+        Step::MySql(conn) => {
+            let mut select = QueryBuilder::<MySql>::new(
+                "select id, state, locked_by, attempts from jobs where id in ",
+            );
             push_list(&mut select, batch.iter().map(|d| d.job_id));
-            select.push(lock);
+            select.push(" for update");
             select
                 .build_query_as()
                 .persistent(false)
                 .fetch_all(conn)
-                .await
-        })?
+                .await?
+        }
     };
     let held: HashSet<(i64, i32)> = rows
         .into_iter()

@@ -43,7 +43,7 @@ use serde_json::Value;
 
 use crate::{
     clock::{as_optional_rfc3339, as_rfc3339, now_ms},
-    db::{Db, Tx},
+    db::{Db, Step, Tx},
 };
 
 pub use admin::{
@@ -241,7 +241,8 @@ pub async fn enqueue(tx: &mut Tx, job: &NewJob, now: i64) -> Result<Option<i64>,
 }
 
 /// Adds many jobs of one kind in one statement inside the caller's
-/// transaction, each with a dedupe key ([`KeyedJob`]): ids in the order of
+/// transaction (on a backend that places batches step by step: see
+/// `db::Step`), each with a dedupe key ([`KeyedJob`]): ids in the order of
 /// `jobs`, `None` for a job whose key exists already. On MySQL, which
 /// cannot skip a duplicate in a multi-row insert without hiding other
 /// errors, an existing key is an error instead (the caller's transaction
@@ -251,7 +252,7 @@ pub async fn enqueue(tx: &mut Tx, job: &NewJob, now: i64) -> Result<Option<i64>,
 /// Call [`Handed::deliver`] once
 /// the transaction has committed.
 pub async fn enqueue_many_handed(
-    tx: &mut Tx,
+    step: Step<'_>,
     jobs: &[KeyedJob],
     now: i64,
     handoff: Option<&Handoff>,
@@ -265,7 +266,7 @@ pub async fn enqueue_many_handed(
         _ => None,
     };
     let reservation = reservation.filter(|r| r.granted() > 0);
-    let ids = store::insert_many(tx, jobs, now, reservation.as_ref()).await?;
+    let ids = store::insert_many(step, jobs, now, reservation.as_ref()).await?;
     let granted = reservation.as_ref().map_or(0, Reservation::granted);
     let leased = jobs
         .iter()

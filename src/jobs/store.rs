@@ -1,6 +1,8 @@
 //! The SQL of the job life cycle: insert, lease, record an outcome, take
 //! back expired leases. One text with `?` placeholders through
-//! `on_tx!`/`on_db!`; row locks from `Backend`.
+//! `on_tx!`/`on_db!`, row locks from `Backend`; a batch is one JSON array on
+//! SQLite and a `QueryBuilder` list on MySQL (PostgreSQL's are in
+//! `postgres`), in one `match` each.
 
 use super::{
     JobState, KeyedJob, NewJob, Priority,
@@ -8,10 +10,10 @@ use super::{
     handler::Leased,
     handoff::Reservation,
 };
-use sqlx::QueryBuilder;
+use sqlx::{MySql, QueryBuilder};
 
 use crate::{
-    db::{Backend, Tx, json_rows, push_list},
+    db::{Db, Step, Tx, json_rows, push_list},
     insert_unless_exists, on_tx,
 };
 
@@ -35,9 +37,10 @@ pub(super) async fn insert(
     Ok(id)
 }
 
-/// See [`super::enqueue_many_handed`].
+/// See [`super::enqueue_many_handed`]. No wake-up is sent: the backends
+/// that run this have no `NOTIFY`.
 pub(super) async fn insert_many(
-    tx: &mut Tx,
+    step: Step<'_>,
     jobs: &[KeyedJob],
     now: i64,
     handed: Option<&Reservation>,
@@ -47,110 +50,95 @@ pub(super) async fn insert_many(
     }
     let keys: Vec<&str> = jobs.iter().map(KeyedJob::key).collect();
     let payloads: Vec<String> = jobs.iter().map(|job| job.payload.to_string()).collect();
+    let run_at = |job: &KeyedJob| if job.run_at > 0 { job.run_at } else { now };
     // The first `granted` jobs are born leased to the worker that reserved
     // them (see `handoff`): running, their first attempt started.
     let (granted, worker, locked_until) = match handed {
         Some(r) => (r.granted(), Some(r.worker()), Some(r.locked_until(now))),
         None => (0, None, None),
     };
-    // SQLite: the rows as one JSON array, one prepared statement for every
-    // batch (see `db::json_rows`).
-    if let Tx::Sqlite(conn) = tx {
-        type Row<'a> = (&'a str, &'a str, &'a str, i32, i16, i64, Option<&'a str>);
-        let rows: Vec<Row> = jobs
-            .iter()
-            .zip(&payloads)
-            .map(|(job, payload)| {
-                let run_at = if job.run_at > 0 { job.run_at } else { now };
-                (
-                    job.kind.as_str(),
-                    payload.as_str(),
-                    job.key(),
-                    job.max_attempts,
-                    job.priority as i16,
-                    run_at,
-                    job.request_id.as_deref(),
-                )
-            })
-            .collect();
-        let json = json_rows(&rows)?;
-        let inserted: Vec<(i64, String)> = sqlx::query_as(
-            "insert into jobs (state, attempts, locked_until, locked_by, kind, payload, dedupe_key,
-                               max_attempts, priority, run_at, created_at, updated_at, request_id)
-             select case when j.key < ?1 then 'running' else 'queued' end,
-                    case when j.key < ?1 then 1 else 0 end,
-                    case when j.key < ?1 then ?2 end, case when j.key < ?1 then ?3 end,
-                    j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4,
-                    j.value ->> 5, ?4, ?4, j.value ->> 6
-               from json_each(?5) j where true order by j.key
-             on conflict (dedupe_key) do nothing returning id, dedupe_key",
-        )
-        .bind(granted as i64)
-        .bind(locked_until)
-        .bind(worker)
-        .bind(now)
-        .bind(json)
-        .fetch_all(&mut **conn)
-        .await?;
-        let ids: std::collections::HashMap<String, i64> =
-            inserted.into_iter().map(|(id, key)| (key, id)).collect();
-        return Ok(keys.iter().map(|key| ids.get(*key).copied()).collect());
-    }
-    let mysql = tx.backend() == Backend::MySql;
-    // The statement's shape follows the number of jobs: not kept among
-    // the connection's prepared statements, where it would push out those
-    // that are used again.
-    let inserted: Vec<(i64, String)> = on_tx!(tx, |conn, _sql| {
-        let mut insert = QueryBuilder::new(
-            "insert into jobs (state, attempts, locked_until, locked_by, kind, payload, dedupe_key, max_attempts, priority, run_at, created_at, updated_at, request_id) ",
-        );
-        let rows = jobs.iter().zip(&payloads).enumerate();
-        insert.push_values(rows, |mut row, (i, (job, payload))| {
-            let run_at = if job.run_at > 0 { job.run_at } else { now };
-            let leased = i < granted;
-            row.push_bind(
-                if leased {
-                    JobState::Running
-                } else {
-                    JobState::Queued
-                }
-                .as_str(),
+    let inserted: Vec<(i64, String)> = match step {
+        // The rows as one JSON array, one prepared statement for every
+        // batch (see `db::json_rows`).
+        Step::Sqlite(conn) => {
+            type Row<'a> = (&'a str, &'a str, &'a str, i32, i16, i64, Option<&'a str>);
+            let rows: Vec<Row> = jobs
+                .iter()
+                .zip(&payloads)
+                .map(|(job, payload)| {
+                    (
+                        job.kind.as_str(),
+                        payload.as_str(),
+                        job.key(),
+                        job.max_attempts,
+                        job.priority as i16,
+                        run_at(job),
+                        job.request_id.as_deref(),
+                    )
+                })
+                .collect();
+            sqlx::query_as(
+                "insert into jobs (state, attempts, locked_until, locked_by, kind, payload, dedupe_key,
+                                   max_attempts, priority, run_at, created_at, updated_at, request_id)
+                 select case when j.key < ?1 then 'running' else 'queued' end,
+                        case when j.key < ?1 then 1 else 0 end,
+                        case when j.key < ?1 then ?2 end, case when j.key < ?1 then ?3 end,
+                        j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4,
+                        j.value ->> 5, ?4, ?4, j.value ->> 6
+                   from json_each(?5) j where true order by j.key
+                 on conflict (dedupe_key) do nothing returning id, dedupe_key",
             )
-            .push_bind(i32::from(leased))
-            .push_bind(locked_until.filter(|_| leased))
-            .push_bind(worker.filter(|_| leased))
-            .push_bind(job.kind.as_str())
-            .push_bind(payload.as_str())
-            .push_bind(job.key())
-            .push_bind(job.max_attempts)
-            .push_bind(job.priority as i16)
-            .push_bind(run_at)
-            .push_bind(now)
-            .push_bind(now)
-            .push_bind(job.request_id.as_deref());
-        });
-        if mysql {
+            .bind(granted as i64)
+            .bind(locked_until)
+            .bind(worker)
+            .bind(now)
+            .bind(json_rows(&rows)?)
+            .fetch_all(conn)
+            .await?
+        }
+        // The statement's shape follows the number of jobs: not kept among
+        // the connection's prepared statements, where it would push out
+        // those that are used again. No `returning`: the ids are read back
+        // by key.
+        Step::MySql(conn) => {
+            let mut insert = QueryBuilder::<MySql>::new(
+                "insert into jobs (state, attempts, locked_until, locked_by, kind, payload, dedupe_key, max_attempts, priority, run_at, created_at, updated_at, request_id) ",
+            );
+            let rows = jobs.iter().zip(&payloads).enumerate();
+            insert.push_values(rows, |mut row, (i, (job, payload))| {
+                let leased = i < granted;
+                row.push_bind(
+                    if leased {
+                        JobState::Running
+                    } else {
+                        JobState::Queued
+                    }
+                    .as_str(),
+                )
+                .push_bind(i32::from(leased))
+                .push_bind(locked_until.filter(|_| leased))
+                .push_bind(worker.filter(|_| leased))
+                .push_bind(job.kind.as_str())
+                .push_bind(payload.as_str())
+                .push_bind(job.key())
+                .push_bind(job.max_attempts)
+                .push_bind(job.priority as i16)
+                .push_bind(run_at(job))
+                .push_bind(now)
+                .push_bind(now)
+                .push_bind(job.request_id.as_deref());
+            });
             insert.build().persistent(false).execute(&mut *conn).await?;
             let mut select =
-                QueryBuilder::new("select id, dedupe_key from jobs where dedupe_key in ");
+                QueryBuilder::<MySql>::new("select id, dedupe_key from jobs where dedupe_key in ");
             push_list(&mut select, keys.iter().copied());
             select
                 .build_query_as()
                 .persistent(false)
                 .fetch_all(conn)
-                .await
-        } else {
-            insert.push(" on conflict (dedupe_key) do nothing returning id, dedupe_key");
-            insert
-                .build_query_as()
-                .persistent(false)
-                .fetch_all(conn)
-                .await
+                .await?
         }
-    })?;
-    if !inserted.is_empty() {
-        super::wake::notify_in(tx).await?;
-    }
+    };
     let ids: std::collections::HashMap<String, i64> =
         inserted.into_iter().map(|(id, key)| (key, id)).collect();
     Ok(keys.iter().map(|key| ids.get(*key).copied()).collect())
@@ -158,18 +146,31 @@ pub(super) async fn insert_many(
 
 /// Leases up to `limit` due jobs in one short transaction of a few
 /// statements, however many it leases (on PostgreSQL, one statement: see
-/// `postgres`). On the servers the scan skips rows other workers have
-/// locked; SQLite's single writer needs no such clause.
+/// `postgres`).
 pub(super) async fn lease(
-    db: &crate::db::Db,
+    db: &Db,
     worker: &str,
     limit: i64,
     now: i64,
     locked_until: i64,
 ) -> Result<Vec<Leased>, sqlx::Error> {
-    if let crate::db::Db::Postgres(pool) = db {
-        return super::postgres::lease(pool, worker, limit, now, locked_until).await;
+    match db {
+        Db::Postgres(pool) => super::postgres::lease(pool, worker, limit, now, locked_until).await,
+        Db::Sqlite { .. } | Db::MySql(_) => {
+            lease_step_by_step(db, worker, limit, now, locked_until).await
+        }
     }
+}
+
+/// [`lease`] on SQLite and MySQL. On the servers the scan skips rows other
+/// workers have locked; SQLite's single writer needs no such clause.
+async fn lease_step_by_step(
+    db: &Db,
+    worker: &str,
+    limit: i64,
+    now: i64,
+    locked_until: i64,
+) -> Result<Vec<Leased>, sqlx::Error> {
     let select = format!(
         "select id, kind, payload, attempts, max_attempts, created_at, request_id from jobs
           where state = 'queued' and priority = ? and run_at <= ? order by run_at, id limit ?{}",
@@ -197,62 +198,47 @@ pub(super) async fn lease(
         tx.rollback().await?;
         return Ok(jobs);
     }
-    // Two statements for the whole batch: the rows are locked (SQLite:
-    // the write lock), so `attempts + 1` is the attempt each job sees.
-    // SQLite reads the ids from one JSON array: one prepared statement for
-    // every batch (see `db::json_rows`).
-    if let Tx::Sqlite(conn) = &mut tx {
-        let ids: Vec<i64> = jobs.iter().map(|job| job.id).collect();
-        sqlx::query(
-            "update jobs set state = 'running', attempts = attempts + 1, locked_until = ?1,
-                    locked_by = ?2, updated_at = ?3
-              where id in (select value from json_each(?4))",
-        )
-        .bind(locked_until)
-        .bind(worker)
-        .bind(now)
-        .bind(json_rows(&ids)?)
-        .execute(&mut **conn)
-        .await?;
-    } else {
-        lease_update(&mut tx, &jobs, worker, now, locked_until).await?;
+    // One statement for the whole batch: the rows are locked (SQLite: the
+    // write lock), so `attempts + 1` is the attempt each job sees.
+    match tx.steps() {
+        // The ids as one JSON array: one prepared statement for every
+        // batch (see `db::json_rows`).
+        Step::Sqlite(conn) => {
+            let ids: Vec<i64> = jobs.iter().map(|job| job.id).collect();
+            sqlx::query(
+                "update jobs set state = 'running', attempts = attempts + 1, locked_until = ?1,
+                        locked_by = ?2, updated_at = ?3
+                  where id in (select value from json_each(?4))",
+            )
+            .bind(locked_until)
+            .bind(worker)
+            .bind(now)
+            .bind(json_rows(&ids)?)
+            .execute(conn)
+            .await?;
+        }
+        // Its list of ids follows the batch: not kept among the
+        // connection's prepared statements.
+        Step::MySql(conn) => {
+            let mut update = QueryBuilder::<MySql>::new(
+                "update jobs set state = 'running', attempts = attempts + 1, locked_until = ",
+            );
+            update
+                .push_bind(locked_until)
+                .push(", locked_by = ")
+                .push_bind(worker)
+                .push(", updated_at = ")
+                .push_bind(now)
+                .push(" where id in ");
+            push_list(&mut update, jobs.iter().map(|job| job.id));
+            update.build().persistent(false).execute(conn).await?;
+        }
     }
     for job in &mut jobs {
         job.attempt += 1;
     }
     tx.commit().await?;
     Ok(jobs)
-}
-
-/// The lease's update on the servers: its list of ids follows the batch,
-/// so it is not kept among the connection's prepared statements.
-async fn lease_update(
-    tx: &mut Tx,
-    jobs: &[Leased],
-    worker: &str,
-    now: i64,
-    locked_until: i64,
-) -> Result<(), sqlx::Error> {
-    on_tx!(tx, |conn, _sql| {
-        let mut update = QueryBuilder::new(
-            "update jobs set state = 'running', attempts = attempts + 1, locked_until = ",
-        );
-        update
-            .push_bind(locked_until)
-            .push(", locked_by = ")
-            .push_bind(worker);
-        update
-            .push(", updated_at = ")
-            .push_bind(now)
-            .push(" where id in ");
-        push_list(&mut update, jobs.iter().map(|job| job.id));
-        update
-            .build()
-            .persistent(false)
-            .execute(conn)
-            .await
-            .map(drop)
-    })
 }
 
 /// How an attempt ended.
@@ -300,7 +286,7 @@ pub(super) struct Lease<'a> {
 /// `Ok(false)`: the lease was lost (it expired and another worker took the
 /// job), so this outcome is stale and nothing was written.
 pub(super) async fn finish(
-    db: &crate::db::Db,
+    db: &Db,
     lease: Lease<'_>,
     outcome: &Outcome,
     now: i64,
@@ -396,7 +382,7 @@ struct ExpiredLease {
 /// claimable again, or dead when that was their last attempt. Returns
 /// (requeued, dead).
 pub(super) async fn expire_leases(
-    db: &crate::db::Db,
+    db: &Db,
     now: i64,
     alerts_for: impl Fn(&str) -> Vec<NewJob>,
 ) -> Result<(u64, u64), sqlx::Error> {

@@ -9,14 +9,13 @@
 
 use std::collections::HashMap;
 
-use sqlx::QueryBuilder;
+use sqlx::{Database, Encode, MySql, Postgres, QueryBuilder, Type};
 use tokio_util::task::TaskTracker;
 
 use super::{KeyStatus, LicenseKey, store::stored_key};
 use crate::{
     batch::{Batcher, Decide},
     db::{self, Db, json_rows, push_list},
-    on_db,
 };
 
 /// The most keys one statement reads.
@@ -97,6 +96,18 @@ impl Decide for Reader {
     }
 }
 
+/// `select` followed by the list of `ids`, bound.
+fn by_id_list<DB>(select: &str, ids: &[i64]) -> QueryBuilder<DB>
+where
+    DB: Database,
+    DB::Arguments: Default,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new(select.to_string());
+    push_list(&mut query, ids.iter().copied());
+    query
+}
+
 /// Keys `ids` (not empty) that exist, by id.
 async fn read(db: &Db, ids: &[i64]) -> Result<HashMap<i64, Issued>, sqlx::Error> {
     #[derive(sqlx::FromRow)]
@@ -132,15 +143,20 @@ async fn read(db: &Db, ids: &[i64]) -> Result<HashMap<i64, Issued>, sqlx::Error>
                 .fetch_all(reader)
                 .await?
         }
-        Db::Postgres(_) | Db::MySql(_) => on_db!(db, read, |pool, _sql| {
-            let mut select = QueryBuilder::new(select_where_id!(" in "));
-            push_list(&mut select, ids.iter().copied());
-            select
+        Db::Postgres(pool) => {
+            by_id_list::<Postgres>(select_where_id!(" in "), ids)
                 .build_query_as()
                 .persistent(false)
                 .fetch_all(pool)
-                .await
-        })?,
+                .await?
+        }
+        Db::MySql(pool) => {
+            by_id_list::<MySql>(select_where_id!(" in "), ids)
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(pool)
+                .await?
+        }
     };
     rows.into_iter()
         .map(|row| {

@@ -22,7 +22,7 @@ pub use store::oldest_available;
 use serde::Serialize;
 
 use crate::{
-    db::{self, Db, Tx},
+    db::{self, Db, Step, Tx},
     text::{BoundedText, Invalid},
 };
 
@@ -117,11 +117,11 @@ pub async fn reserve(tx: &mut Tx, sku: &Sku, n: usize) -> Result<Vec<i64>, sqlx:
 /// error if one was taken after all, which the row locks rule out; the
 /// caller's transaction must not commit.
 pub async fn assign_reserved_many(
-    tx: &mut Tx,
+    step: Step<'_>,
     assignments: &[(i64, Assignment<'_>)],
     now: i64,
 ) -> Result<(), db::Error> {
-    let assigned = store::assign_many(tx, assignments, now).await?;
+    let assigned = store::assign_many(step, assignments, now).await?;
     if assigned == assignments.len() as u64 {
         Ok(())
     } else {

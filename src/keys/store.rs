@@ -1,12 +1,12 @@
 //! Key bank SQL: one text with `?` placeholders through `on_tx!`/`on_db!`,
-//! row locks from `Backend`, batches through `QueryBuilder`; PostgreSQL
-//! binds a batch as one array instead.
+//! row locks from `Backend`; a batch is one JSON array on SQLite, one array
+//! on PostgreSQL and a `QueryBuilder` list on MySQL, in one `match` each.
 
-use sqlx::{Database, Encode, QueryBuilder, Type};
+use sqlx::{Database, Encode, MySql, QueryBuilder, Type};
 
 use super::{Assignment, KeyStatus, LicenseKey, Revoked, Sku, Stock, Vended};
 use crate::{
-    db::{self, Backend, Db, Tx, push_case, push_list, read_state},
+    db::{self, Backend, Db, Step, Tx, json_rows, push_case, push_list, read_state},
     on_db, on_tx,
     text::BoundedText,
 };
@@ -80,67 +80,70 @@ async fn assign(tx: &mut Tx, id: i64, to: &Assignment<'_>, now: i64) -> Result<b
 /// Assigns each key of `assignments` (locked by [`reserve`] in this
 /// transaction) to its buyer in one statement; how many it found.
 pub(super) async fn assign_many(
-    tx: &mut Tx,
+    step: Step<'_>,
     assignments: &[(i64, Assignment<'_>)],
     now: i64,
 ) -> Result<u64, sqlx::Error> {
     if assignments.is_empty() {
         return Ok(0);
     }
-    // SQLite: the rows as one JSON array, one prepared statement for
-    // every batch (see `db::json_rows`).
-    if let Tx::Sqlite(conn) = tx {
-        let rows: Vec<(i64, &str, &str, Option<&str>)> = assignments
-            .iter()
-            .map(|(id, a)| (*id, a.email, a.order_id, a.coupon_code))
-            .collect();
-        return sqlx::query(
-            "update license_keys set status = 'assigned', assigned_to_email = a.value ->> 1,
-                    assigned_order_id = a.value ->> 2, assigned_coupon_code = a.value ->> 3,
-                    assigned_at = ?1
-               from json_each(?2) a where license_keys.id = a.value ->> 0",
-        )
-        .bind(now)
-        .bind(crate::db::json_rows(&rows)?)
-        .execute(&mut **conn)
-        .await
-        .map(|done| done.rows_affected());
-    }
-    on_tx!(tx, |conn, _sql| {
-        let mut update = QueryBuilder::new("update license_keys set status = 'assigned'");
-        let ids = || assignments.iter().map(|(id, _)| *id);
-        update.push(", assigned_to_email = ");
-        push_case(
-            &mut update,
-            "id",
-            ids().zip(assignments.iter().map(|(_, a)| a.email)),
-        );
-        update.push(", assigned_order_id = ");
-        push_case(
-            &mut update,
-            "id",
-            ids().zip(assignments.iter().map(|(_, a)| a.order_id)),
-        );
-        update.push(", assigned_coupon_code = ");
-        push_case(
-            &mut update,
-            "id",
-            ids().zip(assignments.iter().map(|(_, a)| a.coupon_code)),
-        );
-        update.push(", assigned_at = ").push_bind(now);
-        // By id alone: `reserve` read these keys as available under the
-        // locks this transaction still holds. A status test here would
-        // lead SQLite's planner to scan the SKU's available keys.
-        update.push(" where id in ");
-        push_list(&mut update, ids());
-        // Its shape follows the batch: not kept as a prepared statement.
-        update
-            .build()
-            .persistent(false)
+    let done = match step {
+        // The rows as one JSON array, one prepared statement for every
+        // batch (see `db::json_rows`).
+        Step::Sqlite(conn) => {
+            let rows: Vec<(i64, &str, &str, Option<&str>)> = assignments
+                .iter()
+                .map(|(id, a)| (*id, a.email, a.order_id, a.coupon_code))
+                .collect();
+            sqlx::query(
+                "update license_keys set status = 'assigned', assigned_to_email = a.value ->> 1,
+                        assigned_order_id = a.value ->> 2, assigned_coupon_code = a.value ->> 3,
+                        assigned_at = ?1
+                   from json_each(?2) a where license_keys.id = a.value ->> 0",
+            )
+            .bind(now)
+            .bind(json_rows(&rows)?)
             .execute(conn)
-            .await
-            .map(|done| done.rows_affected())
-    })
+            .await?
+            .rows_affected()
+        }
+        Step::MySql(conn) => {
+            let mut update =
+                QueryBuilder::<MySql>::new("update license_keys set status = 'assigned'");
+            let ids = || assignments.iter().map(|(id, _)| *id);
+            update.push(", assigned_to_email = ");
+            push_case(
+                &mut update,
+                "id",
+                ids().zip(assignments.iter().map(|(_, a)| a.email)),
+            );
+            update.push(", assigned_order_id = ");
+            push_case(
+                &mut update,
+                "id",
+                ids().zip(assignments.iter().map(|(_, a)| a.order_id)),
+            );
+            update.push(", assigned_coupon_code = ");
+            push_case(
+                &mut update,
+                "id",
+                ids().zip(assignments.iter().map(|(_, a)| a.coupon_code)),
+            );
+            update.push(", assigned_at = ").push_bind(now);
+            // By id alone: `reserve` read these keys as available under the
+            // locks this transaction still holds.
+            update.push(" where id in ");
+            push_list(&mut update, ids());
+            // Its shape follows the batch: not kept as a prepared statement.
+            update
+                .build()
+                .persistent(false)
+                .execute(conn)
+                .await?
+                .rows_affected()
+        }
+    };
+    Ok(done)
 }
 
 /// The ids of up to `n` of the oldest available keys of the SKU, oldest
@@ -301,26 +304,37 @@ pub(super) async fn existing(db: &Db, keys: &[&str]) -> Result<Vec<String>, sqlx
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    // PostgreSQL takes the batch as one array: one parameter, one cheap plan,
-    // instead of planning a thousand-value IN list for every batch.
-    if let Db::Postgres(pool) = db {
-        return sqlx::query_scalar(
-            "select license_key from license_keys where license_key = any($1)",
-        )
-        .bind(keys)
-        .fetch_all(pool)
-        .await;
-    }
-    on_db!(db, read, |pool, _sql| {
-        let mut query =
-            QueryBuilder::new("select license_key from license_keys where license_key in ");
-        push_list(&mut query, keys.iter().map(|key| key.to_string()));
-        query
-            .build_query_scalar()
-            .persistent(false)
-            .fetch_all(pool)
+    match db {
+        // One JSON array: one text, prepared once per reader.
+        Db::Sqlite { reader, .. } => {
+            sqlx::query_scalar(
+                "select license_key from license_keys
+                  where license_key in (select value from json_each(?1))",
+            )
+            .bind(json_rows(keys)?)
+            .fetch_all(reader)
             .await
-    })
+        }
+        // PostgreSQL takes the batch as one array: one parameter, one cheap
+        // plan, instead of planning a thousand-value IN list for every batch.
+        Db::Postgres(pool) => {
+            sqlx::query_scalar("select license_key from license_keys where license_key = any($1)")
+                .bind(keys)
+                .fetch_all(pool)
+                .await
+        }
+        Db::MySql(pool) => {
+            let mut query = QueryBuilder::<MySql>::new(
+                "select license_key from license_keys where license_key in ",
+            );
+            push_list(&mut query, keys.iter().copied());
+            query
+                .build_query_scalar()
+                .persistent(false)
+                .fetch_all(pool)
+                .await
+        }
+    }
 }
 
 /// Inserts `keys` (none of them in the pool) for `sku` in one statement.
@@ -333,27 +347,35 @@ pub(super) async fn insert_many(
     if keys.is_empty() {
         return Ok(());
     }
-    // As one array on PostgreSQL, for the reason given in `existing`.
-    if let Db::Postgres(pool) = db {
-        return sqlx::query(
-            "insert into license_keys (license_key, product_sku, imported_at)
-             select key, $2, $3 from unnest($1::text[]) as key",
-        )
-        .bind(keys)
-        .bind(sku.as_str())
-        .bind(now)
-        .execute(pool)
-        .await
-        .map(drop);
-    }
-    on_db!(db, write, |pool, _sql| {
-        insert_rows(sku, keys, now)
-            .build()
-            .persistent(false)
+    match db {
+        Db::Sqlite { writer, .. } => {
+            insert_rows(sku, keys, now)
+                .build()
+                .persistent(false)
+                .execute(writer)
+                .await?;
+        }
+        // As one array, for the reason given in `existing`.
+        Db::Postgres(pool) => {
+            sqlx::query(
+                "insert into license_keys (license_key, product_sku, imported_at)
+                 select key, $2, $3 from unnest($1::text[]) as key",
+            )
+            .bind(keys)
+            .bind(sku.as_str())
+            .bind(now)
             .execute(pool)
-            .await
-            .map(drop)
-    })
+            .await?;
+        }
+        Db::MySql(pool) => {
+            insert_rows(sku, keys, now)
+                .build()
+                .persistent(false)
+                .execute(pool)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// `insert … values (?, ?, ?), …` for any backend that takes a value list.
@@ -378,8 +400,11 @@ where
 /// import (PostgreSQL; the other backends keep theirs without being asked,
 /// or plan vending from the index alone).
 pub(super) async fn refresh_statistics(db: &Db) -> Result<(), sqlx::Error> {
-    if let Db::Postgres(pool) = db {
-        sqlx::query("analyze license_keys").execute(pool).await?;
+    match db {
+        Db::Postgres(pool) => sqlx::query("analyze license_keys")
+            .execute(pool)
+            .await
+            .map(drop),
+        Db::Sqlite { .. } | Db::MySql(_) => Ok(()),
     }
-    Ok(())
 }

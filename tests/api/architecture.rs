@@ -559,3 +559,143 @@ fn states_are_compared_as_their_types() {
         "states compared as text: {offenders:#?}"
     );
 }
+
+/// SQL for three dialects is written in three idioms (`src/db/sql.rs`):
+/// one text for every backend (`on_tx!`, `on_db!` and the helpers beside
+/// them), one `match` per statement that differs with an arm for each
+/// backend that runs it (`Tx`, `Db`, `db::Step`, `Backend`), and the
+/// PL/pgSQL files. Outside `src/db` nothing picks a backend any other way:
+/// no `if let` or `let … else` on one, no comparison of `Backend`s, no
+/// catch-all arm in a match on backends (a statement would fall into it
+/// unseen on a backend it was not written for), and no shared-text macro
+/// inside an arm of one.
+#[test]
+fn sql_is_written_in_three_idioms() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut offenders = Vec::new();
+    let mut matches = 0;
+    for file in files_ending(&src, ".rs") {
+        if file.starts_with(src.join("db")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        let found = backend_picks(&text);
+        matches += found.matches;
+        offenders.extend(
+            found
+                .offenders
+                .into_iter()
+                .map(|o| format!("{}: {o}", file.display())),
+        );
+    }
+    assert!(matches >= 10, "only {matches} matches on a backend found");
+    assert!(
+        offenders.is_empty(),
+        "backends picked outside the three idioms: {offenders:#?}"
+    );
+    // The check sees each way it forbids.
+    let wrong = backend_picks(
+        "fn f() {
+            if let Tx::Sqlite(c) = tx {}
+            let Db::Postgres(pool) = db else { return };
+            if let (true, Db::Postgres(pool)) = (a, db) {}
+            let mysql = tx.backend() == Backend::MySql;
+            match tx { Tx::Sqlite(c) => 1, _ => 2 };
+            match db { Db::Postgres(p) => 1, other => 2 };
+            match db { Db::Postgres(p) => 1, Db::Sqlite { .. } | Db::MySql(_) => on_db!(db, read, |p, sql| 2) };
+        }",
+    );
+    assert_eq!(wrong.offenders.len(), 7, "{:#?}", wrong.offenders);
+}
+
+#[derive(Default)]
+struct BackendPicks {
+    matches: usize,
+    offenders: Vec<String>,
+}
+
+impl<'a> syn::visit::Visit<'a> for BackendPicks {
+    fn visit_expr_let(&mut self, node: &'a syn::ExprLet) {
+        if names_backend(&node.pat) {
+            self.offenders.push("`if let` on a backend".into());
+        }
+        syn::visit::visit_expr_let(self, node);
+    }
+    fn visit_local(&mut self, node: &'a syn::Local) {
+        if node.init.as_ref().is_some_and(|i| i.diverge.is_some()) && names_backend(&node.pat) {
+            self.offenders.push("`let … else` on a backend".into());
+        }
+        syn::visit::visit_local(self, node);
+    }
+    fn visit_expr_binary(&mut self, node: &'a syn::ExprBinary) {
+        let is_backend = |e: &syn::Expr| match e {
+            syn::Expr::Path(p) => p.path.segments.iter().any(|s| s.ident == "Backend"),
+            _ => false,
+        };
+        if matches!(node.op, syn::BinOp::Eq(_) | syn::BinOp::Ne(_))
+            && (is_backend(&node.left) || is_backend(&node.right))
+        {
+            self.offenders.push("`Backend`s compared".into());
+        }
+        syn::visit::visit_expr_binary(self, node);
+    }
+    fn visit_expr_match(&mut self, node: &'a syn::ExprMatch) {
+        if node.arms.iter().any(|arm| names_backend(&arm.pat)) {
+            self.matches += 1;
+            for arm in &node.arms {
+                if catches_all(&arm.pat) {
+                    self.offenders
+                        .push("a catch-all arm in a match on backends".into());
+                }
+                if let syn::Expr::Macro(m) = &*arm.body {
+                    let name = m.mac.path.segments.last().unwrap().ident.to_string();
+                    if name == "on_tx" || name == "on_db" {
+                        self.offenders
+                            .push(format!("`{name}!` inside an arm of a match on backends"));
+                    }
+                }
+            }
+        }
+        syn::visit::visit_expr_match(self, node);
+    }
+}
+
+fn backend_picks(code: &str) -> BackendPicks {
+    use syn::visit::Visit;
+    let file = syn::parse_file(code).unwrap();
+    let mut found = BackendPicks::default();
+    found.visit_file(&file);
+    found
+}
+
+/// `pat` names a backend: `Tx::…`, `Db::…`, `Step::…`, `Backend::…`,
+/// anywhere inside it.
+fn names_backend(pat: &syn::Pat) -> bool {
+    let is_backend = |path: &syn::Path| {
+        let n = path.segments.len();
+        n >= 2
+            && ["Tx", "Db", "Step", "Backend"]
+                .iter()
+                .any(|name| path.segments[n - 2].ident == name)
+    };
+    match pat {
+        syn::Pat::TupleStruct(p) => is_backend(&p.path),
+        syn::Pat::Struct(p) => is_backend(&p.path),
+        syn::Pat::Path(p) => is_backend(&p.path),
+        syn::Pat::Tuple(p) => p.elems.iter().any(names_backend),
+        syn::Pat::Or(p) => p.cases.iter().any(names_backend),
+        syn::Pat::Reference(p) => names_backend(&p.pat),
+        syn::Pat::Paren(p) => names_backend(&p.pat),
+        _ => false,
+    }
+}
+
+/// `pat` matches whatever is left: `_`, or a bare name.
+fn catches_all(pat: &syn::Pat) -> bool {
+    match pat {
+        syn::Pat::Wild(_) => true,
+        syn::Pat::Ident(p) => p.subpat.is_none(),
+        syn::Pat::Or(p) => p.cases.iter().any(catches_all),
+        _ => false,
+    }
+}

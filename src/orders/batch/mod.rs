@@ -26,17 +26,14 @@ mod resume;
 mod settle;
 mod store;
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-};
+use std::{collections::HashSet, sync::Arc};
 
 use tracing::Instrument;
 
 use super::{Fulfilment, OrderState, Placed, Status, store::claim};
 use crate::{
     batch::Decide,
-    db::{self, Backend, Db, Tx, retry_on_contention},
+    db::{self, Db, Tx, retry_on_contention},
     intake::normalize::{Order, Source},
     keys::{self, Sku},
     merchant, telemetry,
@@ -218,33 +215,40 @@ impl Fulfilment {
             handoff: self.handoff.as_ref(),
         };
         let mut tried_at_once = None;
-        if let (true, Db::Postgres(pool)) = (at_once, &self.db) {
-            let mut conn = pool.acquire().await?;
-            match settle::in_one_call(&mut conn, placing, &firsts, after, true).await {
-                Ok(placed) => {
-                    drop(conn);
-                    return Ok(committed_at_once(batch, statuses, placed));
+        match &self.db {
+            Db::Postgres(pool) if at_once => {
+                let mut conn = pool.acquire().await?;
+                match settle::in_one_call(&mut conn, placing, &firsts, after, true).await {
+                    Ok(placed) => {
+                        drop(conn);
+                        return Ok(committed_at_once(batch, statuses, placed));
+                    }
+                    Err(error) if settle::needs_transaction(&error) => tried_at_once = Some(false),
+                    Err(error) => return Err(error),
                 }
-                Err(error) if settle::needs_transaction(&error) => tried_at_once = Some(false),
-                Err(error) => return Err(error),
             }
+            // Not offered, or no statement commits a batch on its own.
+            Db::Postgres(_) | Db::Sqlite { .. } | Db::MySql(_) => {}
         }
         let mut tx = self.db.begin().await?;
-        let (new, settled) = if let Tx::Postgres(pg) = &mut tx {
-            let placed = settle::in_one_call(pg, placing, &firsts, after, false).await?;
-            (placed.new, placed.settled)
-        } else {
-            let new = self.store_new(&mut tx, sku, batch, &firsts, now).await?;
-            if new.is_empty() {
-                tx.commit().await?;
-                return Ok(Together {
-                    placed: answers(batch, statuses),
-                    last_key: None,
-                    at_once: tried_at_once,
-                });
+        let (new, settled) = match &mut tx {
+            Tx::Postgres(pg) => {
+                let placed = settle::in_one_call(pg, placing, &firsts, after, false).await?;
+                (placed.new, placed.settled)
             }
-            let settled = settle::settle(&mut tx, placing, &new).await?;
-            (new, settled)
+            Tx::Sqlite(_) | Tx::MySql(_) => {
+                let new = self.store_new(&mut tx, sku, batch, &firsts, now).await?;
+                if new.is_empty() {
+                    tx.commit().await?;
+                    return Ok(Together {
+                        placed: answers(batch, statuses),
+                        last_key: None,
+                        at_once: tried_at_once,
+                    });
+                }
+                let settled = settle::settle(&mut tx, placing, &new).await?;
+                (new, settled)
+            }
         };
         let last_key = settled.served.last().map(|&(key, _)| key);
         let (served, waiting) = new.split_at(settled.served.len());
@@ -322,9 +326,7 @@ impl Fulfilment {
     /// fresh ones, and ones set aside before (`needs_attention`), taken up
     /// again as `claim` does. The others were placed before: duplicates.
     ///
-    /// SQLite inserts first (`on conflict do nothing`) and looks up only
-    /// what was already there; MySQL, whose multi-row insert fails on a
-    /// duplicate, looks up first.
+    /// How each backend finds which are new is `store::insert`'s.
     #[allow(clippy::too_many_arguments)]
     async fn store_source(
         &self,
@@ -337,63 +339,37 @@ impl Fulfilment {
         new: &mut Vec<(usize, i64)>,
     ) -> Result<(), sqlx::Error> {
         let order_id = |i: usize| batch[i].order.order_id.as_str();
-        let look_up_first = tx.backend() == Backend::MySql;
-        let mut stored: HashMap<String, store::Stored> = HashMap::new();
-        if look_up_first {
-            let ids: Vec<&str> = group.iter().map(|&i| order_id(i)).collect();
-            stored = by_order_id(store::stored(tx, source.as_str(), &ids).await?);
-        }
-        let fresh: Vec<usize> = group
+        let rows: Vec<store::NewOrder> = group
             .iter()
-            .copied()
-            .filter(|&i| !stored.contains_key(order_id(i)))
+            .map(|&i| store::NewOrder {
+                order_id: order_id(i),
+                email: batch[i].order.email.as_str(),
+                coupon_code: batch[i].order.coupon_code.as_deref(),
+                payment_ref: batch[i].payment_ref.as_deref(),
+            })
             .collect();
-        let mut inserted = HashMap::new();
-        if !fresh.is_empty() {
-            let rows: Vec<store::NewOrder> = fresh
-                .iter()
-                .map(|&i| store::NewOrder {
-                    order_id: order_id(i),
-                    email: batch[i].order.email.as_str(),
-                    coupon_code: batch[i].order.coupon_code.as_deref(),
-                    payment_ref: batch[i].payment_ref.as_deref(),
-                })
-                .collect();
-            inserted = store::insert(tx, source.as_str(), sku.as_str(), &rows, now).await?;
-        }
-        new.extend(
-            fresh
-                .iter()
-                .filter_map(|&i| inserted.get(order_id(i)).map(|&id| (i, id))),
-        );
-        let there: Vec<usize> = group
-            .iter()
-            .copied()
-            .filter(|&i| !inserted.contains_key(order_id(i)))
-            .collect();
-        if !look_up_first && !there.is_empty() {
-            let ids: Vec<&str> = there.iter().map(|&i| order_id(i)).collect();
-            stored = by_order_id(store::stored(tx, source.as_str(), &ids).await?);
-        }
-        for i in there {
+        let stored = store::insert(tx.steps(), source.as_str(), sku.as_str(), &rows, now).await?;
+        for &i in group {
+            if let Some(&id) = stored.new.get(order_id(i)) {
+                new.push((i, id));
+                continue;
+            }
             // Set aside before: taken up again, as `claim` does.
-            if stored
-                .get(order_id(i))
-                .is_some_and(|row| row.state == OrderState::NeedsAttention)
-            {
-                let order = &batch[i].order;
-                if let Some(id) = claim(tx, source, &order.order_id, now).await? {
-                    let details = super::store::Details {
-                        email: Some(order.email.as_str()),
-                        product_sku: Some(sku.as_str()),
-                        coupon_code: order.coupon_code.as_deref(),
-                    };
-                    super::store::describe(tx, id, &details, now).await?;
-                    if let Some(payment_ref) = batch[i].payment_ref.as_deref() {
-                        super::store::set_payment_ref(tx, id, Some(payment_ref)).await?;
-                    }
-                    new.push((i, id));
+            if stored.there.get(order_id(i)) != Some(&OrderState::NeedsAttention) {
+                continue;
+            }
+            let order = &batch[i].order;
+            if let Some(id) = claim(tx, source, &order.order_id, now).await? {
+                let details = super::store::Details {
+                    email: Some(order.email.as_str()),
+                    product_sku: Some(sku.as_str()),
+                    coupon_code: order.coupon_code.as_deref(),
+                };
+                super::store::describe(tx, id, &details, now).await?;
+                if let Some(payment_ref) = batch[i].payment_ref.as_deref() {
+                    super::store::set_payment_ref(tx, id, Some(payment_ref)).await?;
                 }
+                new.push((i, id));
             }
         }
         Ok(())
@@ -435,12 +411,6 @@ fn committed_at_once(
         last_key: settled.served.last().map(|&(key, _)| key),
         at_once: Some(true),
     }
-}
-
-fn by_order_id(rows: Vec<store::Stored>) -> HashMap<String, store::Stored> {
-    rows.into_iter()
-        .map(|row| (row.order_id.clone(), row))
-        .collect()
 }
 
 fn answers(batch: &[Request], statuses: Vec<Status>) -> Vec<Placed> {

@@ -41,6 +41,8 @@ pub(super) struct Placing<'a> {
     pub handoff: Option<&'a jobs::Handoff>,
 }
 
+/// Settles the stored orders `new` of `placing` step by step (SQLite,
+/// MySQL: see `db::Step`).
 pub(super) async fn settle(
     tx: &mut Tx,
     placing: Placing<'_>,
@@ -77,7 +79,7 @@ pub(super) async fn settle(
                 (key, to)
             })
             .collect();
-        keys::assign_reserved_many(tx, &assignments, now).await?;
+        keys::assign_reserved_many(tx.steps(), &assignments, now).await?;
         let emails: Vec<_> = served
             .iter()
             .zip(&reserved)
@@ -85,7 +87,8 @@ pub(super) async fn settle(
                 notices::key_email(id, key, max_attempts).request_id(batch[i].request_id.clone())
             })
             .collect();
-        let (jobs, born_leased) = jobs::enqueue_many_handed(tx, &emails, now, handoff).await?;
+        let (jobs, born_leased) =
+            jobs::enqueue_many_handed(tx.steps(), &emails, now, handoff).await?;
         handed = born_leased;
         let fulfilled: Vec<(i64, i64, Option<i64>)> = served
             .iter()
@@ -93,7 +96,7 @@ pub(super) async fn settle(
             .zip(&jobs)
             .map(|((&(_, id), &key), &job)| (id, key, job))
             .collect();
-        store::fulfilled(tx, &fulfilled, now).await?;
+        store::fulfilled(tx.steps(), &fulfilled, now).await?;
         for (&(i, _), &(id, key, job)) in served.iter().zip(&fulfilled) {
             events.push((
                 id,
@@ -105,7 +108,7 @@ pub(super) async fn settle(
     }
     if !waiting.is_empty() {
         let ids: Vec<i64> = waiting.iter().map(|&(_, id)| id).collect();
-        store::waiting(tx, &ids, now).await?;
+        store::waiting(tx.steps(), &ids, now).await?;
         for (n, &(i, id)) in waiting.iter().enumerate() {
             let first = n == 0 && !queued_behind;
             events.push((
@@ -115,7 +118,7 @@ pub(super) async fn settle(
             ));
         }
     }
-    store::events(tx, &events, now).await?;
+    store::events(tx.steps(), &events, now).await?;
     Ok(Settled {
         served: settled,
         queued_behind,
